@@ -1,0 +1,274 @@
+"""The objective protocol, the context a trial runs in, and the registry of objectives.
+
+An objective is what one trial trains and evaluates. It is built in the controller
+process (to validate a spec and read its default search space) and again inside the
+trial child process, where :meth:`Objective.run` is called once per seed.
+
+Concurrency: an objective instance is used by one trial process at a time; ``run``
+must not rely on state shared with other trials except through files under
+``ctx.artifact_dir`` / ``ctx.cache_dir``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from hpod.errors import SpecError, TrialPruned
+
+__all__ = [
+    "Measurement",
+    "TrialContext",
+    "Objective",
+    "FunctionObjective",
+    "register_objective",
+    "create_objective",
+    "registered_objectives",
+    "ENTRY_POINT_GROUP",
+]
+
+ENTRY_POINT_GROUP = "hpod.objectives"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A figure with its provenance, in base units (seconds, bytes, joules).
+
+    ``method`` says how it was obtained: ``wall-clock``, ``rss-peak``,
+    ``cuda-max-reserved``, ``nvml-energy-counter``, ``codecarbon-rapl``,
+    ``codecarbon-estimate``, ``synthetic-cost-model``, ``objective``...
+    """
+
+    value: float
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "method": self.method}
+
+
+@dataclass
+class TrialContext:
+    """What a running trial sees.
+
+    ``report(step, values)`` records an intermediate result (e.g. validation loss
+    after an evaluation step). It raises :class:`~hpod.errors.TrialPruned` when the
+    trial should stop (pruner or early stopping); objectives let it propagate, or
+    catch it to finish with their best-so-far values.
+    """
+
+    params: dict[str, Any]
+    seed: int
+    trial_number: int
+    study_name: str
+    artifact_dir: Path
+    cache_dir: Path
+    device: str = "cpu"
+    seed_index: int = 0
+    #: called with (step, values); returns True when the trial should stop.
+    report_hook: Callable[[int, Mapping[str, float]], bool] | None = None
+    #: checkpoint to resume from (population-based training), or None.
+    resume_from: Path | None = None
+    intermediate: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+    def report(self, step: int, values: Mapping[str, float]) -> None:
+        clean = {k: float(v) for k, v in values.items()}
+        self.intermediate.append((int(step), clean))
+        if self.report_hook is not None and self.report_hook(int(step), clean):
+            raise TrialPruned(f"stopped at step {step}")
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A trainable, evaluable workload.
+
+    Attributes:
+        metric_names: every name ``run`` may return (besides the meters' ``time_seconds``,
+            ``memory_bytes``, ``energy_joules``, which hpod always measures). Used to
+            validate a spec's objectives and constraints at submission.
+        provides: measurement names the objective computes itself (e.g. a cost model
+            that returns ``energy_joules``); hpod then skips that meter and keeps the
+            objective's figure with the method it gives.
+        reference_point: optional known hypervolume reference point (name → value).
+        heavy: True when a trial is long enough (seconds or more) that starting the
+            CodeCarbon tracker (~2 s) is worth it.
+
+    Methods:
+        default_space(): the default search space as spec dicts
+            (``{"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}}``).
+        validate(): check inputs (data files...) at submission; raise
+            :class:`~hpod.errors.SpecError` / :class:`~hpod.errors.DataError`.
+        prepare(cache_dir): one-time work shared by all trials (e.g. training a base
+            model), run before the first trial; must be idempotent and cached.
+        run(ctx): train and evaluate on ``ctx.params`` with ``ctx.seed``; returns a
+            mapping of name → float or :class:`Measurement`. Raise
+            :class:`~hpod.errors.TrialPruned` to stop early, anything else to fail.
+    """
+
+    metric_names: frozenset[str]
+    provides: frozenset[str]
+    reference_point: Mapping[str, float] | None
+    heavy: bool
+
+    def default_space(self) -> dict[str, dict[str, Any]]: ...
+
+    def validate(self) -> None: ...
+
+    def prepare(self, cache_dir: Path) -> None: ...
+
+    def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]: ...
+
+
+class BaseObjective:
+    """Convenience base with the protocol's defaults."""
+
+    metric_names: frozenset[str] = frozenset()
+    provides: frozenset[str] = frozenset()
+    reference_point: Mapping[str, float] | None = None
+    heavy: bool = False
+
+    def default_space(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def validate(self) -> None:
+        return None
+
+    def prepare(self, cache_dir: Path) -> None:
+        return None
+
+    def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class FunctionObjective(BaseObjective):
+    """Wraps a user's plain function ``f(params) -> dict`` or ``f(params, ctx) -> dict``.
+
+    The function may carry ``metric_names`` / ``default_space`` attributes; without
+    them hpod cannot check objective names at submission and checks them when the
+    first trial returns.
+    """
+
+    def __init__(self, func: Callable[..., Mapping[str, Any]], params: Mapping[str, Any]):
+        self.func = func
+        self.options = dict(params)
+        self.metric_names = frozenset(getattr(func, "metric_names", ()) or ())
+        self.provides = frozenset(getattr(func, "provides", ()) or ())
+        self.heavy = bool(getattr(func, "heavy", False))
+        self._space = dict(getattr(func, "default_space", {}) or {})
+        try:
+            self._takes_ctx = len(inspect.signature(func).parameters) >= 2
+        except (TypeError, ValueError):
+            self._takes_ctx = False
+
+    def default_space(self) -> dict[str, dict[str, Any]]:
+        return dict(self._space)
+
+    def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]:
+        params = {**self.options, **ctx.params}
+        result = self.func(params, ctx) if self._takes_ctx else self.func(params)
+        if isinstance(result, (int, float)) and not isinstance(result, bool):
+            return {"loss": float(result)}
+        if not isinstance(result, Mapping):
+            raise TypeError(
+                f"objective function returned {type(result).__name__}; "
+                "return a dict of metric name -> float"
+            )
+        return result
+
+
+ObjectiveFactory = Callable[[Mapping[str, Any]], Objective]
+_REGISTRY: dict[str, ObjectiveFactory] = {}
+
+
+def register_objective(name: str, factory: ObjectiveFactory | None = None) -> Any:
+    """Register ``factory(params) -> Objective`` under ``name``; usable as a decorator.
+
+    Raises ValueError for a duplicate name.
+    """
+
+    def _register(f: ObjectiveFactory) -> ObjectiveFactory:
+        if name in _REGISTRY and _REGISTRY[name] is not f:
+            raise ValueError(f"objective {name!r} is already registered")
+        _REGISTRY[name] = f
+        return f
+
+    return _register(factory) if factory is not None else _register
+
+
+def _load_builtins() -> None:
+    # Importing registers; t5_lora's module keeps torch lazy.
+    importlib.import_module("hpod.objectives.synthetic")
+    try:
+        importlib.import_module("hpod.objectives.t5_lora")
+    except ImportError:  # pragma: no cover - partial installs
+        pass
+    try:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name not in _REGISTRY:
+                _REGISTRY[ep.name] = ep.load()
+    except Exception:  # pragma: no cover - a broken third-party plugin must not break hpod
+        pass
+
+
+def registered_objectives() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def create_objective(name: str, params: Mapping[str, Any] | None = None, *, path: str = "objective.name") -> Objective:
+    """Build an objective from a registered name (``synthetic:zdt1``, ``t5_lora``) or
+    ``package.module:callable``.
+
+    Raises :class:`~hpod.errors.SpecError` naming ``path`` when it cannot be found.
+    """
+    params = dict(params or {})
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name](params)
+    prefix = name.split(":", 1)[0] + ":"
+    family = [n for n in _REGISTRY if n.startswith(prefix)]
+    if family:
+        raise SpecError(path, "unknown objective", found=name, allowed=", ".join(sorted(family)))
+    if ":" not in name:
+        raise SpecError(
+            path,
+            "unknown objective",
+            found=name,
+            allowed=", ".join(sorted(_REGISTRY)) + ", or package.module:callable",
+        )
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(path, f"cannot import module {module_name!r}: {exc}", found=name) from None
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise SpecError(path, f"module {module_name!r} has no attribute {attr!r}", found=name)
+    if inspect.isclass(target):
+        obj = target(**params) if params else target()
+        if not isinstance(obj, Objective):
+            raise SpecError(path, "class does not implement the hpod Objective protocol", found=name)
+        return obj
+    if callable(target):
+        return FunctionObjective(target, params)
+    raise SpecError(path, "not callable", found=name)
+
+
+def finite_or_fail(name: str, value: float) -> float:
+    """Return ``value`` as float, raising ValueError when it is NaN or infinite."""
+    v = float(value)
+    if math.isnan(v) or math.isinf(v):
+        raise ValueError(f"objective returned {v} for {name!r}")
+    return v
+
+
+# Re-exported for objectives that stop early.
+TrialPruned = TrialPruned
