@@ -170,6 +170,7 @@ class HpodCollector(Collector):
             raise TypeError(f"snapshot must be a callable returning a Snapshot, got {snapshot!r}")
         self._snapshot = snapshot
         self._errors: dict[str, int] = {}
+        self._failing: set[str] = set()
         self._errors_lock = threading.Lock()
         if registry is not None:
             registry.register(self)
@@ -177,6 +178,20 @@ class HpodCollector(Collector):
     def _count_error(self, section: str) -> None:
         with self._errors_lock:
             self._errors[section] = self._errors.get(section, 0) + 1
+            first = section not in self._failing
+            self._failing.add(section)
+        # A store outage fails every scrape (every 15 s): the traceback is logged once
+        # per outage, not once per scrape.
+        if first:
+            log.exception("metrics: exporting %r failed; skipped until it recovers", section)
+        else:
+            log.debug("metrics: exporting %r failed again", section, exc_info=True)
+
+    def _count_success(self, section: str) -> None:
+        if section in self._failing:  # unlocked read: a stale answer only delays a log line
+            with self._errors_lock:
+                self._failing.discard(section)
+            log.info("metrics: exporting %r works again", section)
 
     def _errors_family(self) -> Metric:
         family = CounterMetricFamily(
@@ -194,19 +209,19 @@ class HpodCollector(Collector):
         try:
             snap = self._snapshot()
         except Exception:
-            log.exception("metrics: taking the snapshot failed; exporting no hpod state this scrape")
             self._count_error("snapshot")
             yield self._errors_family()
             return
+        self._count_success("snapshot")
         for section, build in _SECTIONS.items():
             try:
                 # Build a section completely before yielding any of it, so that a bad
                 # value half-way never leaves a partial family in the exposition.
                 families = list(build(snap))
             except Exception:
-                log.exception("metrics: exporting section %r failed; skipped this scrape", section)
                 self._count_error(section)
                 continue
+            self._count_success(section)
             yield from families
         yield self._errors_family()
 
