@@ -1,0 +1,473 @@
+"""The drift tests: two-sample tests on text features, change detectors on metric
+streams, and the relative-change test on a reference configuration's cost.
+
+Every test returns a :class:`DriftResult` whose ``score`` is its statistic divided
+by its threshold, so ``score >= 1`` means "the effect is at least as large as the
+threshold" whatever the test; tests with a p-value are over threshold only when
+that p-value (after the monitor's multiple-testing correction) is at most alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from hpod.monitors._drift_spec import DEFAULT_OPTIONS, DEFAULT_THRESHOLDS
+
+__all__ = [
+    "DriftResult",
+    "REASONS",
+    "length_drift",
+    "vocabulary_drift",
+    "embedding_drift",
+    "performance_drift",
+    "cost_drift",
+    "adjust_p_values",
+]
+
+Direction = Literal["increase", "decrease", "both"]
+
+#: The reason each detector reports (recorded with an alarm and a retune).
+REASONS: dict[str, str] = {
+    "ks": "drift:data:length",
+    "wasserstein": "drift:data:length",
+    "js": "drift:data:vocabulary",
+    "psi": "drift:data:vocabulary",
+    "mmd": "drift:data:embedding",
+    "page_hinkley": "drift:performance",
+    "adwin": "drift:performance",
+    "cusum": "drift:performance",
+    "relative_change": "drift:cost",
+}
+
+# Proportions below this are floored before PSI's logarithm; the usual choice in
+# credit-risk practice, where PSI comes from.
+_PSI_FLOOR = 1e-4
+# Above this many pooled samples the MMD kernel matrix (n x n) is computed on a
+# random subsample of the reference; memory grows as n squared.
+_MMD_MAX_POOLED = 2000
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The outcome of one drift test on one window.
+
+    ``statistic`` is on the test's own scale (see ``DEFAULT_THRESHOLDS``),
+    ``score = statistic / threshold``; ``p_value`` is the raw p-value where the
+    test has one, ``p_value_adjusted`` the value after the monitor's correction
+    (equal to ``p_value`` for a test used alone). ``reason`` is the retune reason
+    (``drift:data:length``, ``drift:data:vocabulary``, ``drift:data:embedding``,
+    ``drift:performance``, ``drift:cost``).
+    """
+
+    detector: str
+    reason: str
+    statistic: float
+    threshold: float
+    score: float
+    over_threshold: bool
+    p_value: float | None = None
+    p_value_adjusted: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (non-finite floats become None)."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def _result(
+    detector: str,
+    statistic: float,
+    threshold: float | None,
+    *,
+    p_value: float | None = None,
+    alpha: float = 0.05,
+    details: dict[str, Any] | None = None,
+) -> DriftResult:
+    limit = DEFAULT_THRESHOLDS[detector] if threshold is None else float(threshold)
+    if not limit > 0:
+        raise ValueError(f"threshold for {detector} must be > 0, got {limit}")
+    score = float(statistic) / limit
+    over = score >= 1.0 and (p_value is None or p_value <= alpha)
+    return DriftResult(
+        detector=detector,
+        reason=REASONS[detector],
+        statistic=float(statistic),
+        threshold=limit,
+        score=score,
+        over_threshold=over,
+        p_value=p_value,
+        p_value_adjusted=p_value,
+        details=details or {},
+    )
+
+
+def _as_1d(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise ValueError(f"{name} must hold at least one value, got none")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must hold finite numbers, got {array[~np.isfinite(array)][:3].tolist()}")
+    return array
+
+
+def _permutation_p(observed: float, permuted: np.ndarray) -> float:
+    # (1 + #{T* >= T}) / (1 + P): never 0, valid at level alpha (Phipson & Smyth 2010)
+    return float((1 + np.count_nonzero(permuted >= observed - 1e-12)) / (1 + permuted.size))
+
+
+def _window_masks(n_pooled: int, n_window: int, permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """``permutations x n_pooled`` 0/1 matrix; each row marks a random window of size n_window."""
+    order = np.argsort(rng.random((permutations, n_pooled)), axis=1)
+    masks = np.zeros((permutations, n_pooled), dtype=np.float64)
+    np.put_along_axis(masks, order[:, :n_window], 1.0, axis=1)
+    return masks
+
+
+# -- data drift ------------------------------------------------------------
+
+
+def length_drift(
+    reference: Sequence[float] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    *,
+    method: Literal["ks", "wasserstein"] = "ks",
+    threshold: float | None = None,
+    alpha: float = 0.05,
+    permutations: int = 199,
+    rng: np.random.Generator | None = None,
+) -> DriftResult:
+    """Has the length distribution (tokens per text) moved?
+
+    ``ks``: two-sample Kolmogorov-Smirnov (scipy); statistic D in [0, 1], exact or
+    asymptotic p-value. ``wasserstein``: Wasserstein-1 distance between the
+    log(1 + length) distributions in units of the reference's standard deviation of
+    log-length, with a permutation p-value.
+    """
+    from scipy import stats
+
+    ref = _as_1d(reference, "reference")
+    cur = _as_1d(current, "current")
+    details: dict[str, Any] = {
+        "reference_median": float(np.median(ref)),
+        "current_median": float(np.median(cur)),
+        "n_reference": int(ref.size),
+        "n_current": int(cur.size),
+    }
+    if method == "ks":
+        test = stats.ks_2samp(ref, cur)
+        return _result("ks", float(test.statistic), threshold, p_value=float(test.pvalue), alpha=alpha, details=details)
+    if method != "wasserstein":
+        raise ValueError(f"method must be 'ks' or 'wasserstein', got {method!r}")
+    log_ref, log_cur = np.log1p(ref), np.log1p(cur)
+    # a reference of identical lengths has no spread; any difference is then large
+    scale = max(float(np.std(log_ref, ddof=1)) if ref.size > 1 else 0.0, 1e-3)
+    observed = stats.wasserstein_distance(log_ref, log_cur) / scale
+    rng = rng or np.random.default_rng(0)
+    pooled = np.concatenate([log_ref, log_cur])
+    permuted = np.empty(permutations)
+    for i in range(permutations):
+        shuffled = rng.permutation(pooled)
+        permuted[i] = stats.wasserstein_distance(shuffled[: ref.size], shuffled[ref.size :]) / scale
+    return _result(
+        "wasserstein", observed, threshold, p_value=_permutation_p(observed, permuted), alpha=alpha, details=details
+    )
+
+
+def _js_rows(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
+    """Row-wise Jensen-Shannon distance (base 2, in [0, 1]) between count vectors."""
+    from scipy.special import rel_entr
+
+    p = p_counts / np.maximum(p_counts.sum(axis=-1, keepdims=True), 1e-300)
+    q = q_counts / np.maximum(q_counts.sum(axis=-1, keepdims=True), 1e-300)
+    m = 0.5 * (p + q)
+    divergence = 0.5 * (rel_entr(p, m).sum(axis=-1) + rel_entr(q, m).sum(axis=-1)) / math.log(2)
+    return np.sqrt(np.clip(divergence, 0.0, 1.0))
+
+
+def _psi_rows(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
+    """Row-wise population stability index sum((q - p) ln(q / p)), reference p."""
+    p = p_counts / np.maximum(p_counts.sum(axis=-1, keepdims=True), 1e-300)
+    q = q_counts / np.maximum(q_counts.sum(axis=-1, keepdims=True), 1e-300)
+    p = np.maximum(p, _PSI_FLOOR)
+    q = np.maximum(q, _PSI_FLOOR)
+    p = p / p.sum(axis=-1, keepdims=True)
+    q = q / q.sum(axis=-1, keepdims=True)
+    return ((q - p) * np.log(q / p)).sum(axis=-1)
+
+
+def vocabulary_drift(
+    reference: np.ndarray,
+    current: np.ndarray,
+    *,
+    method: Literal["js", "psi"] = "js",
+    threshold: float | None = None,
+    alpha: float = 0.05,
+    permutations: int = 199,
+    rng: np.random.Generator | None = None,
+) -> DriftResult:
+    """Has the token distribution moved?
+
+    ``reference`` and ``current`` are ``texts x buckets`` count matrices (one row
+    per text, see :func:`text_features`). The statistic compares the pooled bucket
+    distributions: ``js`` the Jensen-Shannon distance (base 2, in [0, 1]), ``psi``
+    the population stability index. The p-value comes from permuting whole texts
+    between the two samples: words come in topical bursts, so a test that treated
+    tokens as independent (chi-square) would alarm on every new news topic.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.ndim != 2 or cur.ndim != 2 or ref.shape[1] != cur.shape[1]:
+        raise ValueError(
+            f"reference and current must be texts x buckets matrices with equal bucket counts, "
+            f"got shapes {ref.shape} and {cur.shape}"
+        )
+    if ref.shape[0] == 0 or cur.shape[0] == 0:
+        raise ValueError(f"reference and current must hold at least one text, got {ref.shape[0]} and {cur.shape[0]}")
+    if method == "js":
+        statistic_rows = _js_rows
+    elif method == "psi":
+        statistic_rows = _psi_rows
+    else:
+        raise ValueError(f"method must be 'js' or 'psi', got {method!r}")
+    ref_total, cur_total = ref.sum(axis=0), cur.sum(axis=0)
+    observed = float(statistic_rows(ref_total[None, :], cur_total[None, :])[0])
+    rng = rng or np.random.default_rng(0)
+    pooled = np.vstack([ref, cur])
+    masks = _window_masks(pooled.shape[0], cur.shape[0], permutations, rng)
+    window_counts = masks @ pooled
+    permuted = statistic_rows(pooled.sum(axis=0)[None, :] - window_counts, window_counts)
+    top = np.argsort(np.abs(cur_total / max(cur_total.sum(), 1) - ref_total / max(ref_total.sum(), 1)))[::-1][:5]
+    details = {
+        "n_reference": int(ref.shape[0]),
+        "n_current": int(cur.shape[0]),
+        "tokens_reference": int(ref_total.sum()),
+        "tokens_current": int(cur_total.sum()),
+        "null_median": float(np.median(permuted)),
+        "top_buckets": [int(i) for i in top],
+    }
+    return _result(method, observed, threshold, p_value=_permutation_p(observed, permuted), alpha=alpha, details=details)
+
+
+def embedding_drift(
+    reference: np.ndarray,
+    current: np.ndarray,
+    *,
+    threshold: float | None = None,
+    alpha: float = 0.05,
+    permutations: int = 199,
+    rng: np.random.Generator | None = None,
+) -> DriftResult:
+    """Maximum mean discrepancy between two sets of embedding vectors.
+
+    ``reference`` is ``n x d``, ``current`` ``m x d`` (e.g. an encoder's
+    mean-pooled hidden states). Statistic: unbiased squared MMD with an RBF kernel
+    whose bandwidth is the median pairwise distance of the pooled sample (in
+    [-small, 2]); p-value from a permutation test.
+    """
+    from scipy.spatial.distance import pdist, squareform
+
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.ndim != 2 or cur.ndim != 2 or ref.shape[1] != cur.shape[1]:
+        raise ValueError(
+            f"reference and current must be n x d arrays of equal d, got shapes {ref.shape} and {cur.shape}"
+        )
+    if ref.shape[0] < 2 or cur.shape[0] < 2:
+        raise ValueError(f"MMD needs at least 2 vectors per sample, got {ref.shape[0]} and {cur.shape[0]}")
+    rng = rng or np.random.default_rng(0)
+    if ref.shape[0] + cur.shape[0] > _MMD_MAX_POOLED:
+        keep = max(_MMD_MAX_POOLED - cur.shape[0], 2)
+        ref = ref[rng.choice(ref.shape[0], size=min(keep, ref.shape[0]), replace=False)]
+    pooled = np.vstack([ref, cur])
+    distances = pdist(pooled, "sqeuclidean")
+    bandwidth = float(np.median(distances)) or 1.0
+    kernel = squareform(np.exp(-distances / bandwidth))  # zero diagonal: the unbiased estimator
+    n, m = ref.shape[0], cur.shape[0]
+    window = np.zeros((1, n + m))
+    window[0, n:] = 1.0
+    masks = np.vstack([window, _window_masks(n + m, m, permutations, rng)])
+    rest = 1.0 - masks
+    k_window = masks @ kernel
+    within_window = (k_window * masks).sum(axis=1) / (m * (m - 1))
+    cross = (k_window * rest).sum(axis=1) / (n * m)
+    within_rest = ((rest @ kernel) * rest).sum(axis=1) / (n * (n - 1))
+    mmd2 = within_rest + within_window - 2.0 * cross
+    observed = float(mmd2[0])
+    details = {"n_reference": n, "n_current": m, "bandwidth": bandwidth, "null_median": float(np.median(mmd2[1:]))}
+    return _result("mmd", observed, threshold, p_value=_permutation_p(observed, mmd2[1:]), alpha=alpha, details=details)
+
+
+def adjust_p_values(p_values: Sequence[float], method: Literal["holm", "bonferroni"] = "holm") -> list[float]:
+    """Family-wise corrected p-values (compare each with alpha).
+
+    ``bonferroni`` multiplies by the number of tests; ``holm`` is the step-down
+    version, uniformly more powerful at the same family-wise error rate.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    k = p.size
+    if k == 0:
+        return []
+    if method == "bonferroni":
+        return [float(x) for x in np.minimum(p * k, 1.0)]
+    if method != "holm":
+        raise ValueError(f"method must be 'holm' or 'bonferroni', got {method!r}")
+    order = np.argsort(p)
+    stepped = np.maximum.accumulate(p[order] * (k - np.arange(k)))
+    adjusted = np.empty(k)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return [float(x) for x in adjusted]
+
+
+# -- performance drift -----------------------------------------------------
+
+
+def _standardise(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    mean = float(reference.mean())
+    sd = float(reference.std(ddof=1)) if reference.size > 1 else 0.0
+    # a flat reference (a deterministic metric) would divide by zero; any change is then "large"
+    sd = max(sd, 1e-9 * max(1.0, abs(mean)))
+    return (reference - mean) / sd, (current - mean) / sd, mean, sd
+
+
+def performance_drift(
+    reference: Sequence[float] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    *,
+    method: Literal["page_hinkley", "adwin", "cusum"] = "page_hinkley",
+    threshold: float | None = None,
+    direction: Direction = "both",
+    options: dict[str, float] | None = None,
+) -> DriftResult:
+    """Has a metric stream (validation loss, ROUGE of served summaries...) changed level?
+
+    Values are standardised with the reference's mean and standard deviation, so
+    thresholds are in reference standard deviations whatever the metric's unit.
+    ``page_hinkley`` (river) and ``adwin`` (river) read the reference followed by
+    the window, and the window is over threshold when they detect a change inside
+    it; ``cusum`` runs a tabular CUSUM (slack ``k``) over the window from zero.
+    Statistic: Page-Hinkley's and CUSUM's largest cumulative deviation in the window
+    (SDs); ADWIN's is 1.0 when it detected a change in the window, else 0.0.
+    ``direction`` keeps only increases or decreases of the metric.
+    """
+    if direction not in ("increase", "decrease", "both"):
+        raise ValueError(f"direction must be 'increase', 'decrease' or 'both', got {direction!r}")
+    if method not in DEFAULT_OPTIONS:
+        raise ValueError(f"method must be one of page_hinkley, adwin, cusum, got {method!r}")
+    opts = {**DEFAULT_OPTIONS[method], **(options or {})}
+    ref_z, cur_z, mean, sd = _standardise(_as_1d(reference, "reference"), _as_1d(current, "current"))
+    limit = DEFAULT_THRESHOLDS[method] if threshold is None else float(threshold)
+    details: dict[str, Any] = {
+        "reference_mean": mean,
+        "reference_sd": sd,
+        "current_mean": float(mean + sd * cur_z.mean()),
+        "shift_sd": float(cur_z.mean()),
+        "change_index": None,
+    }
+    if method == "cusum":
+        k = opts["k"]
+        high = low = peak = 0.0
+        for index, z in enumerate(cur_z):
+            high, low = max(0.0, high + z - k), max(0.0, low - z - k)
+            value = {"increase": high, "decrease": low, "both": max(high, low)}[direction]
+            if value > peak:
+                peak = value
+            if value >= limit and details["change_index"] is None:
+                details["change_index"] = index
+        return _result("cusum", peak, limit, details=details)
+
+    from river import drift
+
+    if method == "page_hinkley":
+        mode = {"increase": "up", "decrease": "down", "both": "both"}[direction]
+        detector: Any = drift.PageHinkley(
+            min_instances=int(opts["min_instances"]), delta=opts["delta"], threshold=limit, alpha=opts["alpha"], mode=mode
+        )
+    else:
+        detector = drift.ADWIN(delta=opts["delta"], grace_period=int(opts["grace_period"]))
+    for z in ref_z:
+        detector.update(float(z))
+    peak = 0.0
+    for index, z in enumerate(cur_z):
+        detector.update(float(z))
+        if method == "page_hinkley":
+            peak = max(peak, _page_hinkley_statistic(detector, direction))
+        if detector.drift_detected:
+            if method == "adwin":
+                # ADWIN flags changes in either direction; keep the ones asked for
+                recent = float(np.mean(cur_z[max(0, index - 9) : index + 1]))
+                if direction == "increase" and recent <= 0 or direction == "decrease" and recent >= 0:
+                    continue
+                peak = 1.0
+            if details["change_index"] is None:
+                details["change_index"] = index
+                # river resets Page-Hinkley on the next update; keep the value that crossed
+                peak = max(peak, limit)
+    return _result(method, peak, limit, details=details)
+
+
+def _page_hinkley_statistic(detector: Any, direction: Direction) -> float:
+    # river keeps the cumulative sums private; read them when present so the score
+    # is continuous below the threshold, fall back to 0 (score only at detection)
+    try:
+        increase = float(detector._sum_increase - detector._min_increase)
+        decrease = float(detector._max_decrease - detector._sum_decrease)
+    except AttributeError:
+        return 0.0
+    if detector._x_mean.n < detector.min_instances:
+        return 0.0
+    if direction == "increase":
+        return max(increase, 0.0)
+    if direction == "decrease":
+        return max(decrease, 0.0)
+    return max(increase, decrease, 0.0)
+
+
+# -- cost drift ------------------------------------------------------------
+
+
+def cost_drift(
+    reference: Sequence[float] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    *,
+    threshold: float | None = None,
+    direction: Direction = "both",
+) -> DriftResult:
+    """Has the cost (energy in joules or seconds per epoch) of a fixed reference
+    configuration moved? Statistic: relative change of the median, |current /
+    reference - 1| (0.3 = 30 %), counting only the ``direction`` asked for.
+    Medians keep one throttled run from looking like new hardware.
+    """
+    if direction not in ("increase", "decrease", "both"):
+        raise ValueError(f"direction must be 'increase', 'decrease' or 'both', got {direction!r}")
+    ref = _as_1d(reference, "reference")
+    cur = _as_1d(current, "current")
+    base = float(np.median(ref))
+    if base <= 0:
+        raise ValueError(f"reference cost must be > 0 (joules or seconds), got median {base}")
+    change = float(np.median(cur)) / base - 1.0
+    statistic = {"both": abs(change), "increase": max(change, 0.0), "decrease": max(-change, 0.0)}[direction]
+    details = {
+        "reference_median": base,
+        "current_median": float(np.median(cur)),
+        "relative_change": change,
+        "n_reference": int(ref.size),
+        "n_current": int(cur.size),
+    }
+    return _result("relative_change", statistic, threshold, details=details)

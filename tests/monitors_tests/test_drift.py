@@ -1,0 +1,284 @@
+"""Drift monitors: spec defaults, text features, detectors and alarm discipline on real text."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from hpod.errors import DataError
+from hpod.monitors.drift import (
+    Monitor,
+    MonitorSpec,
+    TextFeatures,
+    adjust_p_values,
+    cost_drift,
+    embedding_drift,
+    features_from_path,
+    performance_drift,
+    text_features,
+)
+
+CNNDM = Path(__file__).resolve().parents[2].parent / "shared/data/cnndm_sample_100.jsonl"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_LEGAL_WORDS = (
+    "the lessee shall indemnify lessor against any claim arising under this agreement pursuant to "
+    "section clause herein thereof whereas notwithstanding foregoing party parties covenant warrant "
+    "represent tenant landlord premises term termination breach remedy liability damages arbitration "
+    "jurisdiction governing law severability assignment consent notice writing executed counterpart"
+).split()
+
+
+@pytest.fixture(scope="module")
+def articles() -> list[list[str]]:
+    if not CNNDM.exists():
+        pytest.skip(f"{CNNDM} is absent")
+    rows = [json.loads(line)["article"] for line in CNNDM.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [_SENTENCE.split(text) for text in rows]
+
+
+def _window(
+    rng: np.random.Generator, articles: list[list[str]], size: int = 50, keep: float = 1.0, legal: bool = False
+) -> list[str]:
+    """Sentence-resampled articles; ``keep`` truncates them, ``legal`` swaps every sentence
+    for a contract-like sentence of the same length (another domain)."""
+    docs = []
+    for _ in range(size):
+        sentences = articles[rng.integers(len(articles))]
+        doc = [sentences[j] for j in rng.integers(len(sentences), size=len(sentences))]
+        doc = doc[: max(1, round(len(doc) * keep))]
+        if legal:
+            doc = [" ".join(rng.choice(_LEGAL_WORDS, size=len(s.split()))).capitalize() + "." for s in doc]
+        docs.append(" ".join(doc))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def reference(articles: list[list[str]]) -> list[TextFeatures]:
+    # a random half of the real articles is the window the model was tuned on
+    order = np.random.default_rng(7).permutation(len(articles))
+    return [text_features(" ".join(articles[i])) for i in order[: len(articles) // 2]]
+
+
+# -- spec ------------------------------------------------------------------
+
+
+def test_kind_alone_gives_a_working_data_monitor(reference: list[TextFeatures], articles: list[list[str]]) -> None:
+    spec = MonitorSpec.model_validate({"kind": "data"})
+    assert (spec.name, spec.source.type, spec.detector) == ("data", "served", ["ks", "js"])
+    assert spec.confirm >= 2 and spec.window >= spec.min_samples
+    check = Monitor(spec, reference).check(_window(np.random.default_rng(0), articles))
+    assert check.status == "checked" and not check.over_threshold
+
+
+def test_spec_defaults_for_performance_and_cost() -> None:
+    performance = MonitorSpec.model_validate({"kind": "performance"})
+    assert performance.source.type == "observations" and performance.source.metric == "loss"
+    cost = MonitorSpec.model_validate({"kind": "cost", "cooldown": "6h"})
+    assert cost.source.metric == "energy_joules" and cost.cooldown_seconds == 21600.0
+    watched = MonitorSpec.model_validate({"kind": "data", "source": {"type": "path", "path": "/data/new"}})
+    assert str(watched.source.path) == "/data/new"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"kind": "data", "detector": "adwin"}, "detector 'adwin' is not a data detector"),
+        ({"kind": "data", "threshold": {"psi": 0.2}}, "threshold names 'psi'"),
+        ({"kind": "data", "window": 10, "min_samples": 20}, "min_samples (20) must be <= window (10)"),
+        ({"kind": "performance", "source": "served"}, "source 'served' cannot feed a performance monitor"),
+        ({"kind": "data", "cooldown": "soon"}, "got 'soon'"),
+        ({"kind": "data", "confirm": 0}, "greater than or equal to 1"),
+        ({"kind": "data", "colour": "red"}, "Extra inputs are not permitted"),
+        ({"kind": "cost", "options": {"k": 1}}, "options.k is not an option"),
+    ],
+)
+def test_spec_rejects_bad_entries_with_a_clear_message(entry: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        MonitorSpec.model_validate(entry)
+
+
+# -- features --------------------------------------------------------------
+
+
+def test_features_keep_no_text_and_survive_json() -> None:
+    text = "Zanzibarian quokkas negotiated the treaty."
+    features = text_features(text)
+    encoded = json.dumps(features.model_dump(mode="json"))
+    assert "quokka" not in encoded.lower()
+    assert TextFeatures.model_validate(json.loads(encoded)) == features
+    assert features.n_tokens == 6 and features.n_bytes == len(text)
+    assert sum(features.buckets.values()) == 6
+
+
+def test_feature_hashing_is_identical_across_processes() -> None:
+    code = "from hpod.monitors.drift import text_features; print(sorted(text_features('a b c drift').buckets))"
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout)
+    assert len(outputs) == 1
+
+
+def test_features_use_a_tokenizers_ids() -> None:
+    class Ids:
+        def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+            return [ord(c) for c in text]
+
+    features = text_features("abca", Ids())
+    assert features.n_tokens == 4 and sum(features.buckets.values()) == 4 and len(features.buckets) <= 3
+
+
+def test_features_from_a_watched_path_read_only_new_records(tmp_path: Path) -> None:
+    data = tmp_path / "new.jsonl"
+    data.write_text(json.dumps({"article": "one two three"}) + "\n", encoding="utf-8")
+    first, offsets = features_from_path(tmp_path, "article")
+    with data.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"article": "four five"}) + "\n" + '{"article": "half writ')
+    second, offsets = features_from_path(tmp_path, "article", offsets=offsets)
+    assert [f.n_tokens for f in first] == [3] and [f.n_tokens for f in second] == [2]
+    with pytest.raises(DataError, match="text_field='text'"):
+        features_from_path(data, "text")
+
+
+# -- data drift on real text -----------------------------------------------
+
+
+def _alarms(monitor: Monitor, windows: list[list[str]]) -> list[int]:
+    return [i for i, window in enumerate(windows) if monitor.check(window).fired]
+
+
+def test_in_distribution_stream_raises_no_alarm(reference: list[TextFeatures], articles: list[list[str]]) -> None:
+    rng = np.random.default_rng(1)
+    monitor = Monitor({"kind": "data"}, reference)
+    checks = [monitor.check(_window(rng, articles)) for _ in range(20)]
+    assert not any(check.fired for check in checks)
+    assert monitor.alarms_total == 0
+    assert all(check.p_value is not None and 0 < check.p_value <= 1 for check in checks)
+
+
+@pytest.mark.parametrize(
+    ("shift", "reason"),
+    [({"keep": 0.25}, "drift:data:length"), ({"legal": True}, "drift:data:vocabulary")],
+    ids=["shorter-texts", "legal-domain"],
+)
+def test_shifted_stream_fires_once_after_confirmation_then_cools_down(
+    reference: list[TextFeatures], articles: list[list[str]], shift: dict, reason: str
+) -> None:
+    rng = np.random.default_rng(2)
+    monitor = Monitor({"kind": "data", "confirm": 2, "cooldown": 10}, reference)
+    checks = [monitor.check(_window(rng, articles, **shift)) for _ in range(12)]
+    assert all(check.over_threshold for check in checks)
+    assert [i for i, check in enumerate(checks) if check.fired] == [1]  # the 2nd window confirms
+    assert checks[1].reason == reason and monitor.alarms_total == 1
+    assert checks[-1].cooldown_remaining == 0
+
+
+def test_window_below_min_samples_is_ignored(reference: list[TextFeatures], articles: list[list[str]]) -> None:
+    monitor = Monitor({"kind": "data", "min_samples": 20}, reference)
+    monitor.check(_window(np.random.default_rng(3), articles, keep=0.25))
+    check = monitor.check(_window(np.random.default_rng(3), articles, size=5, keep=0.25))
+    assert check.status == "insufficient" and not check.fired and check.consecutive == 1
+    assert monitor.check(_window(np.random.default_rng(4), articles, keep=0.25)).fired
+
+
+def test_embedding_mmd_detects_a_mean_shift_not_noise() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(60, 16))
+    same = embedding_drift(reference, rng.normal(size=(40, 16)), rng=rng)
+    shifted = embedding_drift(reference, rng.normal(size=(40, 16)) + 0.8, rng=rng)
+    assert not same.over_threshold and same.p_value > 0.05
+    assert shifted.over_threshold and shifted.reason == "drift:data:embedding"
+
+
+def test_mmd_monitor_reads_embeddings_from_features() -> None:
+    rng = np.random.default_rng(5)
+
+    def window(offset: float, size: int = 30) -> list[dict]:
+        return [
+            text_features("x y", embedding=rng.normal(size=8) + offset).model_dump(mode="json") for _ in range(size)
+        ]
+
+    monitor = Monitor({"kind": "data", "detector": ["mmd"], "confirm": 1}, window(0.0, 60))
+    assert not monitor.check(window(0.0)).fired
+    assert monitor.check(window(1.0)).fired
+
+
+def test_holm_is_less_conservative_than_bonferroni() -> None:
+    assert adjust_p_values([0.01, 0.04, 0.03], "bonferroni") == pytest.approx([0.03, 0.12, 0.09])
+    assert adjust_p_values([0.01, 0.04, 0.03], "holm") == pytest.approx([0.03, 0.06, 0.06])
+
+
+# -- performance and cost --------------------------------------------------
+
+
+@pytest.mark.parametrize("detector", ["page_hinkley", "adwin", "cusum"])
+def test_performance_monitor_fires_on_a_step_not_without(detector: str) -> None:
+    rng = np.random.default_rng(11)
+    noise = rng.normal(0.0, 0.05, size=1000)
+    for step, expect_alarm in ((0.0, False), (0.15, True)):
+        stream = 1.2 + noise + np.where(np.arange(1000) >= 525, step, 0.0)  # validation loss
+        monitor = Monitor({"kind": "performance", "detector": detector})  # first window = reference
+        windows = [stream[i : i + 50] for i in range(0, 1000, 50)]
+        alarms = _alarms(monitor, windows)  # type: ignore[arg-type]
+        if expect_alarm:
+            assert alarms and 10 <= alarms[0] <= 12, alarms
+        else:
+            assert alarms == []
+
+
+def test_performance_direction_ignores_improvements() -> None:
+    reference = np.random.default_rng(0).normal(1.0, 0.05, size=50)
+    better = reference - 0.2
+    assert performance_drift(reference, better, method="cusum").over_threshold
+    assert not performance_drift(reference, better, method="cusum", direction="increase").over_threshold
+
+
+def test_cost_monitor_fires_on_30_percent_more_energy_not_on_noise() -> None:
+    rng = np.random.default_rng(3)
+    reference = rng.normal(5000.0, 150.0, size=5)  # joules per epoch of the reference configuration
+    noise = Monitor({"kind": "cost"}, reference)
+    shifted = Monitor({"kind": "cost"}, reference)
+    assert _alarms(noise, [rng.normal(5000.0, 150.0, size=3) for _ in range(20)]) == []  # type: ignore[misc]
+    alarms = _alarms(shifted, [rng.normal(6500.0, 150.0, size=3) for _ in range(20)])  # type: ignore[misc]
+    assert alarms[0] == 1
+    result = cost_drift(reference, [6500.0] * 3)
+    assert result.reason == "drift:cost" and result.details["relative_change"] == pytest.approx(0.3, abs=0.05)
+
+
+# -- state -----------------------------------------------------------------
+
+
+def test_state_round_trips_through_json_and_resumes(reference: list[TextFeatures], articles: list[list[str]]) -> None:
+    rng = np.random.default_rng(4)
+    spec = {"kind": "data", "confirm": 2, "cooldown": 3}
+    original = Monitor(spec, reference)
+    assert original.check(_window(rng, articles, keep=0.25)).over_threshold
+    stored = json.loads(json.dumps(original.state_dict()))
+    resumed = Monitor.from_state(spec, stored)
+    assert resumed.state_dict() == original.state_dict()
+    upcoming = [_window(rng, articles, keep=0.25) for _ in range(4)]
+    left = [original.check(w).to_dict() for w in upcoming]
+    right = [resumed.check(w).to_dict() for w in upcoming]
+    for a, b in zip(left, right, strict=True):
+        a.pop("checked_at"), b.pop("checked_at")
+        assert a == b
+    assert [c["fired"] for c in right] == [True, False, False, False]  # the run of 1 carried over
+    assert resumed.state_dict(include_reference=False)["alarms_total"] == 1
+
+
+def test_cooldown_in_seconds_uses_the_clock() -> None:
+    reference = np.full(5, 100.0)
+    monitor = Monitor({"kind": "cost", "confirm": 1, "cooldown": "1h"}, reference)
+    assert monitor.check([150.0] * 3, now=0.0).fired
+    assert not monitor.check([150.0] * 3, now=1800.0).fired
+    assert monitor.check([150.0] * 3, now=3601.0).fired
+    with pytest.raises(ValueError, match="state is for a 'cost' monitor"):
+        Monitor({"kind": "performance"}).load_state_dict(monitor.state_dict())
