@@ -1,0 +1,141 @@
+"""The ``t5_lora`` objective's options (a study spec's ``objective.params``), validated
+with pydantic so that a typo or an out-of-range value fails the study at submission.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hpod.errors import SpecError
+
+__all__ = ["DataOptions", "T5LoraOptions", "parse_options", "TINY_MODEL", "OPTIONS_PATH"]
+
+#: The name of the offline tiny T5 (built from a config, byte-level tokenizer).
+TINY_MODEL = "tiny"
+#: Where these options live in a study spec, for error messages.
+OPTIONS_PATH = "objective.params"
+
+
+class DataOptions(BaseModel):
+    """Where the (article, summary) pairs come from and how many of them to use.
+
+    ``source`` is ``synthetic`` (the built-in deterministic news corpus), a path to a
+    ``.jsonl`` / ``.csv`` / ``.parquet`` file (relative paths are taken from the
+    current directory), or ``hf:cnn_dailymail`` (needs the ``datasets`` extra).
+    Files give their first ``train_size`` records to training and the next
+    ``val_size`` to validation.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(default="synthetic", min_length=1)
+    text_field: str = Field(default="article", min_length=1)
+    summary_field: str = Field(default="highlights", min_length=1)
+    train_size: int = Field(default=1000, ge=1, le=10_000_000)
+    val_size: int = Field(default=100, ge=1, le=1_000_000)
+    #: seed of the synthetic corpus (not of training: that is the trial's seed).
+    synthetic_seed: int = Field(default=0, ge=0)
+
+
+class T5LoraOptions(BaseModel):
+    """All options of the ``t5_lora`` objective (hyperparameters come from the space)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``tiny`` (offline, built from a T5Config) or a Hugging Face name / local path.
+    model: str = Field(default="t5-small", min_length=1)
+    data: DataOptions = Field(default_factory=DataOptions)
+    #: tokens of article / summary kept (bytes for the tiny byte-level model);
+    #: None = 256/64 for ``tiny``, 512/128 otherwise.
+    max_source_length: int | None = Field(default=None, ge=8, le=16384)
+    max_target_length: int | None = Field(default=None, ge=4, le=4096)
+    prefix: str = "summarize: "
+    target_modules: list[str] = Field(default_factory=lambda: ["q", "v"], min_length=1)
+    num_beams: int = Field(default=1, ge=1, le=16)
+    #: tokens generated per summary when computing ROUGE/BLEU; None = max_target_length.
+    max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
+    #: optimizer steps between validation-loss evaluations; None = 4 per epoch.
+    eval_steps: int | None = Field(default=None, ge=1)
+    #: early stopping: stop after this many evaluations improving less than min_delta.
+    patience: int = Field(default=5, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    #: full-training steps of the tiny base (cached once per configuration).
+    base_steps: int = Field(default=400, ge=0, le=100_000)
+    #: largest micro-batch put through the model at once; larger batches accumulate.
+    max_micro_batch: int | None = Field(default=None, ge=1)
+    #: "auto" = bf16 autocast on a CUDA device that supports it, fp32 elsewhere.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: torch CPU threads for training (None = torch's default). On a shared CPU node,
+    #: 1 can be several times faster than oversubscribed OpenMP threads.
+    cpu_threads: int | None = Field(default=None, ge=1, le=1024)
+    #: validation examples summarized for ROUGE/BLEU (None = the whole split).
+    generate_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> T5LoraOptions:
+        if self.data.source.startswith("hf:") and self.data.source != "hf:cnn_dailymail":
+            raise ValueError(
+                f"data.source {self.data.source!r}: the only hub dataset supported is "
+                "hf:cnn_dailymail; point source at a .jsonl/.csv/.parquet file instead"
+            )
+        return self
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model == TINY_MODEL
+
+    @property
+    def source_length(self) -> int:
+        if self.max_source_length is not None:
+            return self.max_source_length
+        return 256 if self.is_tiny else 512
+
+    @property
+    def target_length(self) -> int:
+        if self.max_target_length is not None:
+            return self.max_target_length
+        return 64 if self.is_tiny else 128
+
+    @property
+    def new_tokens(self) -> int:
+        return self.max_new_tokens if self.max_new_tokens is not None else self.target_length
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The options accepted at ``loc`` (for "did you mean" style messages)."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        info = current.model_fields.get(str(part))
+        annotation = getattr(info, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            current = annotation
+        else:
+            break
+    return sorted(current.model_fields)
+
+
+def parse_options(params: Mapping[str, Any] | None) -> T5LoraOptions:
+    """Validate ``objective.params``; raise :class:`SpecError` naming the bad option."""
+    if params is not None and not isinstance(params, Mapping):
+        raise SpecError(OPTIONS_PATH, "must be a mapping of option -> value", found=params)
+    try:
+        return T5LoraOptions.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error.get("loc", ()))
+        path = ".".join([OPTIONS_PATH, *(str(p) for p in loc)])
+        if error.get("type") == "extra_forbidden":
+            raise SpecError(
+                path,
+                "unknown option",
+                found=error.get("input"),
+                allowed=", ".join(_field_names(T5LoraOptions, loc)),
+            ) from None
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        found = error.get("input") if loc else None
+        raise SpecError(path, message, found=found) from None
