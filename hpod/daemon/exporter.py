@@ -163,12 +163,22 @@ class HpodCollector(Collector):
     ``hpod_exporter_errors_total{section}`` and the rest of the scrape (this
     collector's other sections and every other collector on the registry) goes on.
     ``collect`` may run on several scrape threads at once; ``snapshot`` must allow that.
+
+    With ``observer``, every study in a snapshot gets its histogram series created at 0
+    (:meth:`TrialObserver.add_study`) before its first trial ends: a series that appears
+    already holding its first observation is invisible to ``rate()``/``increase()``.
     """
 
-    def __init__(self, snapshot: Callable[[], Snapshot], registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        registry: CollectorRegistry | None = None,
+        observer: TrialObserver | None = None,
+    ):
         if not callable(snapshot):
             raise TypeError(f"snapshot must be a callable returning a Snapshot, got {snapshot!r}")
         self._snapshot = snapshot
+        self._observer = observer
         self._errors: dict[str, int] = {}
         self._failing: set[str] = set()
         self._errors_lock = threading.Lock()
@@ -201,7 +211,7 @@ class HpodCollector(Collector):
         )
         with self._errors_lock:
             errors = dict(self._errors)
-        for section in ("snapshot", *_SECTIONS):
+        for section in ("snapshot", "histograms", *_SECTIONS):
             family.add_metric([section], errors.get(section, 0))
         return family
 
@@ -213,6 +223,14 @@ class HpodCollector(Collector):
             yield self._errors_family()
             return
         self._count_success("snapshot")
+        if self._observer is not None:
+            try:
+                for study in snap.studies:
+                    self._observer.add_study(study.name)
+            except Exception:
+                self._count_error("histograms")
+            else:
+                self._count_success("histograms")
         for section, build in _SECTIONS.items():
             try:
                 # Build a section completely before yielding any of it, so that a bad
@@ -399,6 +417,15 @@ class TrialObserver:
             "hpod_sampler_suggest_seconds", "Time the sampler took to suggest one configuration, seconds.",
             ["study"], buckets=SUGGEST_BUCKETS_SECONDS, registry=registry,
         )
+
+    def add_study(self, study: str) -> None:
+        """Create a study's series at 0 (idempotent), so its first trial shows in rate()."""
+        _check_label("study", study)
+        for state in FINISHED_TRIAL_STATES:
+            self.trial_duration.labels(study, state)
+        self.trial_memory.labels(study)
+        self.trial_energy.labels(study)
+        self.suggest.labels(study)
 
     def observe_trial(
         self,
