@@ -55,6 +55,7 @@ _GAUGE_TRIAL_STATES = frozenset({"running", "waiting"})
 
 # Study lifecycle states exported as hpod_study_state{state} (1 for the current one).
 STUDY_STATES: tuple[str, ...] = ("pending", "running", "paused", "completed", "cancelled", "failed")
+_FINISHED_STUDY_STATES = frozenset({"completed", "cancelled", "failed"})
 
 # Event kinds of issue 4, exported at 0 before they first happen (same reason as above).
 EVENT_KINDS: tuple[str, ...] = (
@@ -164,7 +165,7 @@ class HpodCollector(Collector):
     collector's other sections and every other collector on the registry) goes on.
     ``collect`` may run on several scrape threads at once; ``snapshot`` must allow that.
 
-    With ``observer``, every study in a snapshot gets its histogram series created at 0
+    With ``observer``, every unfinished study in a snapshot gets its histogram series created at 0
     (:meth:`TrialObserver.add_study`) before its first trial ends: a series that appears
     already holding its first observation is invisible to ``rate()``/``increase()``.
     """
@@ -226,7 +227,9 @@ class HpodCollector(Collector):
         if self._observer is not None:
             try:
                 for study in snap.studies:
-                    self._observer.add_study(study.name)
+                    # finished studies start no more trials: no empty series for them
+                    if study.state.lower() not in _FINISHED_STUDY_STATES:
+                        self._observer.add_study(study.name)
             except Exception:
                 self._count_error("histograms")
             else:

@@ -292,11 +292,15 @@ def test_promtool_check_metrics_reports_nothing_on_a_live_scrape() -> None:
 def test_a_new_study_has_empty_histograms_before_its_first_trial_ends() -> None:
     # A series that first appears already holding an observation is invisible to rate():
     # with the observer wired in, the collector creates each study's series at 0.
+    snapshot = realistic_snapshot()
+    snapshot.studies.append(StudySnapshot(name="old_study", state="completed"))
     registry = CollectorRegistry()
     observer = TrialObserver(registry)
-    HpodCollector(realistic_snapshot, registry=registry, observer=observer)
+    HpodCollector(lambda: snapshot, registry=registry, observer=observer)
     list(registry.collect())  # one scrape
     for state in ("complete", "fail", "pruned"):
         assert registry.get_sample_value("hpod_trial_duration_seconds_count", {"study": "t5_cnndm@v2", "state": state}) == 0
     assert registry.get_sample_value("hpod_trial_energy_used_joules_count", {"study": "t5_cnndm"}) == 0
     assert registry.get_sample_value("hpod_sampler_suggest_seconds_count", {"study": "t5_cnndm"}) == 0
+    # a finished study starts no trials: no empty series for it
+    assert registry.get_sample_value("hpod_trial_memory_bytes_count", {"study": "old_study"}) is None
