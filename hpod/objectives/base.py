@@ -199,8 +199,15 @@ def register_objective(name: str, factory: ObjectiveFactory | None = None) -> An
     return _register(factory) if factory is not None else _register
 
 
+_BUILTINS_LOADED = False
+
+
 def _load_builtins() -> None:
-    # Importing registers; t5_lora's module keeps torch lazy.
+    # Importing registers; t5_lora's module keeps torch lazy. Once per process.
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
     importlib.import_module("hpod.objectives.synthetic")
     try:
         importlib.import_module("hpod.objectives.t5_lora")

@@ -1,0 +1,1 @@
+"""The long-running service and everything that schedules and runs trials."""

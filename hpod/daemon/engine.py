@@ -1,0 +1,412 @@
+"""The ask/tell loop of one study: sampler choice, jobs, constraints, the front.
+
+The engine asks the sampler for configurations and turns each into a job in the
+store; whoever runs jobs (the local executor, remote workers) writes the outcome
+back; the engine then tells Optuna (values, constraints via ``trial.set_constraint``,
+measurements with provenance as user attributes), re-queues configurations whose
+trial failed for infrastructure reasons, appends events, and keeps the study's
+summary (counts, Pareto front size, hypervolume, best values) up to date.
+
+Concurrency: one engine per study in one controller process; it is the only
+writer of the study's Optuna trials' outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpod.daemon._trial_child import INFRA_REASONS
+from hpod.daemon.store import JobRow, Store, config_key
+from hpod.spec import ResolvedStudy, StudySpec, resolve
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["Engine", "StudySummary", "trial_record", "feasible", "FAIL_REASON_ATTR"]
+
+log = logging.getLogger(__name__)
+FAIL_REASON_ATTR = "hpod.fail_reason"
+#: completed trials needed before a reference point is derived from data
+_REF_MIN_TRIALS = 5
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0 for v in (trial.constraints or {}).values())
+
+
+def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str]) -> dict[str, Any]:
+    """A trial as the JSON the CLI and the API return."""
+    attrs = trial.user_attrs
+    info = attrs.get("hpod.info") or {}
+    values = (
+        {name: float(v) for name, v in zip(objective_names, trial.values)} if trial.values is not None else None
+    )
+    constraints = {k: float(v) for k, v in (trial.constraints or {}).items()}
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "values": values,
+        "params": dict(trial.params),
+        "constraints": constraints,
+        "feasible": trial.state.name == "COMPLETE" and all(v <= 0 for v in constraints.values()),
+        "metrics": attrs.get("hpod.metrics", {}),
+        "metrics_std": info.get("metrics_std") or {},
+        "measurements": attrs.get("hpod.measurements", {}),
+        "seeds": attrs.get("hpod.seeds", []),
+        "fail_reason": attrs.get(FAIL_REASON_ATTR),
+        "attempt": (attrs.get("hpod.ask") or {}).get("attempt", attrs.get("hpod.attempt", 1)),
+        "worker": info.get("worker"),
+        "energy_spent_joules": info.get("energy_spent_joules") or 0.0,
+        "artifact_dir": info.get("artifact_dir"),
+        "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
+        "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
+        "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
+    }
+
+
+@dataclass
+class StudySummary:
+    name: str
+    counts: dict[str, int]
+    finished: int
+    running: int
+    pareto: list[int]
+    hypervolume: float | None
+    reference_point: list[float] | None
+    best: dict[str, float]
+    energy_spent_joules: float
+    infra_failures: int
+    objective_failures: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Ask/tell for one study, backed by the store's jobs."""
+
+    def __init__(self, store: Store, spec: StudySpec, *, state_dir: Path, parallelism: int = 1,
+                 resolved: ResolvedStudy | None = None):
+        self.store = store
+        self.spec = spec
+        self.state_dir = state_dir
+        self.resolved = resolved or resolve(spec)
+        self.parallelism = max(1, parallelism)
+        self.constraints = spec.parsed_constraints()
+        self.distributions = self.resolved.distributions()
+        self._study: optuna.Study | None = None
+        self.sampler_name: str | None = None
+        self.sampler_reason: str | None = None
+        self.started_at = time.time()
+        #: called after each told trial: (engine, frozen trial, job)
+        self.on_told: list[Callable[[Engine, Any, JobRow], None]] = []
+        #: called with the seconds a sampler took to suggest one configuration
+        self.on_suggest: list[Callable[[str, float], None]] = []
+        self._summary: StudySummary | None = None
+        self._hv_cache: tuple[Any, float | None] = (None, None)
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = self._load()
+        return self._study
+
+    def _load(self) -> optuna.Study:
+        from hpod.daemon.samplers import create_sampler
+
+        choice = create_sampler(
+            self.spec.sampler.name, dict(self.spec.sampler.options), directions=self.spec.directions,
+            n_trials=self.spec.budget.n_trials, n_params=len(self.distributions), parallelism=self.parallelism,
+            seed=self.spec.sampler.seed, has_constraints=bool(self.constraints),
+        )
+        self.sampler_name, self.sampler_reason = choice.name, choice.reason
+        study = self.store.load_optuna_study(self.spec.name, sampler=choice.sampler)
+        self.store.update_study(self.spec.name, sampler_name=choice.name, sampler_reason=choice.reason)
+        return study
+
+    def start(self, *, submitted_by: str = "cli") -> bool:
+        """Register the study (or find it) and recover orphans. Returns True when new."""
+        row, created = self.store.register_study(self.spec, state="running")
+        if created:
+            self.store.append_event("study_submitted", study=self.name,
+                                    payload={"by": submitted_by, "objective": self.spec.objective.name}, handled=True)
+        elif row is not None and row.state not in ("running",):
+            self.store.update_study(self.name, state="running")
+        _ = self.study
+        return created
+
+    def recover_orphans(self, *, alive: Callable[[JobRow], bool]) -> int:
+        """Fail and re-queue this study's trials that a dead process left RUNNING.
+
+        ``alive(job)`` says whether the job's holder may still be running it (e.g. its
+        lease has not expired, or its pid is alive on this node)."""
+        import optuna
+
+        n = 0
+        by_trial = {j.trial_id: j for j in self.store.jobs(self.name, states=["running", "queued"])}
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            job = by_trial.get(t._trial_id)
+            if job is not None and alive(job):
+                continue
+            if job is not None:
+                self.store.release_jobs([job.id], reason="orphaned")  # type: ignore[list-item]
+            else:
+                self._fail_trial(t._trial_id, "orphaned")
+                self._requeue(dict(t.params), t.number, attempt=1)
+            n += 1
+        return n
+
+    # ------------------------------------------------------------------ budget
+    def summary(self, *, refresh: bool = False) -> StudySummary:
+        if self._summary is None or refresh:
+            self._summary = self._compute_summary()
+        return self._summary
+
+    def remaining_trials(self) -> int | None:
+        n = self.spec.budget.n_trials
+        if n is None:
+            return None
+        s = self.summary()
+        return max(0, n - s.finished - s.running)
+
+    def budget_exhausted(self) -> str | None:
+        """Why no new trial may start, or None."""
+        b = self.spec.budget
+        s = self.summary()
+        if b.n_trials is not None and s.finished >= b.n_trials:
+            return "n_trials"
+        if b.energy_joules is not None and s.energy_spent_joules >= b.energy_joules:
+            return "energy_joules"
+        if b.timeout_seconds is not None and time.time() - self.started_at >= b.timeout_seconds:
+            return "timeout_seconds"
+        return None
+
+    def done(self) -> bool:
+        s = self.summary()
+        return self.budget_exhausted() is not None and s.running == 0
+
+    # ------------------------------------------------------------------ ask
+    def ask(self, n: int = 1) -> list[JobRow]:
+        """Ask the sampler for up to ``n`` configurations within the budget and queue them."""
+        if self.budget_exhausted() is not None:
+            return []
+        remaining = self.remaining_trials()
+        if remaining is not None:
+            n = min(n, remaining)
+        jobs = []
+        for _ in range(max(0, n)):
+            t0 = time.perf_counter()
+            trial = self.study.ask(self.distributions)
+            elapsed = time.perf_counter() - t0
+            for cb in self.on_suggest:
+                cb(self.name, elapsed)
+            params = dict(trial.params)
+            retry_of = trial.user_attrs.get("hpod.retry_of")
+            attempt = int(trial.user_attrs.get("hpod.attempt", 1))
+            trial.set_user_attr("hpod.ask", {"attempt": attempt, "config_key": config_key(params),
+                                             "suggest_seconds": elapsed, "retry_of": retry_of,
+                                             "sampler": self.sampler_name if retry_of is None else "requeued"})
+            job = self.store.create_job(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
+                                        params=params, attempt=attempt, priority=self.spec.priority)
+            jobs.append(job)
+        if jobs:
+            self._summary = None
+        return jobs
+
+    def _requeue(self, params: dict[str, Any], number: int, *, attempt: int) -> bool:
+        if attempt > self.spec.budget.max_retries:
+            log.warning("study %s: configuration of trial %d failed %d times; not re-queued",
+                        self.name, number, attempt)
+            return False
+        self.study.enqueue_trial(params, user_attrs={"hpod.retry_of": number, "hpod.attempt": attempt + 1})
+        return True
+
+    # ------------------------------------------------------------------ tell
+    def collect(self) -> list[optuna.trial.FrozenTrial]:
+        """Tell Optuna about every finished job of this study; returns the told trials."""
+        told = []
+        for job in self.store.jobs_to_tell(self.name):
+            frozen = self._tell(job)
+            self.store.mark_told(job.id)  # type: ignore[arg-type]
+            if frozen is not None:
+                told.append(frozen)
+                for cb in self.on_told:
+                    try:
+                        cb(self, frozen, job)
+                    except Exception:
+                        log.exception("on_told callback failed")
+        if told:
+            self._summary = None
+            self.update_store_summary()
+        return told
+
+    def _fail_trial(self, trial_id: int, reason: str) -> optuna.trial.FrozenTrial | None:
+        import optuna
+
+        storage = self.store.optuna_storage
+        if storage.get_trial(trial_id).state.is_finished():
+            return None
+        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        return storage.get_trial(trial_id)
+
+    def _tell(self, job: JobRow) -> optuna.trial.FrozenTrial | None:
+        import optuna
+
+        storage = self.store.optuna_storage
+        current = storage.get_trial(job.trial_id)
+        if current.state.is_finished():
+            return None  # told before a crash; idempotent
+        info = {"worker": job.worker, "job_id": job.id}
+        if job.state in ("lost", "cancelled") or job.result_json is None:
+            reason = job.fail_reason or "unknown failure"
+            storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
+            frozen = self._fail_trial(job.trial_id, reason)
+            requeued = False
+            if job.state == "lost" and reason in INFRA_REASONS:
+                requeued = self._requeue(json.loads(job.params_json), job.trial_number, attempt=job.attempt)
+            self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
+                                    payload={"reason": reason, "requeued": requeued, "worker": job.worker,
+                                             "infrastructure": reason in INFRA_REASONS}, handled=True)
+            return frozen
+        result = json.loads(job.result_json)
+        # Few attributes, few commits: each user attribute is one transaction in Optuna.
+        for key, attr in (("metrics", "hpod.metrics"), ("measurements", "hpod.measurements"),
+                          ("seeds", "hpod.seeds")):
+            storage.set_trial_user_attr(job.trial_id, attr, result.get(key, {}))
+        info.update({k: result.get(k) for k in ("metrics_std", "energy_spent_joules", "notes", "artifact_dir")})
+        info["intermediate"] = (result.get("intermediate") or [])[-100:]
+        storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
+        metrics = result.get("metrics", {})
+        trial = optuna.trial.Trial(self.study, job.trial_id)
+        if result.get("pruned"):
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self.store.append_event("trial_pruned", study=self.name, trial_number=job.trial_number,
+                                    payload={"energy_spent_joules": result.get("energy_spent_joules")},
+                                    handled=True)
+            return storage.get_trial(job.trial_id)
+        missing = [n for n in self.spec.objective_names if n not in metrics]
+        missing += [c.metric for c in self.constraints if c.metric not in metrics]
+        if missing:
+            reason = f"objective did not report {', '.join(sorted(set(missing)))} (it reported: " \
+                     f"{', '.join(sorted(metrics)) or 'nothing'})"
+            frozen = self._fail_trial(job.trial_id, reason)
+            self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
+                                    payload={"reason": reason, "requeued": False}, handled=True)
+            return frozen
+        for c in self.constraints:
+            trial.set_constraint(c.text, c.violation(metrics[c.metric]))
+        values = [float(metrics[n]) for n in self.spec.objective_names]
+        self.study.tell(trial, values)
+        frozen = storage.get_trial(job.trial_id)
+        self.store.append_event(
+            "trial_completed", study=self.name, trial_number=job.trial_number,
+            payload={"values": dict(zip(self.spec.objective_names, values)), "feasible": feasible(frozen),
+                     "worker": job.worker}, handled=True)
+        return frozen
+
+    # ------------------------------------------------------------------ summary
+    def _oriented(self, values: list[float]) -> list[float]:
+        return [v if d == "minimize" else -v for v, d in zip(values, self.spec.directions)]
+
+    def reference_point(self, complete: list[optuna.trial.FrozenTrial]) -> tuple[list[float] | None, str | None]:
+        """The hypervolume reference point (minimization orientation) and its source."""
+        names = self.spec.objective_names
+        if self.spec.reference_point and all(n in self.spec.reference_point for n in names):
+            return self._oriented([self.spec.reference_point[n] for n in names]), "spec"
+        ref = self.resolved.objective.reference_point
+        if ref and all(n in ref for n in names):
+            return self._oriented([float(ref[n]) for n in names]), "objective"
+        row = self.store.get_study(self.name)
+        if row is not None and row.reference_point_json:
+            return json.loads(row.reference_point_json), row.reference_point_source
+        if len(complete) < _REF_MIN_TRIALS:
+            return None, None
+        from hpod.daemon.pareto import derive_reference_point
+
+        pts = np.array([self._oriented(list(t.values)) for t in complete[:max(_REF_MIN_TRIALS, 2 * len(names))]])
+        derived = [float(v) for v in derive_reference_point(pts)]
+        return derived, "derived"
+
+    def _compute_summary(self) -> StudySummary:
+        import optuna
+
+        from hpod.daemon.pareto import hypervolume, non_dominated_mask
+
+        trials = self.study.get_trials(deepcopy=False)
+        counts: dict[str, int] = {}
+        infra = objective_failures = 0
+        energy = 0.0
+        for t in trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+            energy += float((t.user_attrs.get("hpod.info") or {}).get("energy_spent_joules") or 0.0)
+            if t.state == optuna.trial.TrialState.FAIL:
+                if t.user_attrs.get(FAIL_REASON_ATTR) in INFRA_REASONS:
+                    infra += 1
+                else:
+                    objective_failures += 1
+        finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + objective_failures
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None]
+        ok = [t for t in complete if feasible(t)]
+        pareto: list[int] = []
+        hv: float | None = None
+        ref, _ = self.reference_point(complete)
+        best: dict[str, float] = {}
+        if ok:
+            pts = np.array([self._oriented(list(t.values)) for t in ok])
+            mask = non_dominated_mask(pts)
+            pareto = [t.number for t, m in zip(ok, mask) if m]
+            for i, (name, d) in enumerate(zip(self.spec.objective_names, self.spec.directions)):
+                col = [t.values[i] for t in ok]
+                best[name] = float(min(col) if d == "minimize" else max(col))
+            key = (tuple(pareto), tuple(ref) if ref is not None else None)
+            if ref is not None and key == self._hv_cache[0]:
+                hv = self._hv_cache[1]
+            elif ref is not None:
+                try:
+                    hv = hypervolume(pts[mask], np.array(ref))
+                    self._hv_cache = (key, hv)
+                except ValueError as exc:
+                    log.warning("hypervolume failed: %s", exc)
+        running = counts.get("RUNNING", 0)
+        return StudySummary(name=self.name, counts=counts, finished=finished, running=running, pareto=pareto,
+                            hypervolume=hv, reference_point=ref, best=best, energy_spent_joules=energy,
+                            infra_failures=infra, objective_failures=objective_failures)
+
+    def update_store_summary(self) -> StudySummary:
+        s = self.summary(refresh=True)
+        fields: dict[str, Any] = dict(
+            hypervolume=s.hypervolume, pareto_front_size=len(s.pareto), energy_spent_joules=s.energy_spent_joules,
+            counts_json=json.dumps(s.counts), best_json=json.dumps(s.best), last_activity_at=time.time(),
+        )
+        row = self.store.get_study(self.name)
+        if s.reference_point is not None and row is not None and row.reference_point_json is None:
+            _, source = self.reference_point([])
+            fields["reference_point_json"] = json.dumps(s.reference_point)
+            fields["reference_point_source"] = source or "derived"
+        self.store.update_study(self.name, **fields)
+        return s
+
+    def finish(self, state: str = "completed") -> None:
+        s = self.update_store_summary()
+        self.store.update_study(self.name, state=state)
+        if state == "completed":
+            self.store.append_event("study_completed", study=self.name, payload={
+                "finished": s.finished, "hypervolume": s.hypervolume, "pareto_front_size": len(s.pareto),
+                "reason": self.budget_exhausted()}, handled=True)
+
+
+def is_finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,1 @@
+"""What is measured and watched: trial meters, GPU telemetry, drift monitors."""

@@ -1,0 +1,407 @@
+"""The study spec: what a user writes in YAML to describe a study.
+
+Validation happens where the spec enters (``load_spec`` / ``parse_spec``); every
+error is a :class:`~hpod.errors.SpecError` naming the field path, what was found and
+what is allowed. ``resolve`` then checks the spec against its objective (metric
+names, default search space) without running anything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hpod.errors import SpecError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpod.objectives.base import Objective
+
+__all__ = [
+    "MEASURED_NAMES",
+    "SAMPLER_NAMES",
+    "StudySpec",
+    "Constraint",
+    "ResolvedStudy",
+    "load_spec",
+    "parse_spec",
+    "parse_constraint",
+    "resolve",
+]
+
+#: What hpod's meters measure for every trial, whatever the objective.
+MEASURED_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
+SAMPLER_NAMES = ("auto", "nsga2", "qlognehvi", "tpe", "gp", "random")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (found low={self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log: true")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0 (found {self.step})")
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (found low={self.low})")
+        if self.step < 1:
+            raise ValueError(f"step must be >= 1 (found {self.step})")
+        if self.log and self.step != 1:
+            raise ValueError("step cannot be combined with log: true")
+        return self
+
+
+Scalar = Union[bool, int, float, str, None]
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Scalar]
+
+    @field_validator("choices")
+    @classmethod
+    def _nonempty(cls, v: list[Scalar]) -> list[Scalar]:
+        if not v:
+            raise ValueError("choices must not be empty")
+        if len(set(map(repr, v))) != len(v):
+            raise ValueError(f"choices must be distinct (found {v})")
+        return v
+
+
+class FixedParam(_Strict):
+    type: Literal["fixed"]
+    value: Scalar
+
+
+ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam, FixedParam], Field(discriminator="type")]
+
+
+class ObjectiveTarget(_Strict):
+    name: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class ObjectiveRef(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SamplerSpec(_Strict):
+    name: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SAMPLER_NAMES:
+            raise ValueError(f"unknown sampler {v!r}; allowed: {', '.join(SAMPLER_NAMES)}")
+        return v
+
+
+class Budget(_Strict):
+    n_trials: int | None = Field(default=None, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    energy_joules: float | None = Field(default=None, gt=0)
+    #: wall-clock limit for one trial; the trial fails with reason ``timeout``.
+    trial_timeout_seconds: float | None = Field(default=None, gt=0)
+    #: how often one configuration is re-queued after infrastructure failures.
+    max_retries: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Budget:
+        if self.n_trials is None and self.timeout_seconds is None and self.energy_joules is None:
+            raise ValueError("set at least one of n_trials, timeout_seconds, energy_joules")
+        return self
+
+
+class StudySpec(_Strict):
+    """A validated study spec. Field docs are in ``examples/synthetic-4obj.yaml``."""
+
+    name: str
+    description: str = ""
+    objective: ObjectiveRef
+    space: dict[str, ParamSpec | Scalar | list[Scalar]] = Field(default_factory=dict)
+    objectives: list[ObjectiveTarget] = Field(default_factory=lambda: [ObjectiveTarget(name="loss")])
+    constraints: list[str] = Field(default_factory=list)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    budget: Budget
+    seeds: int = Field(default=1, ge=1, le=100)
+    storage: str | None = None
+    reference_point: dict[str, float] | None = None
+    #: local trial slots this study may use at once (None: all the executor has)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    priority: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                "must be 1-100 characters of letters, digits, '_', '.', '@', '-', starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[ObjectiveTarget]) -> list[ObjectiveTarget]:
+        if not v:
+            raise ValueError("at least one objective is needed")
+        names = [o.name for o in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective names must be distinct (found {names})")
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str]) -> list[str]:
+        for i, text in enumerate(v):
+            try:
+                parse_constraint(text)
+            except SpecError as exc:
+                raise ValueError(f"[{i}] {exc}") from None
+        return v
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [parse_constraint(c) for c in self.constraints]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric op bound``; :meth:`violation` is Optuna's convention (≤ 0 feasible)."""
+
+    text: str
+    metric: str
+    op: str
+    bound: float
+
+    @property
+    def name(self) -> str:
+        return self.text
+
+    def violation(self, value: float) -> float:
+        if self.op in ("<=", "<"):
+            return float(value) - self.bound
+        return self.bound - float(value)
+
+
+_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_constraint(text: str) -> Constraint:
+    """Parse ``"memory_bytes <= 8e9"``. Raises SpecError for anything else."""
+    m = _CONSTRAINT_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise SpecError(
+            "constraints",
+            "cannot parse constraint",
+            found=text,
+            allowed="'<metric> <= <number>' or '<metric> >= <number>', e.g. 'memory_bytes <= 8e9'",
+        )
+    bound = float(m.group(3))
+    if not math.isfinite(bound):
+        raise SpecError("constraints", "bound must be finite", found=text)
+    return Constraint(text=text.strip(), metric=m.group(1), op=m.group(2), bound=bound)
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("float", "int", "categorical", "fixed", "FloatParam", "IntParam") or str(item).startswith(
+            ("function-", "union[", "list[", "bool", "str", "none")
+        ):
+            continue  # pydantic's union-branch labels say nothing to a user
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _first_error(exc: ValidationError) -> SpecError:
+    errors = exc.errors()
+    # Prefer the error from the branch the user meant (a dict with `type`) over union noise.
+    errors.sort(key=lambda e: (e["type"] in ("literal_error", "union_tag_invalid"), len(e["loc"])))
+    err = errors[0]
+    path = _loc_to_path(tuple(err["loc"]))
+    msg = err["msg"].removeprefix("Value error, ")
+    found = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return SpecError(path, "unknown field", allowed="see examples/synthetic-4obj.yaml for the fields")
+    if err["type"] == "missing":
+        return SpecError(path, "required field is missing")
+    if isinstance(found, dict):
+        found = None
+    return SpecError(path, msg, found=found)
+
+
+def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
+    if not isinstance(data, dict):
+        raise SpecError("", f"{source}: the spec must be a YAML mapping", found=type(data).__name__)
+    space = data.get("space")
+    if isinstance(space, dict):
+        for key, entry in space.items():
+            if isinstance(entry, dict) and "type" not in entry:
+                raise SpecError(
+                    f"space.{key}.type", "required field is missing", allowed="float, int, categorical, fixed"
+                )
+            if isinstance(entry, dict) and entry.get("type") not in ("float", "int", "categorical", "fixed"):
+                raise SpecError(
+                    f"space.{key}.type", "unknown parameter type", found=entry.get("type"),
+                    allowed="float, int, categorical, fixed",
+                )
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("", f"spec file not found: {p}") from None
+    except UnicodeDecodeError:
+        raise SpecError("", f"spec file is not UTF-8 text: {p}") from None
+    except OSError as exc:
+        raise SpecError("", f"cannot read spec file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError("", f"{p}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_spec(data, source=str(p))
+
+
+def _as_param(path: str, entry: Any) -> FloatParam | IntParam | CategoricalParam | FixedParam:
+    if isinstance(entry, (FloatParam, IntParam, CategoricalParam, FixedParam)):
+        return entry
+    if isinstance(entry, dict):
+        try:
+            from pydantic import TypeAdapter
+
+            return TypeAdapter(ParamSpec).validate_python(entry)
+        except ValidationError as exc:
+            err = _first_error(exc)
+            raise SpecError(f"{path}.{err.path}" if err.path else path, str(err).split(": ", 1)[-1]) from None
+    if isinstance(entry, list):
+        return CategoricalParam(type="categorical", choices=entry) if entry else _empty(path)
+    return FixedParam(type="fixed", value=entry)
+
+
+def _empty(path: str) -> CategoricalParam:
+    raise SpecError(path, "choices must not be empty", found=[])
+
+
+@dataclass
+class ResolvedStudy:
+    """A spec checked against its objective: the final search space and names."""
+
+    spec: StudySpec
+    objective: Objective
+    space: dict[str, FloatParam | IntParam | CategoricalParam | FixedParam]
+    metric_names: frozenset[str]
+
+    @property
+    def tunable(self) -> dict[str, FloatParam | IntParam | CategoricalParam]:
+        return {k: v for k, v in self.space.items() if not isinstance(v, FixedParam)}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return {k: v.value for k, v in self.space.items() if isinstance(v, FixedParam)}
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        import optuna
+
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for name, p in self.tunable.items():
+            if isinstance(p, FloatParam):
+                out[name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+            elif isinstance(p, IntParam):
+                out[name] = optuna.distributions.IntDistribution(p.low, p.high, log=p.log, step=p.step)
+            else:
+                out[name] = optuna.distributions.CategoricalDistribution(p.choices)
+        return out
+
+
+def resolve(spec: StudySpec, objective: Objective | None = None) -> ResolvedStudy:
+    """Build the objective, merge the search space and check every name.
+
+    Raises SpecError for an unknown objective, a parameter error, or an objective or
+    constraint name the objective does not report.
+    """
+    from hpod.objectives.base import create_objective
+
+    if objective is None:
+        objective = create_objective(spec.objective.name, spec.objective.params)
+    space: dict[str, FloatParam | IntParam | CategoricalParam | FixedParam] = {}
+    for key, entry in objective.default_space().items():
+        space[key] = _as_param(f"objective default space.{key}", entry)
+    for key, entry in spec.space.items():
+        space[key] = _as_param(f"space.{key}", entry)
+    if not any(not isinstance(p, FixedParam) for p in space.values()):
+        raise SpecError("space", "the search space has no tunable parameter", found=sorted(space))
+    declared = frozenset(objective.metric_names)
+    known = declared | frozenset(MEASURED_NAMES)
+    if declared:  # a plain user function may not declare its metrics; checked after trial 1 then
+        allowed = ", ".join(sorted(known))
+        for i, target in enumerate(spec.objectives):
+            if target.name not in known:
+                raise SpecError(f"objectives[{i}].name", "the objective does not report this metric",
+                                found=target.name, allowed=allowed)
+        for i, c in enumerate(spec.parsed_constraints()):
+            if c.metric not in known:
+                raise SpecError(f"constraints[{i}]", "the objective does not report this metric",
+                                found=c.metric, allowed=allowed)
+        if spec.reference_point:
+            for key in spec.reference_point:
+                if key not in spec.objective_names:
+                    raise SpecError(f"reference_point.{key}", "not one of the study's objectives",
+                                    found=key, allowed=", ".join(spec.objective_names))
+    return ResolvedStudy(spec=spec, objective=objective, space=space, metric_names=known)
