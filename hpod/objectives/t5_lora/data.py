@@ -62,7 +62,7 @@ _FOLLOWUPS = ["a full report next week", "more news soon", "a public meeting", "
 
 
 def synthetic_corpus(n: int, seed: int = 0) -> list[Example]:
-    """``n`` deterministic synthetic news articles (~200-300 characters) with a
+    """``n`` deterministic synthetic news articles (~150-200 characters) with a
     one-sentence summary (~40-60 characters) that restates the article's key facts."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -74,9 +74,11 @@ def synthetic_corpus(n: int, seed: int = 0) -> list[Example]:
         count = rng.randint(2, 90)
         day, org, follow = rng.choice(_DAYS), rng.choice(_ORGS), rng.choice(_FOLLOWUPS)
         filler = " ".join(rng.sample(_FILLERS, 2))
+        # Lead-first, like wire news (and CNN/DailyMail): the summary restates the
+        # opening clause, so the tiny model can learn it by aligning, not reordering.
         text = (
-            f"Officials in {city} said on {day} that {count} {things} were {verb} after "
-            f"{event}. {filler} The {org} expects {follow}."
+            f"{count} {things} were {verb} in {city} after {event} on {day}, the {org} said. "
+            f"{filler} Officials expect {follow}."
         )
         summary = f"{count} {things} {verb} in {city} after {event}."
         examples.append(Example(text, summary))
