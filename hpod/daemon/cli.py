@@ -70,7 +70,8 @@ def run(
     n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Override budget.n_trials.")] = None,
     state_dir: StateDirOpt = None,
     storage: StorageOpt = None,
-    cpu_slots: Annotated[Optional[int], typer.Option("--cpu-slots", min=1, help="Trials at once on CPU.")] = None,
+    cpu_slots: Annotated[Optional[int], typer.Option("--cpu-slots", min=0, help="Trials at once on CPU (0: controller only, "
+                                                           "remote `hpod worker`s run the trials).")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
     no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
 ) -> None:
@@ -303,6 +304,23 @@ def export_cmd(
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(output)
         err.print(f"wrote {len(recs)} trials to {output}")
+
+
+def _load_command_modules() -> None:
+    """Import ``hpod/daemon/_cli_*.py``: each adds its commands to ``app``.
+
+    Keeps command groups (daemon, worker, report, compare…) in their own modules."""
+    import importlib
+    import pkgutil
+
+    import hpod.daemon as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_cli_"):
+            importlib.import_module(f"hpod.daemon.{info.name}")
+
+
+_load_command_modules()
 
 
 def main(argv: list[str] | None = None) -> None:

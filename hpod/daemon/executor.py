@@ -67,6 +67,10 @@ def parse_slots(gpus: str | None, cpu_slots: int | None) -> list[Slot]:
             out.append(Slot(name=f"gpu{part}", gpu_index=int(part)))
         return out
     n = 1 if cpu_slots is None else cpu_slots
+    if n < 0:
+        from hpod.errors import UsageError
+
+        raise UsageError(f"--cpu-slots must be >= 0 (found {n})")
     return [Slot(name=f"cpu{i}") for i in range(n)]
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hpod.daemon.controller import Controller
 from hpod.daemon.engine import Engine
 from hpod.daemon.executor import HEAVY_PRELOAD, LocalExecutor, Slot
 from hpod.daemon.store import JobRow, Store
@@ -102,20 +103,24 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
     """Run (or resume) a study until its budget is spent or the user interrupts."""
     console = console or Console(stderr=True)
     spec = resolved.spec
-    engine = Engine(store, spec, state_dir=state_dir, parallelism=len(slots), resolved=resolved)
-    created = engine.start(submitted_by="hpod run")
     preload = tuple(getattr(resolved.objective, "preload", ())) or (
         HEAVY_PRELOAD if getattr(resolved.objective, "heavy", False) else ())
-    executor = LocalExecutor(store, state_dir, slots=slots, preload=preload, codecarbon=codecarbon)
+    executor = LocalExecutor(store, state_dir, slots=slots, preload=preload, codecarbon=codecarbon) if slots else None
+    controller = Controller(store, state_dir, executor=executor)
+    existed = store.get_study(spec.name, missing_ok=True) is not None
+    engine = controller.activate(spec, resolved=resolved, submitted_by="hpod run")
     recovered = engine.recover_orphans(alive=pid_alive_on_this_node)
     engine.collect()
-    if not created:
+    if existed:
         s = engine.summary(refresh=True)
         console.print(f"resuming study [bold]{spec.name}[/]: {s.finished} trials finished"
                       + (f", {recovered} orphaned trial(s) re-queued" if recovered else ""))
     if engine.sampler_reason:
         console.print(f"sampler: [bold]{engine.sampler_name}[/] — {engine.sampler_reason}")
-    console.print("preparing the objective…") if getattr(resolved.objective, "heavy", False) else None
+    if not slots:
+        console.print("no local slots: waiting for `hpod worker` processes to run the trials")
+    if getattr(resolved.objective, "heavy", False):
+        console.print("preparing the objective…")
     resolved.objective.prepare(state_dir / "cache")
 
     flags = _Flags()
@@ -127,6 +132,7 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
     durations: list[float] = []
+    engine.on_told.append(lambda e, t, j: durations.append(t.duration.total_seconds()) if t.duration else None)
     interactive = console.is_terminal
     last_printed = -1
 
@@ -142,42 +148,28 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
         if live is not None:
             live.start()
         while not flags.stop.is_set():
-            told = engine.collect()
-            for t in told:
-                if t.duration is not None:
-                    durations.append(t.duration.total_seconds())
-            if engine.done():
-                break
-            free = executor.free_slots()
-            in_queue = len(store.jobs(spec.name, states=["queued"]))
-            cap = len(free) - in_queue
-            if spec.max_concurrency is not None:
-                cap = min(cap, spec.max_concurrency - len(executor.running) - in_queue)
-            if cap > 0:
-                engine.ask(cap)
-            finished = executor.poll(studies=[spec.name])
+            busy = controller.step(studies=[spec.name])
+            if spec.name not in controller.engines:
+                break  # budget spent and nothing in flight: the controller finished it
             if live is not None:
                 live.update(_progress_table(engine, time.monotonic() - started, eta()))
             else:
                 s = engine.summary()
-                if s.finished != last_printed and (told or finished):
+                if s.finished != last_printed:
                     last_printed = s.finished
                     hv = f"{s.hypervolume:.6g}" if s.hypervolume is not None else "–"
                     console.print(f"[{spec.name}] done {s.finished}/{spec.budget.n_trials or '∞'} "
                                   f"running {s.running} failed {s.objective_failures} front {len(s.pareto)} "
                                   f"hv {hv} elapsed {_fmt_seconds(time.monotonic() - started)}")
-            if not finished and not told:
-                executor.wait(0.25 if executor.running else 0.005)
+            if not busy:
+                controller.wait(0.25 if executor is not None and executor.running else 0.02)
         interrupted = flags.stop.is_set()
         if interrupted:
-            executor.stop(reason="interrupted")
-            engine.collect()
-            engine.update_store_summary()
+            controller.stop(reason="interrupted")
             store.update_study(spec.name, state="paused", message=f"interrupted by {flags.signal_name}")
             reason = "interrupted"
         else:
             reason = engine.budget_exhausted()
-            engine.finish("completed")
         if live is not None:
             live.update(_progress_table(engine, time.monotonic() - started, 0 if not interrupted else None))
     finally:
@@ -185,7 +177,7 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
             live.stop()
         for sig, h in old.items():
             signal.signal(sig, h)
-        if executor.running:
+        if executor is not None and executor.running:
             executor.stop(reason="interrupted")
     return RunOutcome(study=spec.name, interrupted=interrupted, finished=engine.summary().finished, reason=reason)
 

@@ -1,0 +1,216 @@
+"""The controller: drives the engines of active studies over one store.
+
+Each :meth:`Controller.step` tells Optuna what finished, expires lost leases (the
+trial is failed with reason ``worker_lost`` and its configuration re-queued),
+asks the samplers for as many configurations as there are idle slots — local ones
+and those of remote workers heartbeating in the ``hpod_workers`` table — and lets
+the local executor (if any) claim and run jobs. ``hpod run`` uses it for one study;
+the daemon uses it for every active study, sharing the slots fairly (the study
+with the fewest running trials relative to its priority asks first).
+
+Concurrency: one controller per database is the rule (it is the only writer of
+trial outcomes); it is driven by one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpod.daemon.engine import Engine
+from hpod.daemon.executor import LocalExecutor
+from hpod.daemon.store import Store
+from hpod.errors import StorageError
+from hpod.spec import ResolvedStudy, StudySpec, parse_spec, resolve
+
+__all__ = ["Controller", "WORKER_STALE_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+#: a remote worker whose heartbeat is older than this is not counted as capacity
+WORKER_STALE_SECONDS = 30.0
+
+
+@dataclass
+class _Active:
+    engine: Engine
+    paused: bool = False
+
+
+class Controller:
+    """Engines of the active studies, the local executor, and lease expiry."""
+
+    def __init__(self, store: Store, state_dir: Path, *, executor: LocalExecutor | None,
+                 remote_workers: bool = True, lease_check_seconds: float = 2.0):
+        self.store = store
+        self.state_dir = state_dir
+        self.executor = executor
+        self.remote_workers = remote_workers
+        self.lease_check_seconds = lease_check_seconds
+        self.engines: dict[str, _Active] = {}
+        self._last_lease_check = 0.0
+        self._remote_capacity = (0.0, 0)
+        #: called after each study completes: (engine)
+        self.on_study_completed: list[Callable[[Engine], None]] = []
+        #: hooks the daemon adds to every engine it activates
+        self.engine_hooks: list[Callable[[Engine], None]] = []
+
+    # ------------------------------------------------------------------ studies
+    def activate(self, spec: StudySpec | str, *, resolved: ResolvedStudy | None = None,
+                 submitted_by: str = "daemon") -> Engine:
+        """Start driving a study (registering it if new). Idempotent."""
+        if isinstance(spec, str):
+            row = self.store.get_study(spec)
+            assert row is not None
+            spec = parse_spec(json.loads(row.spec_json))
+        active = self.engines.get(spec.name)
+        if active is not None:
+            return active.engine
+        parallel = len(self.executor.slots) if self.executor is not None else 1
+        engine = Engine(self.store, spec, state_dir=self.state_dir, resolved=resolved or resolve(spec),
+                        parallelism=max(1, parallel + self._remote_slots()))
+        engine.start(submitted_by=submitted_by)
+        for hook in self.engine_hooks:
+            hook(engine)
+        self.engines[spec.name] = _Active(engine)
+        return engine
+
+    def deactivate(self, name: str) -> None:
+        self.engines.pop(name, None)
+
+    def active_names(self) -> list[str]:
+        return list(self.engines)
+
+    # ------------------------------------------------------------------ capacity
+    def _remote_slots(self) -> int:
+        """Slots of remote workers with a fresh heartbeat (cached for a second)."""
+        if not self.remote_workers:
+            return 0
+        at, n = self._remote_capacity
+        if time.monotonic() - at < 1.0:
+            return n
+        try:
+            now = time.time()
+            own = self.executor.worker_name if self.executor is not None else None
+            n = sum(w.slots for w in self.store.workers()
+                    if w.state in ("idle", "busy") and now - w.last_heartbeat < WORKER_STALE_SECONDS
+                    and w.name != own)
+        except StorageError:
+            n = 0
+        self._remote_capacity = (time.monotonic(), n)
+        return n
+
+    def capacity(self) -> int:
+        local = len(self.executor.free_slots()) if self.executor is not None else 0
+        remote = self._remote_slots()
+        if remote:
+            busy_remote = len([j for j in self.store.jobs(states=["running"])
+                               if self.executor is None or j.worker != self.executor.worker_name])
+            remote = max(0, remote - busy_remote)
+        return local + remote
+
+    # ------------------------------------------------------------------ step
+    def expire_leases(self) -> int:
+        try:
+            lost = self.store.expire_leases()
+        except StorageError as exc:
+            log.warning("lease check failed: %s", exc)
+            return 0
+        for job in lost:
+            log.warning("trial %s/%d: lease expired on %s (worker_lost)", job.study, job.trial_number, job.worker)
+        return len(lost)
+
+    def step(self, *, start_new: bool = True, studies: Iterable[str] | None = None) -> bool:
+        """One round of collect / expire / ask / run. Returns True when anything happened."""
+        busy = False
+        now = time.monotonic()
+        if now - self._last_lease_check >= self.lease_check_seconds:
+            self._last_lease_check = now
+            busy |= self.expire_leases() > 0
+        completed = []
+        for name, active in list(self.engines.items()):
+            try:
+                told = active.engine.collect()
+            except StorageError as exc:
+                log.warning("study %s: cannot collect results (will retry): %s", name, exc)
+                continue
+            busy |= bool(told)
+            if active.engine.done():
+                completed.append(name)
+        for name in completed:
+            engine = self.engines.pop(name).engine
+            engine.finish("completed")
+            for cb in self.on_study_completed:
+                cb(engine)
+        if start_new:
+            busy |= self._ask(studies)
+        if self.executor is not None:
+            names = list(studies) if studies is not None else list(self.engines)
+            finished = self.executor.poll(studies=names, start_new=start_new)
+            busy |= bool(finished)
+        return busy
+
+    def _ask(self, studies: Iterable[str] | None) -> bool:
+        allowed = set(studies) if studies is not None else None
+        candidates = [a.engine for n, a in self.engines.items()
+                      if not a.paused and (allowed is None or n in allowed) and a.engine.budget_exhausted() is None]
+        if not candidates:
+            return False
+        try:
+            queued: dict[str, int] = {}
+            for job in self.store.jobs(states=["queued"]):
+                queued[job.study] = queued.get(job.study, 0) + 1
+        except StorageError:
+            return False
+        free = self.capacity() - sum(queued.values())
+        asked = False
+        # Fair share: fewest in flight (running + queued) per unit of priority first.
+        while free > 0 and candidates:
+            def load(e: Engine) -> tuple[float, int]:
+                inflight = e.summary().running
+                return (inflight / (1 + max(0, e.spec.priority)), -e.spec.priority)
+
+            candidates.sort(key=load)
+            engine = candidates[0]
+            cap = engine.spec.max_concurrency
+            if cap is not None and engine.summary().running >= cap:
+                candidates.pop(0)
+                continue
+            jobs = engine.ask(1)
+            if not jobs:
+                candidates.pop(0)
+                continue
+            engine.summary(refresh=True)
+            asked = True
+            free -= 1
+        return asked
+
+    def wait(self, timeout: float) -> None:
+        if self.executor is not None and self.executor.running:
+            self.executor.wait(timeout)
+        else:
+            time.sleep(timeout)
+
+    def stop(self, *, reason: str, grace_seconds: float = 0.0,
+             should_abort: Callable[[], bool] | None = None) -> None:
+        """Stop local trials (after the grace period) and record them as ``reason``."""
+        if self.executor is not None:
+            self.executor.stop(reason=reason, grace_seconds=grace_seconds, should_abort=should_abort)
+        for active in self.engines.values():
+            try:
+                active.engine.collect()
+                active.engine.update_store_summary()
+            except StorageError as exc:
+                log.warning("cannot record the stop of %s: %s", active.engine.name, exc)
+
+    def snapshot_running(self) -> list[dict[str, Any]]:
+        if self.executor is None:
+            return []
+        return [{"slot": rt.slot.name, "gpu_index": rt.slot.gpu_index, "study": rt.job.study,
+                 "trial": rt.job.trial_number, "started_at": rt.started_at}
+                for rt in self.executor.running.values()]
