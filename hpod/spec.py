@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpod.errors import SpecError
+from hpod.monitors.drift import MonitorSpec
 
 if TYPE_CHECKING:
     import optuna
@@ -150,6 +151,41 @@ class Budget(_Strict):
         return self
 
 
+class ScheduleSpec(_Strict):
+    """When the daemon runs a study.
+
+    ``cron`` (5-field crontab, e.g. ``"0 22 * * *"``) starts a scheduled retune of the
+    study each time it fires; ``window`` (``"22:00-06:00"``, local time or
+    ``timezone``) lets trials start only inside it (running trials finish).
+    """
+
+    cron: str | None = None
+    window: str | None = None
+    timezone: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as exc:
+            raise ValueError(f"invalid crontab {v!r}: {exc}") from None
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$", v):
+            raise ValueError(f"window must look like 22:00-06:00 (found {v!r})")
+        return v
+
+
 class StudySpec(_Strict):
     """A validated study spec. Field docs are in ``examples/synthetic-4obj.yaml``."""
 
@@ -167,6 +203,9 @@ class StudySpec(_Strict):
     #: local trial slots this study may use at once (None: all the executor has)
     max_concurrency: int | None = Field(default=None, ge=1)
     priority: int = 0
+    schedule: ScheduleSpec | None = None
+    #: drift monitors (see hpod.monitors.drift.MonitorSpec); `[{kind: data}]` is enough
+    monitors: list[MonitorSpec] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
