@@ -233,7 +233,7 @@ class StudySpec(_Strict):
             try:
                 parse_constraint(text)
             except SpecError as exc:
-                raise ValueError(f"[{i}] {exc}") from None
+                raise ValueError(f"entry [{i}]: {str(exc).removeprefix('constraints: ')}") from None
         return v
 
     @property
@@ -286,25 +286,31 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(text=text.strip(), metric=m.group(1), op=m.group(2), bound=bound)
 
 
+_UNION_LABELS = {"float", "int", "bool", "str", "categorical", "fixed", "FloatParam", "IntParam",
+                 "CategoricalParam", "FixedParam", "none"}
+
+
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("float", "int", "categorical", "fixed", "FloatParam", "IntParam") or str(item).startswith(
-            ("function-", "union[", "list[", "bool", "str", "none")
-        ):
+        elif "[" in str(item) or str(item) in _UNION_LABELS:
             continue  # pydantic's union-branch labels say nothing to a user
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts)
 
 
+_ERROR_RANK = {"value_error": 0, "assertion_error": 0, "literal_error": 1, "extra_forbidden": 1,
+               "union_tag_invalid": 1, "missing": 2}
+
+
 def _first_error(exc: ValidationError) -> SpecError:
-    errors = exc.errors()
-    # Prefer the error from the branch the user meant (a dict with `type`) over union noise.
-    errors.sort(key=lambda e: (e["type"] in ("literal_error", "union_tag_invalid"), len(e["loc"])))
-    err = errors[0]
+    errors = list(enumerate(exc.errors()))
+    # The user's actual mistake first; type errors of other union branches last.
+    errors.sort(key=lambda ie: (_ERROR_RANK.get(ie[1]["type"], 3), ie[0]))
+    err = errors[0][1]
     path = _loc_to_path(tuple(err["loc"]))
     msg = err["msg"].removeprefix("Value error, ")
     found = err.get("input")
@@ -312,7 +318,7 @@ def _first_error(exc: ValidationError) -> SpecError:
         return SpecError(path, "unknown field", allowed="see examples/synthetic-4obj.yaml for the fields")
     if err["type"] == "missing":
         return SpecError(path, "required field is missing")
-    if isinstance(found, dict):
+    if isinstance(found, (dict, list)) or "found" in msg:
         found = None
     return SpecError(path, msg, found=found)
 
