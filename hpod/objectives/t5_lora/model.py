@@ -52,7 +52,10 @@ TINY_CONFIG: dict[str, Any] = {
 #: (every word <unk>), which trains to garbage. Anything under this is refused.
 MIN_VOCAB_SIZE = 1000
 #: Version of the tiny-base recipe: bump to invalidate caches when it changes.
-_TINY_RECIPE = 1
+_TINY_RECIPE = 2
+#: Source bytes the tiny base trains on: the synthetic corpus puts every fact in the
+#: lead clause, and short sequences let 800 steps finish in about a minute on one core.
+_TINY_BASE_SOURCE_LENGTH = 96
 #: The synthetic corpus seed the tiny base is trained on (distinct from the default
 #: study data seed 0, so a study's validation pairs are not the base's training pairs).
 _TINY_CORPUS_SEED = 1000
@@ -92,7 +95,7 @@ def _tiny_key(options: T5LoraOptions) -> str:
         "recipe": _TINY_RECIPE,
         "config": TINY_CONFIG,
         "steps": options.base_steps,
-        "source_length": options.source_length,
+        "source_length": _TINY_BASE_SOURCE_LENGTH,
         "target_length": options.target_length,
         "prefix": options.prefix,
     }
@@ -127,7 +130,9 @@ def ensure_tiny_base(options: T5LoraOptions, cache_dir: Path) -> Path:
         torch.manual_seed(0)
         model = T5ForConditionalGeneration(tiny_config())
         tokenizer = load_tokenizer(options)
-        train_full(model, tokenizer, options, steps=options.base_steps, corpus_seed=_TINY_CORPUS_SEED)
+        base_options = options.model_copy(update={"max_source_length": _TINY_BASE_SOURCE_LENGTH})
+        train_full(model, tokenizer, base_options, steps=options.base_steps, corpus_seed=_TINY_CORPUS_SEED,
+                   learning_rate=3e-3)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "hpod_tiny_base.json").write_text(

@@ -49,7 +49,7 @@ class T5LoraOptions(BaseModel):
     model: str = Field(default="t5-small", min_length=1)
     data: DataOptions = Field(default_factory=DataOptions)
     #: tokens of article / summary kept (bytes for the tiny byte-level model);
-    #: None = 256/64 for ``tiny``, 512/128 otherwise.
+    #: None = 128/64 for ``tiny``, 512/128 otherwise.
     max_source_length: int | None = Field(default=None, ge=8, le=16384)
     max_target_length: int | None = Field(default=None, ge=4, le=4096)
     prefix: str = "summarize: "
@@ -65,7 +65,7 @@ class T5LoraOptions(BaseModel):
     warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     #: full-training steps of the tiny base (cached once per configuration).
-    base_steps: int = Field(default=400, ge=0, le=100_000)
+    base_steps: int = Field(default=800, ge=0, le=100_000)
     #: largest micro-batch put through the model at once; larger batches accumulate.
     max_micro_batch: int | None = Field(default=None, ge=1)
     #: "auto" = bf16 autocast on a CUDA device that supports it, fp32 elsewhere.
@@ -93,7 +93,7 @@ class T5LoraOptions(BaseModel):
     def source_length(self) -> int:
         if self.max_source_length is not None:
             return self.max_source_length
-        return 256 if self.is_tiny else 512
+        return 128 if self.is_tiny else 512
 
     @property
     def target_length(self) -> int:
