@@ -1,0 +1,69 @@
+"""User objectives for the tests, referenced from specs as `hpod_test_objectives:NAME`
+(the tests put tests/support on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+
+import numpy as np
+
+
+def quadratic(params):
+    """A 2-objective function of x, y."""
+    x, y = float(params["x"]), float(params["y"])
+    return {"loss": (x - 0.3) ** 2 + y**2, "cost": (x + 0.5) ** 2 + (y - 0.2) ** 2}
+
+
+quadratic.metric_names = ("loss", "cost")
+quadratic.default_space = {"x": {"type": "float", "low": -1, "high": 1}, "y": {"type": "float", "low": -1, "high": 1}}
+
+
+def crashy(params):
+    """Fails in different ways depending on `mode`; otherwise a smooth function."""
+    mode = params.get("mode", "ok")
+    x = float(params["x"])
+    if mode == "raise" and x > 0.5:
+        raise RuntimeError(f"diverged at x={x:.3f}")
+    if mode == "nan" and x > 0.5:
+        return {"loss": float("nan")}
+    if mode == "exit" and x > 0.5:
+        os._exit(3)
+    if mode == "kill" and x > 0.5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "memory" and x > 0.5:
+        raise MemoryError("cannot allocate 64 GiB")
+    return {"loss": (x - 0.2) ** 2}
+
+
+crashy.metric_names = ("loss",)
+crashy.default_space = {"x": {"type": "float", "low": 0, "high": 1}}
+
+
+def slow(params):
+    """Takes `seconds` of wall time (sleeping), for interruption tests."""
+    time.sleep(float(params.get("seconds", 1.0)))
+    x = float(params["x"])
+    return {"loss": (x - 0.2) ** 2}
+
+
+slow.metric_names = ("loss",)
+slow.default_space = {"x": {"type": "float", "low": 0, "high": 1}}
+
+
+def busy(params):
+    """Burns CPU for `seconds` and allocates `megabytes` (for the meters)."""
+    seconds = float(params.get("seconds", 0.5))
+    block = np.ones(int(float(params.get("megabytes", 50)) * 1024 * 1024 / 8))
+    end = time.perf_counter() + seconds
+    acc = 0.0
+    while time.perf_counter() < end:
+        acc += float(np.sqrt(block[:100000]).sum())
+    return {"loss": math.fabs(float(params["x"]) - 0.5) + 0 * acc + 0 * block[0]}
+
+
+busy.metric_names = ("loss",)
+busy.heavy = True
+busy.default_space = {"x": {"type": "float", "low": 0, "high": 1}}
