@@ -31,6 +31,9 @@ __all__ = [
     "StudySpec",
     "Constraint",
     "ResolvedStudy",
+    "RetuneSpec",
+    "ServingSpec",
+    "SERVING_POLICIES",
     "load_spec",
     "parse_spec",
     "parse_constraint",
@@ -186,6 +189,84 @@ class ScheduleSpec(_Strict):
         return v
 
 
+def _duration_seconds(v: float | str) -> float:
+    from hpod.monitors.drift import parse_duration_seconds
+
+    return float(v) if isinstance(v, (int, float)) else parse_duration_seconds(v)
+
+
+class RetuneSpec(_Strict):
+    """How the daemon retunes the study: a new version ``name@vN`` when a monitor fires,
+    on ``schedule.cron``, or on ``hpod retune``.
+
+    ``n_trials`` / ``timeout_seconds`` / ``energy_joules`` are the retune's own budget
+    (the parent's Pareto configurations, enqueued first, count towards it);
+    ``min_interval`` (seconds or ``"6h"``) is the least time between two retune starts
+    of the study; ``warm_start`` caps how many Pareto configurations are enqueued;
+    ``on`` lists the monitor kinds whose alarms start a retune; ``data_records`` caps
+    the labelled records of the new data window written for the retune.
+    """
+
+    enabled: bool = True
+    n_trials: int = Field(default=20, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    energy_joules: float | None = Field(default=None, gt=0)
+    min_interval: float | str = "1h"
+    warm_start: int = Field(default=20, ge=0, le=1000)
+    on: list[Literal["data", "performance", "cost"]] = Field(
+        default_factory=lambda: ["data", "performance", "cost"])
+    data_records: int = Field(default=2000, ge=4, le=10_000_000)
+
+    @field_validator("min_interval")
+    @classmethod
+    def _interval(cls, v: float | str) -> float | str:
+        try:
+            seconds = _duration_seconds(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if seconds < 0:
+            raise ValueError(f"min_interval must be >= 0 seconds (found {v!r})")
+        return v
+
+    @property
+    def min_interval_seconds(self) -> float:
+        return _duration_seconds(self.min_interval)
+
+
+SERVING_POLICIES = ("min-loss", "knee", "objective NAME")
+_POLICY_RE = re.compile(r"^(min-loss|knee|objective[ :]([A-Za-z_][A-Za-z0-9_.]*))$")
+
+
+class ServingSpec(_Strict):
+    """What ``hpod serve`` (and the daemon, when ``enabled``) serves for this study.
+
+    ``policy`` picks the served trial among feasible completed ones: ``min-loss``,
+    ``knee`` (the Pareto point closest to the ideal point after scaling each objective
+    to [0, 1]) or ``objective NAME`` (best on that metric). ``record_text`` keeps the
+    raw served text next to its features (off: features only). ``max_body_bytes`` and
+    ``max_texts`` bound one request.
+    """
+
+    enabled: bool = False
+    policy: str = "min-loss"
+    record_text: bool = False
+    max_body_bytes: int = Field(default=1 << 20, ge=256, le=1 << 30)
+    max_texts: int = Field(default=32, ge=1, le=10_000)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        if not _POLICY_RE.match(v.strip()):
+            raise ValueError(f"unknown serving policy {v!r}; allowed: {', '.join(SERVING_POLICIES)}")
+        return v.strip()
+
+    @property
+    def policy_objective(self) -> str | None:
+        """The metric of an ``objective NAME`` policy, else None."""
+        m = _POLICY_RE.match(self.policy)
+        return m.group(2) if m else None
+
+
 class StudySpec(_Strict):
     """A validated study spec. Field docs are in ``examples/synthetic-4obj.yaml``."""
 
@@ -206,6 +287,10 @@ class StudySpec(_Strict):
     schedule: ScheduleSpec | None = None
     #: drift monitors (see hpod.monitors.drift.MonitorSpec); `[{kind: data}]` is enough
     monitors: list[MonitorSpec] = Field(default_factory=list)
+    #: drift-triggered / scheduled / manual retuning (see RetuneSpec)
+    retune: RetuneSpec = Field(default_factory=RetuneSpec)
+    #: the serving endpoint (see ServingSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
 
     @field_validator("name")
     @classmethod
