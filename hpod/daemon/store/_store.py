@@ -9,8 +9,17 @@ any thread. Claiming a job is atomic across processes and nodes: PostgreSQL uses
 conditional ``UPDATE … WHERE state='queued'``. Results are fenced by a lease token:
 a worker whose lease expired cannot overwrite the re-run's result.
 
+Connections: one engine and pool per process (Optuna's RDBStorage creates it;
+hpod's tables reuse it), ``pool_pre_ping`` so connections a database restart
+killed are replaced on checkout, a bounded pool (``pool_size`` + 2 overflow,
+``pool_timeout``), and on PostgreSQL a connect timeout and TCP keepalives so a
+vanished server is noticed in seconds. Lease times on PostgreSQL come from the
+database's clock, so nodes with skewed clocks agree on when a lease expires.
+
 Errors: :class:`~hpod.errors.StorageUrlError` when the URL cannot be opened at all;
-:class:`~hpod.errors.StorageError` for an outage (retry with backoff);
+:class:`StorageUnreachable` (both a StorageUrlError and a StorageError) when the
+server did not answer at open time; :class:`~hpod.errors.StorageError` for an
+outage (retry with backoff, e.g. :func:`retry_storage`);
 :class:`~hpod.errors.StudyNotFound` for an unknown study.
 """
 
@@ -18,17 +27,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import random
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, or_, select, text, update
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (ArgumentError, DBAPIError, InterfaceError, OperationalError, ProgrammingError,
+                            SQLAlchemyError)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
@@ -40,7 +53,63 @@ if TYPE_CHECKING:
 
     from hpod.spec import StudySpec
 
-__all__ = ["Store", "default_state_dir", "default_storage_url", "config_key", "EVENT_KINDS"]
+__all__ = ["Store", "StorageUnreachable", "default_state_dir", "default_storage_url", "config_key", "EVENT_KINDS",
+           "retry_storage", "is_disconnect"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class StorageUnreachable(StorageUrlError, StorageError):
+    """The database server did not answer when the store was opened.
+
+    A :class:`~hpod.errors.StorageUrlError` for one-shot commands (the CLI prints it
+    and exits 2) and a :class:`~hpod.errors.StorageError` for long-running processes
+    (workers wait and retry: the server may be restarting)."""
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a lost or refused database connection,
+    a pool timeout, or Optuna's wrapper around one: transient, worth a retry."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, StorageError)):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def retry_storage(fn: Callable[[], _T], *, what: str, deadline_seconds: float | None = None,
+                  initial_delay: float = 0.5, max_delay: float = 15.0,
+                  should_stop: Callable[[], bool] | None = None) -> _T:
+    """Call ``fn`` until it does not fail with a database outage.
+
+    Waits with exponential backoff and jitter (``initial_delay`` doubling up to
+    ``max_delay`` seconds) between tries, logging each failure with ``what``. Errors
+    that are not outages propagate at once. Raises the last StorageError when
+    ``deadline_seconds`` pass or ``should_stop()`` turns true.
+    """
+    if initial_delay <= 0 or max_delay < initial_delay:
+        raise ValueError(f"initial_delay must be > 0 and <= max_delay (found {initial_delay}, {max_delay})")
+    end = None if deadline_seconds is None else time.monotonic() + deadline_seconds
+    delay = initial_delay
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            if (end is not None and time.monotonic() + delay > end) or (should_stop is not None and should_stop()):
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"{what}: database unavailable: {str(exc).splitlines()[0]}") from exc
+            log.warning("%s: database unavailable (%s); retrying in %.1f s", what,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__, delay)
+            time.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(max_delay, delay * 2)
 
 EVENT_KINDS = (
     "daemon_started", "study_submitted", "trial_started", "trial_completed", "trial_failed",
@@ -84,7 +153,24 @@ def _dumps(value: Any) -> str:
 class Store:
     """Optuna RDB storage + hpod's tables on one SQLAlchemy engine."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, create: bool = True, light: bool = False):
+    def __init__(self, url: str, *, pool_size: int = 5, create: bool = True, light: bool = False,
+                 application_name: str | None = None, connect_timeout: float = 10.0,
+                 pool_timeout: float = 30.0):
+        """Open the database at ``url``.
+
+        Args:
+            pool_size: connections kept open (PostgreSQL; plus at most 2 overflow).
+            create: create missing tables (Optuna's and hpod's).
+            light: read-only views: do not import Optuna until needed.
+            application_name: shown in ``pg_stat_activity`` (PostgreSQL), so an
+                operator can tell the controller's connections from each worker's.
+            connect_timeout: seconds to wait for a PostgreSQL server to answer.
+            pool_timeout: seconds to wait for a free pooled connection.
+        """
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1 (found {pool_size})")
+        if connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be > 0 seconds (found {connect_timeout})")
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.is_postgres = url.startswith("postgresql")
@@ -95,7 +181,15 @@ class Store:
             # Several processes write one file: wait for the lock instead of failing at once.
             engine_kwargs["connect_args"] = {"timeout": 60}
         else:
-            engine_kwargs.update(pool_size=pool_size, max_overflow=2, pool_recycle=1800)
+            engine_kwargs.update(pool_size=pool_size, max_overflow=2, pool_recycle=1800, pool_timeout=pool_timeout)
+        if self.is_postgres:
+            # Keepalives: a server that vanished (node lost, network cut) is noticed in
+            # ~20 s instead of the kernel's two hours.
+            engine_kwargs["connect_args"] = {
+                "connect_timeout": max(1, int(round(connect_timeout))),
+                "application_name": (application_name or "hpod")[:63],
+                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2,
+            }
         self._engine_kwargs = engine_kwargs
         self._optuna_storage: Any = None
         if light:
@@ -109,18 +203,25 @@ class Store:
             except (ArgumentError, ImportError, ValueError) as exc:
                 raise StorageUrlError(f"storage URL {url!r} cannot be opened: {exc}") from None
             except SQLAlchemyError as exc:
-                raise StorageUrlError(f"storage URL {url!r} cannot be opened: "
-                                      f"{str(exc).splitlines()[0]}") from None
+                cls = StorageUnreachable if is_disconnect(exc) else StorageUrlError
+                raise cls(f"storage URL {self.safe_url!r} cannot be opened: "
+                          f"{str(exc).splitlines()[0]}") from None
         else:
             self.engine = self._open_optuna(create).engine
-        if self.is_sqlite:
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        if create and not light:
-            SQLModel.metadata.create_all(
-                self.engine,
-                tables=[t.__table__ for t in (StudyRow, EventRow, JobRow, WorkerRow, StateRow)],  # type: ignore[attr-defined]
-            )
+        try:
+            if self.is_sqlite:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            if create and not light:
+                SQLModel.metadata.create_all(
+                    self.engine,
+                    tables=[t.__table__ for t in (StudyRow, EventRow, JobRow, WorkerRow, StateRow)],  # type: ignore[attr-defined]
+                )
+        except SQLAlchemyError as exc:
+            if not is_disconnect(exc):
+                raise
+            raise StorageUnreachable(f"storage URL {self.safe_url!r} cannot be opened: "
+                                     f"{str(exc).splitlines()[0]}") from None
 
     def _open_optuna(self, create: bool = True) -> Any:
         import optuna
@@ -137,8 +238,20 @@ class Store:
                 "postgresql+psycopg://USER@HOST:PORT/DB"
             ) from None
         except (OperationalError, SQLAlchemyError) as exc:
-            raise StorageUrlError(f"storage URL {url!r} cannot be opened: {exc.__class__.__name__}: "
-                                  f"{str(exc).splitlines()[0]}") from None
+            cls = StorageUnreachable if is_disconnect(exc) else StorageUrlError
+            raise cls(f"storage URL {self.safe_url!r} cannot be opened: {exc.__class__.__name__}: "
+                      f"{str(exc).splitlines()[0]}") from None
+        except Exception as exc:
+            # Optuna wraps driver errors (StorageInternalError) while opening its tables.
+            root = _root_cause(exc)
+            if is_disconnect(exc):
+                raise StorageUnreachable(f"storage URL {self.safe_url!r} cannot be opened: "
+                                         f"{_first_line(root)}") from None
+            if not create and isinstance(exc.__cause__, ProgrammingError):
+                # A worker started before any controller created the tables: wait for it.
+                raise StorageUnreachable(f"storage URL {self.safe_url!r} has no hpod tables yet (start the "
+                                         f"controller first): {_first_line(root)}") from None
+            raise
         return self._optuna_storage
 
     @property
@@ -172,12 +285,34 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A short transaction; a lost connection, a refused one or a pool timeout
+        becomes :class:`~hpod.errors.StorageError` (the pool drops the dead connection,
+        so the next call reconnects)."""
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 with session.begin():
                     yield session
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
             raise StorageError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StorageError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
+            raise
+
+    def _now_expr(self) -> Any:
+        """Current epoch seconds for lease arithmetic: the database's clock on
+        PostgreSQL (nodes agree whatever their clocks say), this process's on SQLite
+        (one node)."""
+        if self.is_postgres:
+            return func.extract("epoch", func.clock_timestamp())
+        return _now()
+
+    def db_time(self) -> float:
+        """The database's current time in epoch seconds (this process's on SQLite)."""
+        if not self.is_postgres:
+            return _now()
+        with self.session() as s:
+            return float(s.scalar(select(self._now_expr())))
 
     # ------------------------------------------------------------------ studies
     def register_study(self, spec: StudySpec, *, state: str = "queued", parent: str | None = None,
@@ -301,12 +436,24 @@ class Store:
 
     def claim_job(self, worker: str, *, lease_seconds: float, studies: Iterable[str] | None = None,
                   exclude_studies: Iterable[str] | None = None) -> JobRow | None:
-        """Atomically claim the next queued job (highest priority, oldest first)."""
+        """Atomically claim the next queued job (highest priority, oldest first).
+
+        Exactly one caller gets a given job, across threads, processes and nodes: on
+        PostgreSQL the candidate row is locked ``FOR UPDATE SKIP LOCKED`` (concurrent
+        claimers skip it instead of queueing behind the lock), and on every database
+        the claim itself is ``UPDATE … WHERE state='queued'``, so a lost race changes
+        no row. The claim gets a fresh lease token (the fence for :meth:`finish_job`)
+        and a lease of ``lease_seconds`` from the database's clock.
+        """
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0 (found {lease_seconds})")
+        study_list = list(studies) if studies is not None else None
+        if study_list is not None and not study_list:
+            return None
         token = uuid.uuid4().hex
-        now = _now()
         q = select(JobRow.id).where(JobRow.state == "queued")
-        if studies is not None:
-            q = q.where(JobRow.study.in_(list(studies)))  # type: ignore[attr-defined]
+        if study_list is not None:
+            q = q.where(JobRow.study.in_(study_list))  # type: ignore[attr-defined]
         if exclude_studies:
             q = q.where(JobRow.study.not_in(list(exclude_studies)))  # type: ignore[attr-defined]
         q = q.order_by(JobRow.priority.desc(), JobRow.id).limit(1)  # type: ignore[attr-defined]
@@ -317,6 +464,7 @@ class Store:
                 job_id = s.scalar(q)
                 if job_id is None:
                     return None
+                now = self._now_expr()
                 res = s.execute(
                     update(JobRow).where(JobRow.id == job_id, JobRow.state == "queued").values(
                         state="running", worker=worker, lease_token=token, claimed_at=now,
@@ -327,12 +475,13 @@ class Store:
         return None
 
     def renew_leases(self, worker: str, tokens: dict[int, str], *, lease_seconds: float) -> set[int]:
-        """Renew the leases this worker holds; returns the job ids it still holds."""
+        """Renew the leases this worker holds; returns the job ids it still holds
+        (a job missing from the answer was expired and handed to someone else)."""
         if not tokens:
             return set()
-        now = _now()
         held: set[int] = set()
         with self.session() as s:
+            now = self._now_expr()
             for job_id, token in tokens.items():
                 res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
                                                      JobRow.state == "running")
@@ -344,35 +493,55 @@ class Store:
     def finish_job(self, job_id: int, token: str, *, result: dict[str, Any] | None = None,
                    fail_reason: str | None = None) -> bool:
         """Store a job's outcome if ``token`` still holds its lease. False: the lease
-        was lost (expired and re-queued) and the result is dropped."""
+        was lost (expired and re-queued) and the result is dropped.
+
+        Idempotent for its holder: storing the same outcome again after a lost
+        acknowledgement (the commit reached the database, the answer did not) returns
+        True instead of dropping it."""
         state = "done" if result is not None else "failed"
         with self.session() as s:
             res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
                                                  JobRow.state == "running")
                             .values(state=state, result_json=_dumps(result) if result is not None else None,
                                     fail_reason=fail_reason, finished_at=_now(), lease_expires_at=None))
-            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+            if res.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+            again = s.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.id == job_id, JobRow.lease_token == token, JobRow.state == state))
+            return bool(again)
 
     def expire_leases(self, *, now: float | None = None) -> list[JobRow]:
-        """Mark running jobs whose lease expired as ``lost``; returns them."""
-        now = now or _now()
+        """Mark running jobs whose lease expired as ``lost`` (reason ``worker_lost``);
+        returns them. ``now`` defaults to the database's clock."""
         with self.session() as s:
-            q = select(JobRow).where(JobRow.state == "running", JobRow.lease_expires_at < now)  # type: ignore[operator]
+            cutoff = self._now_expr() if now is None else now
+            q = select(JobRow).where(JobRow.state == "running", JobRow.lease_expires_at < cutoff)  # type: ignore[operator]
             if self.is_postgres:
                 q = q.with_for_update(skip_locked=True)
             rows = list(s.scalars(q))
+            finished = _now()
             for row in rows:
-                row.state, row.fail_reason, row.finished_at = "lost", "worker_lost", now
+                row.state, row.fail_reason, row.finished_at = "lost", "worker_lost", finished
         return rows
 
-    def release_jobs(self, job_ids: Iterable[int], *, reason: str) -> None:
-        """Give up running jobs this process holds (shutdown / interrupt)."""
+    def release_jobs(self, job_ids: Iterable[int], *, reason: str, worker: str | None = None) -> None:
+        """Give up running jobs this process holds (shutdown / interrupt).
+
+        With ``worker``, only jobs that worker still holds are released: a job whose
+        lease expired and was handed on is left alone."""
         ids = list(job_ids)
         if not ids:
             return
         with self.session() as s:
-            s.execute(update(JobRow).where(JobRow.id.in_(ids), JobRow.state.in_(["running", "queued"]))  # type: ignore[union-attr,attr-defined]
-                      .values(state="lost", fail_reason=reason, finished_at=_now(), lease_expires_at=None))
+            q = update(JobRow).where(JobRow.id.in_(ids), JobRow.state.in_(["running", "queued"]))  # type: ignore[union-attr,attr-defined]
+            if worker is not None:
+                q = q.where(JobRow.worker == worker)
+            s.execute(q.values(state="lost", fail_reason=reason, finished_at=_now(), lease_expires_at=None))
+
+    def queued_studies(self) -> set[str]:
+        """Names of the studies that have queued jobs."""
+        with self.session() as s:
+            return set(s.scalars(select(JobRow.study).where(JobRow.state == "queued").distinct()))
 
     def cancel_queued(self, study: str, *, reason: str = "cancelled") -> int:
         with self.session() as s:
@@ -431,6 +600,18 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(WorkerRow).order_by(WorkerRow.name)))
 
+    def workers_by_state(self, *, stale_after: float = 30.0) -> dict[str, int]:
+        """Workers counted by state, an ``idle``/``busy`` worker whose last heartbeat is
+        older than ``stale_after`` seconds counted as ``lost`` (for ``hpod_workers{state}``)."""
+        now = _now()
+        out: dict[str, int] = {}
+        for w in self.workers():
+            state = w.state
+            if state in ("idle", "busy") and now - w.last_heartbeat > stale_after:
+                state = "lost"
+            out[state] = out.get(state, 0) + 1
+        return out
+
     def mark_workers_lost(self, *, older_than: float) -> list[WorkerRow]:
         cutoff = _now() - older_than
         with self.session() as s:
@@ -465,6 +646,19 @@ class Store:
     def ping(self) -> None:
         with self.session() as s:
             s.execute(text("SELECT 1"))
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = 0
+    while exc.__cause__ is not None and seen < 10:
+        exc = exc.__cause__
+        seen += 1
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text_ = str(exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__
 
 
 def _node_name() -> str:

@@ -1,0 +1,317 @@
+"""``hpod worker``: runs trials of the studies in a shared database on this node's slots.
+
+A worker claims queued jobs (trials the controller asked for) atomically under a
+lease, runs them with the same measured trial processes as the local executor,
+renews the leases while they run, heartbeats its row in ``hpod_workers`` (node,
+slots, current trials) and stores each result fenced by its lease token. A
+database outage pauses claiming; running trials go on and their results are kept
+in memory and retried until stored. SIGTERM (or SIGINT) stops claiming, lets the
+running trials finish for up to ``grace_seconds`` and hands the rest back with
+reason ``shutdown`` (the controller re-queues them); a second signal hands them
+back at once.
+
+Concurrency: one worker per process, driven by the thread that calls :meth:`Worker.run`;
+objectives are prepared (``objective.prepare(cache_dir)``) on a helper thread so
+heartbeats go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from hpod.daemon.executor import LocalExecutor, Slot
+from hpod.daemon.store import Store
+from hpod.errors import StorageError
+
+__all__ = ["Worker", "WorkerStats", "sd_notify", "default_worker_name"]
+
+log = logging.getLogger(__name__)
+
+
+def sd_notify(message: str) -> bool:
+    """Send ``message`` (``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``, ``STATUS=…``) to
+    systemd's notify socket if ``$NOTIFY_SOCKET`` is set. Returns whether it was sent.
+
+    The protocol is one datagram on a Unix socket; an abstract socket's name starts
+    with ``@``. Failures are ignored: notification is best effort."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.debug("sd_notify(%r) failed: %s", message, exc)
+        return False
+
+
+def _watchdog_interval() -> float | None:
+    """Half of systemd's ``WatchdogSec`` (from ``$WATCHDOG_USEC``), or None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
+        return None
+    try:
+        return max(0.5, int(usec) / 2e6)
+    except ValueError:
+        return None
+
+
+def default_worker_name() -> str:
+    """``<node>:<pid>``: unique on a node, and lets ``hpod run`` on the same node tell
+    whether the holder of a job is alive."""
+    return f"{os.environ.get('HPOD_NODE_NAME') or socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class WorkerStats:
+    """What one :meth:`Worker.run` did."""
+
+    claimed: int = 0
+    finished: int = 0
+    released: int = 0
+    storage_errors: int = 0
+
+
+class _Preparer:
+    """Prepares each study's objective once (on a thread), before its first trial here."""
+
+    def __init__(self, store: Store, cache_dir: Path):
+        self.store = store
+        self.cache_dir = cache_dir
+        self.ready: set[str] = set()
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def request(self, study: str) -> None:
+        with self._lock:
+            if study in self.ready or study in self._busy:
+                return
+            self._busy.add(study)
+        threading.Thread(target=self._prepare, args=(study,), name=f"hpod-prepare-{study}", daemon=True).start()
+
+    def _prepare(self, study: str) -> None:
+        from hpod.spec import parse_spec, resolve
+
+        try:
+            row = self.store.get_study(study)
+            assert row is not None
+            resolved = resolve(parse_spec(json.loads(row.spec_json)))
+            log.info("preparing objective %s of study %s", resolved.spec.objective.name, study)
+            resolved.objective.prepare(self.cache_dir)
+        except StorageError as exc:
+            # The study is retried on the next round: an outage is not the study's fault.
+            log.warning("cannot prepare study %s yet: %s", study, exc)
+            with self._lock:
+                self._busy.discard(study)
+            return
+        except Exception:
+            # A broken spec or a failing prepare(): let the trials run and fail with
+            # their own reason, so the user sees it in the study rather than in this log.
+            log.exception("preparing the objective of study %s failed; its trials will report why", study)
+        with self._lock:
+            self._busy.discard(study)
+            self.ready.add(study)
+
+
+class Worker:
+    """Claims and runs jobs of a shared store on local slots until stopped."""
+
+    def __init__(self, store: Store, state_dir: Path, *, slots: list[Slot], name: str | None = None,
+                 studies: Iterable[str] | None = None, lease_seconds: float = 30.0,
+                 heartbeat_seconds: float = 5.0, poll_seconds: float = 0.5, grace_seconds: float = 300.0,
+                 codecarbon: bool = True, preload: Iterable[str] = ()):
+        """
+        Args:
+            slots: where trials run (``parse_slots``: one per GPU, or N CPU slots); at least one.
+            name: unique worker name (default ``<node>:<pid>``).
+            studies: claim only jobs of these studies (default: every study).
+            lease_seconds: a trial's lease; if this worker stops renewing it (killed,
+                node lost) the controller fails the trial as ``worker_lost`` this long
+                after the last renewal and re-queues its configuration.
+            heartbeat_seconds: how often leases and the worker row are renewed; must be
+                less than ``lease_seconds``.
+            poll_seconds: how often an idle worker looks for queued jobs.
+            grace_seconds: on SIGTERM, how long running trials may take to finish
+                before they are handed back with reason ``shutdown``.
+        """
+        if not slots:
+            raise ValueError("slots: a worker needs at least one slot (found none; use --cpu-slots N or --gpus)")
+        if lease_seconds <= heartbeat_seconds:
+            raise ValueError(f"lease_seconds ({lease_seconds}) must exceed heartbeat_seconds ({heartbeat_seconds})")
+        if poll_seconds <= 0:
+            raise ValueError(f"poll_seconds must be > 0 (found {poll_seconds})")
+        if grace_seconds < 0:
+            raise ValueError(f"grace_seconds must be >= 0 (found {grace_seconds})")
+        self.store = store
+        self.state_dir = state_dir
+        self.name = name or default_worker_name()
+        self.studies = sorted(set(studies)) if studies is not None else None
+        self.heartbeat_seconds = heartbeat_seconds
+        self.poll_seconds = poll_seconds
+        self.grace_seconds = grace_seconds
+        self.executor = LocalExecutor(store, state_dir, slots=slots, worker_name=self.name,
+                                      lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
+                                      preload=preload, codecarbon=codecarbon)
+        self.preparer = _Preparer(store, state_dir / "cache")
+        self.stats = WorkerStats()
+        self.stop_requested = threading.Event()
+        self.abort_requested = threading.Event()
+        self._db_ok = True
+        self._db_retry_at = 0.0
+        self._db_delay = 0.5
+        self._last_row = 0.0
+        self._last_scan = 0.0
+        self._reported: frozenset[int] = frozenset()
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self) -> None:
+        """Stop claiming; a second request hands running trials back at once."""
+        if self.stop_requested.is_set():
+            self.abort_requested.set()
+        self.stop_requested.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("worker %s: %s received, %s", self.name, signal.Signals(signum).name,
+                    "handing running trials back" if self.stop_requested.is_set() else
+                    f"finishing running trials (up to {self.grace_seconds:g} s)")
+        self.request_stop()
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, *, install_signal_handlers: bool = True) -> WorkerStats:
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT), then drain and return."""
+        old: dict[int, Any] = {}
+        if install_signal_handlers:
+            old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        watchdog = _watchdog_interval()
+        last_watchdog = 0.0
+        try:
+            self._heartbeat(force=True)
+            sd_notify(f"READY=1\nSTATUS=worker {self.name}: {len(self.executor.slots)} slot(s)")
+            while not self.stop_requested.is_set():
+                claimed = self._step()
+                if watchdog is not None and time.monotonic() - last_watchdog >= watchdog:
+                    sd_notify("WATCHDOG=1")
+                    last_watchdog = time.monotonic()
+                if claimed or self.stop_requested.is_set():
+                    continue
+                if self.executor.running:
+                    self.executor.wait(min(self.poll_seconds, self.heartbeat_seconds))
+                else:
+                    self.stop_requested.wait(self.poll_seconds)
+            sd_notify("STOPPING=1\nSTATUS=finishing running trials")
+            self._drain()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        return self.stats
+
+    def _claimable(self) -> list[str]:
+        """Studies whose jobs this worker may claim now: prepared, and within ``--studies``."""
+        now = time.monotonic()
+        if self._db_ok and now - self._last_scan >= min(2.0, self.heartbeat_seconds):
+            self._last_scan = now
+            try:
+                queued = self.store.queued_studies()
+            except StorageError as exc:
+                self._storage_failed(exc)
+                queued = set()
+            for study in queued:
+                if self.studies is None or study in self.studies:
+                    self.preparer.request(study)
+        ready = self.preparer.ready
+        return sorted(ready if self.studies is None else ready & set(self.studies))
+
+    def _step(self) -> bool:
+        """One round: reap, store results, renew leases, claim. True if a job was claimed."""
+        before = set(self.executor.running)
+        claimable = self._claimable()
+        start_new = self._db_ok and bool(claimable) and bool(self.executor.free_slots())
+        if not self._db_ok and time.monotonic() >= self._db_retry_at:
+            start_new = False
+            self._heartbeat(force=True)  # the probe: a success lifts the pause
+        finished = self.executor.poll(studies=claimable, start_new=start_new)
+        self.stats.finished += len(finished)
+        new = set(self.executor.running) - before
+        self.stats.claimed += len(new)
+        self._heartbeat(force=bool(new or finished))
+        return bool(new)
+
+    def _current(self) -> list[dict[str, Any]]:
+        return [{"job_id": jid, "study": rt.job.study, "trial": rt.job.trial_number, "slot": rt.slot.name,
+                 "gpu_index": rt.slot.gpu_index, "attempt": rt.job.attempt,
+                 "running_seconds": round(time.monotonic() - rt.started_at, 1)}
+                for jid, rt in self.executor.running.items()]
+
+    def _heartbeat(self, *, force: bool = False, state: str | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_row < self.heartbeat_seconds:
+            return
+        if not self._db_ok and now < self._db_retry_at and state is None:
+            return
+        self._last_row = now
+        gpus = ",".join(str(s.gpu_index) for s in self.executor.slots if s.gpu_index is not None) or None
+        try:
+            joined = self.store.heartbeat_worker(
+                self.name, slots=len(self.executor.slots), current=self._current(), gpus=gpus,
+                state=state or ("busy" if self.executor.running else "idle"),
+                studies=",".join(self.studies) if self.studies is not None else None)
+            if joined:
+                self.store.append_event("worker_joined", payload={
+                    "worker": self.name, "slots": len(self.executor.slots), "gpus": gpus,
+                    "studies": self.studies}, handled=True)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        if not self._db_ok:
+            log.warning("worker %s: database reachable again; resuming", self.name)
+        self._db_ok, self._db_delay = True, 0.5
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        self.stats.storage_errors += 1
+        if self._db_ok:
+            log.warning("worker %s: database unavailable, pausing claims (running trials go on, results are "
+                        "kept until stored): %s", self.name, exc)
+        self._db_ok = False
+        self._db_retry_at = time.monotonic() + self._db_delay
+        self._db_delay = min(15.0, self._db_delay * 2)
+
+    # ------------------------------------------------------------------ stopping
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.grace_seconds
+        while self.executor.running and time.monotonic() < deadline and not self.abort_requested.is_set():
+            self.stats.finished += len(self.executor.poll(start_new=False))
+            self._heartbeat(state="stopping")
+            self.executor.wait(0.25)
+        held = list(self.executor.running)
+        self.stats.released += len(held)
+        self.executor.stop(reason="shutdown", grace_seconds=0)
+        # Results computed before the stop are worth waiting for a short outage.
+        end = time.monotonic() + min(60.0, max(5.0, self.grace_seconds))
+        delay = 0.5
+        while self.executor._pending_results and time.monotonic() < end:
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
+            self.executor.poll(start_new=False)
+        if self.executor._pending_results:
+            log.error("worker %s: %d result(s) could not be stored before exit; their leases will expire and "
+                      "the controller re-runs them", self.name, len(self.executor._pending_results))
+        try:
+            self.store.set_worker_state(self.name, "stopped")
+        except StorageError as exc:
+            log.warning("cannot mark worker %s stopped: %s", self.name, exc)
