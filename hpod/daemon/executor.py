@@ -185,7 +185,12 @@ class LocalExecutor:
     def _study(self, name: str) -> _StudyInfo:
         info = self._studies.get(name)
         if info is None or time.monotonic() - info.loaded_at > 30:
-            row = self.store.get_study(name)
+            try:
+                row = self.store.get_study(name)
+            except StorageError:
+                if info is not None:
+                    return info  # an outage: the spec read 30 s ago is still good
+                raise
             assert row is not None
             spec = parse_spec(json.loads(row.spec_json))
             resolved = resolve(spec)
