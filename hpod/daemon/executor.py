@@ -44,6 +44,10 @@ _forkserver_started = False
 
 #: (job, seed_index, step, values) -> stop?
 ReportHandler = Callable[[JobRow, int, int, dict[str, float]], bool]
+#: (job, seed_index just finished, its values) -> run another seed? (adaptive seeds)
+SeedHandler = Callable[[JobRow, int, dict[str, float]], bool]
+#: job parameter carrying a checkpoint to resume from (population-based training)
+RESUME_KEY = "hpod.resume_from"
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,7 @@ class LocalExecutor:
         self.ctx = _context(preload)
         self.running: dict[int, RunningTrial] = {}
         self.report_handlers: dict[str, ReportHandler] = {}
+        self.seed_handlers: dict[str, SeedHandler] = {}
         self.on_finished: list[Callable[[JobRow, dict[str, Any] | None, str | None], None]] = []
         self._studies: dict[str, _StudyInfo] = {}
         self._last_heartbeat = 0.0
@@ -210,18 +215,22 @@ class LocalExecutor:
             return
         spec = info.spec
         params = {**info.fixed, **json.loads(job.params_json)}
-        base_seed = spec.sampler.seed or 0
+        resume_from = params.pop(RESUME_KEY, None)
         payload = {
             "study": job.study,
             "trial_number": job.trial_number,
             "objective": {"name": spec.objective.name, "params": spec.objective.params},
             "params": params,
-            "seeds": [base_seed + i for i in range(spec.seeds)],
+            # Seeds 0..k-1 for every configuration: common random numbers make
+            # configurations comparable.
+            "seeds": list(range(spec.seeds)),
             "artifact_dir": str(self.artifact_dir(job.study, job.trial_number)),
             "cache_dir": str(self.state_dir / "cache"),
             "gpu_index": slot.gpu_index,
             "required": info.required,
             "codecarbon": self.codecarbon,
+            "resume_from": resume_from,
+            "adaptive_seeds": spec.seeds_adaptive is not None,
         }
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(target=trial_main, args=(payload, child_conn), daemon=True,
@@ -278,6 +287,16 @@ class LocalExecutor:
                         except Exception:  # a pruner bug must not kill trials
                             log.exception("report handler failed")
                     rt.conn.send(stop)
+                elif msg[0] == "seed_done":
+                    _, seed_index, values = msg
+                    more = True
+                    seed_handler = self.seed_handlers.get(rt.job.study)
+                    if seed_handler is not None:
+                        try:
+                            more = bool(seed_handler(rt.job, seed_index, values))
+                        except Exception:  # a bug here must not kill trials: run every seed
+                            log.exception("seed handler failed")
+                    rt.conn.send(more)
                 elif msg[0] == "result":
                     return msg[1], None
                 elif msg[0] == "error":
