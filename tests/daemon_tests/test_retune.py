@@ -1,0 +1,228 @@
+"""Drift-triggered retuning end to end: a watched JSONL source, MonitorService,
+RetunePolicy and the controller driving the warm-started version; plus the rules
+(one at a time, rate limit, idempotence, manual requests) and what status and
+/metrics show."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+
+from hpod.daemon.exporter import HpodCollector, Snapshot
+from hpod.daemon.monitoring import MonitorService, drift_snapshots, monitor_states
+from hpod.daemon.retune import RetunePolicy, pareto_configurations, retune_snapshots, retune_states
+from hpod.daemon.store import Store
+from hpod.errors import UsageError
+from hpod.spec import parse_spec, resolve
+
+CNNDM = Path(__file__).resolve().parents[2].parent / "shared/data/cnndm_sample_100.jsonl"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@pytest.fixture(scope="module")
+def articles() -> list[list[str]]:
+    if not CNNDM.exists():
+        pytest.skip(f"{CNNDM} is absent")
+    rows = [json.loads(line)["article"] for line in CNNDM.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [_SENTENCE.split(text) for text in rows]
+
+
+def _window(rng: np.random.Generator, articles: list[list[str]], size: int = 50, keep: float = 1.0) -> list[str]:
+    """Articles re-sampled sentence by sentence from the real sample; ``keep`` < 1
+    truncates them (a stream of much shorter texts)."""
+    docs = []
+    for _ in range(size):
+        sentences = articles[rng.integers(len(articles))]
+        doc = [sentences[j] for j in rng.integers(len(sentences), size=len(sentences))]
+        docs.append(" ".join(doc[: max(1, round(len(doc) * keep))]))
+    return docs
+
+
+def _spec(incoming: Path, **retune: Any) -> dict[str, Any]:
+    return {
+        "name": "news",
+        "objective": {"name": "synthetic:training_cost", "params": {"noise": 0.0}},
+        "objectives": [{"name": "loss"}, {"name": "time_seconds"}, {"name": "memory_bytes"}],
+        "sampler": {"name": "random", "seed": 0},
+        "budget": {"n_trials": 8},
+        "monitors": [{"kind": "data", "name": "inputs", "confirm": 2, "cooldown": 10,
+                      "source": {"type": "path", "path": str(incoming), "text_field": "article"}}],
+        "retune": {"n_trials": 6, "min_interval": "1h", **retune},
+    }
+
+
+def _run(store: Store, state_dir: Path, spec: Any) -> None:
+    from hpod.daemon.executor import parse_slots
+    from hpod.daemon.runner import run_foreground
+
+    outcome = run_foreground(resolve(spec), store=store, state_dir=state_dir, slots=parse_slots(None, 1),
+                             console=Console(file=io.StringIO()), codecarbon=False)
+    assert not outcome.interrupted
+
+
+def _land(incoming: Path, i: int, texts: list[str]) -> None:
+    rows = "".join(json.dumps({"article": t, "highlights": t[:60]}) + "\n" for t in texts)
+    (incoming / f"part-{i:04d}.jsonl").write_text(rows, encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_shift_fires_once_and_starts_one_warm_started_retune(tmp_path: Path, articles: list[list[str]],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    store = Store.for_state_dir(tmp_path)
+    spec = parse_spec(_spec(incoming))
+    _run(store, tmp_path, spec)
+    parent_front = pareto_configurations(store, "news", spec)
+    assert len(parent_front) >= 2
+
+    monitors = MonitorService(store, tmp_path)
+    order = np.random.default_rng(7).permutation(len(articles))
+    monitors.set_reference("news", "inputs", [" ".join(articles[i]) for i in order[: len(articles) // 2]])
+
+    rng = np.random.default_rng(1)
+    calm = []
+    for i in range(20):
+        _land(incoming, i, _window(rng, articles))
+        calm.extend(monitors.tick(force=True))
+    assert len(calm) == 20 and all(t.check.status == "checked" for t in calm)
+    assert not any(t.check.fired for t in calm)
+
+    shifted = []
+    for i in range(20, 32):
+        _land(incoming, i, _window(rng, articles, keep=0.25))
+        shifted.extend(monitors.tick(force=True))
+    fired = [i for i, t in enumerate(shifted) if t.check.fired]
+    assert fired == [1]  # the second shifted window confirms (confirm: 2); no second alarm
+    assert shifted[1].check.reason == "drift:data:length"
+
+    policy = RetunePolicy(store, tmp_path)
+    outcomes = policy.handle_pending()
+    assert [(o.action, o.child, o.reason) for o in outcomes] == [("started", "news@v2", "drift:data:length")]
+    assert policy.handle_pending() == []  # the event is handled: nothing starts twice
+    child_row = store.get_study("news@v2")
+    assert (child_row.parent, child_row.version, child_row.reason) == ("news", 2, "drift:data:length")
+
+    child_spec = parse_spec(json.loads(child_row.spec_json))
+    assert child_spec.budget.n_trials == 6 and child_spec.monitors == []
+    _run(store, tmp_path, child_spec)
+    trials = sorted(store.load_optuna_study("news@v2").get_trials(), key=lambda t: t.number)
+    k = min(len(parent_front), child_spec.budget.n_trials)
+    assert [dict(t.params) for t in trials[:k]] == [params for _, params in parent_front][:k]
+    assert all(t.user_attrs["hpod.warm_start"]["study"] == "news" for t in trials[:k])
+
+    done = policy.handle_pending()
+    assert [(o.action, o.child) for o in done] == [("completed", "news@v2")]
+    serving = store.get_state("news", "serving")
+    assert serving["study"] == "news@v2" and done[0].info["switched"] is True
+    kinds = [e.kind for e in store.events(study="news", limit=1000)]
+    assert kinds.count("drift_detected") == 1 and kinds.count("retune_started") == 1
+    assert kinds.count("retune_completed") == 1 and kinds.count("serving_switched") == 1
+
+    # status (database path) and /metrics show the monitor, its alarm and the retune
+    states = {m["monitor"]: m for m in monitor_states(store)}
+    assert states["inputs"]["alarms_total"] == 1 and states["inputs"]["score"] is not None
+    (family,) = retune_states(store)
+    assert [v["name"] for v in family["versions"]] == ["news", "news@v2"]
+    assert family["history"][0]["reason"] == "drift:data:length" and family["active"] is None
+
+    registry = CollectorRegistry()
+    snap = Snapshot(version="test", started_at=0.0, drift=drift_snapshots(store), retunes=retune_snapshots(store))
+    HpodCollector(lambda: snap, registry=registry)
+    assert registry.get_sample_value("hpod_drift_alarms_total", {"study": "news", "monitor": "inputs"}) == 1
+    assert registry.get_sample_value("hpod_drift_score", {"study": "news", "monitor": "inputs"}) is not None
+    assert registry.get_sample_value("hpod_retunes_total", {"study": "news", "reason": "drift:data:length"}) == 1
+
+    from typer.testing import CliRunner
+
+    from hpod.daemon.cli import app
+
+    monkeypatch.setenv("HPOD_API", "127.0.0.1:9")  # nothing listens: the database path
+    result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "inputs" in result.output and "news@v2" in result.output and "drift:data:length" in result.output
+
+
+def _study_with_trials(tmp_path: Path, **retune: Any) -> tuple[Store, Any]:
+    import optuna
+
+    store = Store.for_state_dir(tmp_path)
+    spec = parse_spec(_spec(tmp_path / "incoming", **retune))
+    store.register_study(spec, state="completed")
+    study = store.load_optuna_study("news")
+    dist = resolve(spec).distributions()
+    for i, lr in enumerate([1e-4, 3e-4, 8e-4]):
+        params = {"learning_rate": lr, "batch_size": 16, "epochs": 3, "dropout": 0.2, "rank": 8, "alpha": 32}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dist,
+                                                  values=[2.0 - 0.1 * i, 100.0 + 50 * i, 1e9]))
+    return store, spec
+
+
+def test_one_retune_at_a_time_and_rate_limited(tmp_path: Path) -> None:
+    store, _ = _study_with_trials(tmp_path, min_interval="1h")
+    clock = [1000.0]
+    policy = RetunePolicy(store, tmp_path, clock=lambda: clock[0])
+    for _ in range(2):
+        store.append_event("drift_detected", study="news", payload={"reason": "drift:performance",
+                                                                    "kind": "performance"})
+    first, second = policy.handle_pending()
+    assert first.action == "started" and first.child == "news@v2"
+    assert second.action == "skipped" and second.detail.startswith("busy")
+    with pytest.raises(UsageError, match="already running"):
+        policy.request("news", "operator asked")
+    assert store.unhandled_events(kinds=["drift_detected"]) == []
+
+    store.update_study("news@v2", state="completed")
+    policy.handle_pending()
+    clock[0] += 60  # a minute later: still inside min_interval
+    store.append_event("drift_detected", study="news", payload={"reason": "drift:performance", "kind": "performance"})
+    (limited,) = policy.handle_pending()
+    assert limited.action == "skipped" and limited.detail.startswith("rate_limited")
+    # an operator's request is not rate limited, and records "manual" (their text stays in the history)
+    manual = policy.request("news", "new labelling guideline")
+    assert (manual.action, manual.child, manual.reason) == ("started", "news@v3", "manual")
+    assert store.get_study("news@v3").parent == "news@v2"
+    assert retune_states(store)[0]["history"][-1]["trigger"]["note"] == "new labelling guideline"
+    counts = {(r.study, r.reason): r.count for r in retune_snapshots(store)}
+    assert counts == {("news", "drift:performance"): 1, ("news", "manual"): 1}
+
+
+def test_kinds_not_in_retune_on_do_not_retune(tmp_path: Path) -> None:
+    store, _ = _study_with_trials(tmp_path, on=["data"])
+    store.append_event("drift_detected", study="news", payload={"reason": "drift:cost", "kind": "cost"})
+    (outcome,) = RetunePolicy(store, tmp_path).handle_pending()
+    assert outcome.action == "skipped" and "kind_not_enabled" in outcome.detail
+    assert store.get_study("news@v2", missing_ok=True) is None
+
+
+def test_t5_lora_child_trains_on_the_new_window(tmp_path: Path) -> None:
+    """The drifted records up to the alarm become the child's data (labelled ones only)."""
+    store = Store.for_state_dir(tmp_path)
+    raw = _spec(tmp_path / "incoming")
+    raw["objective"] = {"name": "t5_lora", "params": {"model": "tiny", "data": {"train_size": 16, "val_size": 4}}}
+    raw["objectives"] = [{"name": "loss"}]
+    spec = parse_spec(raw)
+    store.register_study(spec, state="completed")
+    src = tmp_path / "landed.jsonl"
+    lines = [json.dumps({"article": f"short text {i}", "highlights": f"sum {i}"}) for i in range(30)]
+    lines.insert(3, json.dumps({"article": "no summary yet"}))
+    src.write_text("\n".join(lines) + "\n")
+    cut = len("\n".join(lines[:26])) + 1  # the alarm came after 25 labelled records
+    store.append_event("drift_detected", study="news", payload={
+        "reason": "drift:data:length", "kind": "data",
+        "data": {"path": str(src), "text_field": "article", "offsets": {str(src): cut}}})
+    (outcome,) = RetunePolicy(store, tmp_path).handle_pending()
+    assert outcome.action == "started"
+    child = parse_spec(json.loads(store.get_study("news@v2").spec_json))
+    data = child.objective.params["data"]
+    records = [json.loads(x) for x in Path(data["source"]).read_text().splitlines()]
+    assert len(records) == 20 and records[-1]["article"] == "short text 24"
+    assert (data["train_size"], data["val_size"]) == (16, 4)
