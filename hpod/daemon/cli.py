@@ -158,13 +158,47 @@ def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: J
         else:
             client.print_daemon_status(daemon_status, out)
         return
+    from hpod.daemon.monitoring import monitor_states
+    from hpod.daemon.retune import retune_states
+
     store, sd = _open_store(state_dir, storage, light=True)
     studies = _study_rows(store)
+    monitors, retunes = monitor_states(store), retune_states(store)
     if as_json:
-        _print_json({"daemon": None, "storage": store.safe_url, "studies": studies})
+        _print_json({"daemon": None, "storage": store.safe_url, "studies": studies, "monitors": monitors,
+                     "retunes": retunes})
         return
     out.print(f"daemon: [yellow]not reachable[/] — showing what {store.safe_url} holds")
     _print_studies(studies)
+    print_monitors_and_retunes(monitors, retunes)
+
+
+def print_monitors_and_retunes(monitors: list[dict[str, Any]], retunes: list[dict[str, Any]]) -> None:
+    """Drift monitors (score, alarms) and study versions (reason, outcome, serving)."""
+    if monitors:
+        t = Table(title="monitors")
+        for col in ("study", "monitor", "kind", "source", "score", "alarms", "last alarm", "last check", "error"):
+            t.add_column(col)
+        for m in monitors:
+            t.add_row(m["study"], m["monitor"], str(m.get("kind") or "–"), str(m.get("source") or "–"),
+                      _fmt(m.get("score")), str(m.get("alarms_total", 0)), _ago(m.get("last_alarm")),
+                      _ago(m.get("last_check")), (m.get("error") or "")[:60])
+        out.print(t)
+    if retunes:
+        t = Table(title="versions and retunes")
+        for col in ("study", "version", "parent", "reason", "state", "outcome", "serving"):
+            t.add_column(col)
+        for r in retunes:
+            history = {h["child"]: h for h in r.get("history", [])}
+            serving = r.get("serving") or {}
+            for v in r["versions"]:
+                outcome = (history.get(v["name"]) or {}).get("outcome") or {}
+                text = ("switched" if outcome.get("switched") else outcome.get("why") or "kept") if outcome \
+                    else ("running" if r.get("active") == v["name"] else "–")
+                served = f"trial {serving.get('trial')}" if serving.get("study") == v["name"] else ""
+                t.add_row(r["study"], v["name"], str(v.get("parent") or "–"), str(v.get("reason") or "–"),
+                          v["state"], text, served)
+        out.print(t)
 
 
 def _print_studies(studies: list[dict[str, Any]]) -> None:
