@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpod.daemon.strategies._options import AdaptiveSeedsSpec, PrunerSpec, StrategySpec, normalize_seeds
 from hpod.errors import SpecError
 from hpod.monitors.drift import MonitorSpec
 
@@ -287,6 +288,18 @@ class StudySpec(_Strict):
     schedule: ScheduleSpec | None = None
     #: drift monitors (see hpod.monitors.drift.MonitorSpec); `[{kind: data}]` is enough
     monitors: list[MonitorSpec] = Field(default_factory=list)
+    #: how the study searches: pareto (default), scalarized, pbt (see StrategySpec)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    #: multi-objective pruning / early stopping (see PrunerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    #: set by ``seeds: {max: k, adaptive: true}``: add seeds only while a configuration
+    #: could still be on the front (``seeds`` is then the most seeds a trial gets)
+    seeds_adaptive: AdaptiveSeedsSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_mapping(cls, data: Any) -> Any:
+        return normalize_seeds(data)
     #: drift-triggered / scheduled / manual retuning (see RetuneSpec)
     retune: RetuneSpec = Field(default_factory=RetuneSpec)
     #: the serving endpoint (see ServingSpec)
@@ -321,13 +334,38 @@ class StudySpec(_Strict):
                 raise ValueError(f"entry [{i}]: {str(exc).removeprefix('constraints: ')}") from None
         return v
 
+    @model_validator(mode="after")
+    def _strategy_names(self) -> StudySpec:
+        names = [o.name for o in self.objectives]
+        st = self.strategy
+        if st.kind == "scalarized":
+            if st.loss_metric is not None and st.loss_metric not in names:
+                raise ValueError(f"strategy.loss_metric {st.loss_metric!r} is not one of the objectives {names}")
+            for key in st.weights:
+                if key not in names:
+                    raise ValueError(f"strategy.weights.{key} is not one of the objectives {names}")
+        if st.kind == "pbt" and st.metric is not None and st.metric not in names:
+            raise ValueError(f"strategy.metric {st.metric!r} is not one of the objectives {names}")
+        return self
+
     @property
     def directions(self) -> list[str]:
+        """Directions of the Optuna study's values (one ``minimize`` for a scalarized study)."""
+        if self.strategy.kind == "scalarized":
+            return ["minimize"]
         return [o.direction for o in self.objectives]
 
     @property
     def objective_names(self) -> list[str]:
+        """The metrics every trial must report: the spec's objectives."""
         return [o.name for o in self.objectives]
+
+    @property
+    def value_names(self) -> list[str]:
+        """Names of the Optuna study's values (``["scalarized"]`` for a scalarized study)."""
+        if self.strategy.kind == "scalarized":
+            return ["scalarized"]
+        return self.objective_names
 
     def parsed_constraints(self) -> list[Constraint]:
         return [parse_constraint(c) for c in self.constraints]

@@ -7,6 +7,12 @@ measurements with provenance as user attributes), re-queues configurations whose
 trial failed for infrastructure reasons, appends events, and keeps the study's
 summary (counts, Pareto front size, hypervolume, best values) up to date.
 
+The study's strategy (``spec.strategy``: pareto, scalarized, pbt; see
+:mod:`hpod.daemon.strategies`) may pick the sampler, queue jobs itself, turn metrics
+into the told values and act after each tell; ``report_handler`` (pruning, early
+stopping) and ``seed_handler`` (adaptive seeds) are what the executor that runs the
+study's trials calls with intermediate reports and after each seed.
+
 Concurrency: one engine per study in one controller process; it is the only
 writer of the study's Optuna trials' outcomes.
 """
@@ -26,6 +32,7 @@ import numpy as np
 
 from hpod.daemon._trial_child import INFRA_REASONS
 from hpod.daemon.store import JobRow, Store, config_key
+from hpod.daemon.strategies._base import Strategy, create_strategy
 from hpod.spec import ResolvedStudy, StudySpec, resolve
 
 if TYPE_CHECKING:
@@ -111,6 +118,27 @@ class Engine:
         self.on_suggest: list[Callable[[str, float], None]] = []
         self._summary: StudySummary | None = None
         self._hv_cache: tuple[Any, float | None] = (None, None)
+        self.strategy: Strategy = create_strategy(self)
+        self._report_handler: Any = None
+        self._seed_handler: Any = None
+
+    @property
+    def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
+        """The pruner / early stopping of ``spec.pruner`` as an executor report handler, or None."""
+        if self._report_handler is None and self.spec.pruner.kind != "none":
+            from hpod.daemon.strategies._pruning import create_report_handler
+
+            self._report_handler = create_report_handler(self.spec, self.store)
+        return self._report_handler  # type: ignore[no-any-return]
+
+    @property
+    def seed_handler(self) -> Callable[[JobRow, int, dict[str, float]], bool] | None:
+        """Adaptive seeds: ``(job, seed_index, values) -> run another seed?``, or None."""
+        if self._seed_handler is None and self.spec.seeds_adaptive is not None:
+            from hpod.daemon.strategies._seeds import AdaptiveSeeds
+
+            self._seed_handler = AdaptiveSeeds(self)
+        return self._seed_handler  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ setup
     @property
@@ -126,7 +154,7 @@ class Engine:
     def _load(self) -> optuna.Study:
         from hpod.daemon.samplers import create_sampler
 
-        choice = create_sampler(
+        choice = self.strategy.create_sampler() or create_sampler(
             self.spec.sampler.name, dict(self.spec.sampler.options), directions=self.spec.directions,
             n_trials=self.spec.budget.n_trials, n_params=len(self.distributions), parallelism=self.parallelism,
             seed=self.spec.sampler.seed, has_constraints=bool(self.constraints),
@@ -191,7 +219,7 @@ class Engine:
             return "energy_joules"
         if b.timeout_seconds is not None and time.time() - self.started_at >= b.timeout_seconds:
             return "timeout_seconds"
-        return None
+        return self.strategy.budget_exhausted()
 
     def done(self) -> bool:
         s = self.summary()
@@ -205,6 +233,11 @@ class Engine:
         remaining = self.remaining_trials()
         if remaining is not None:
             n = min(n, remaining)
+        own = self.strategy.ask(max(0, n))
+        if own is not None:
+            if own:
+                self._summary = None
+            return own
         jobs = []
         for _ in range(max(0, n)):
             t0 = time.perf_counter()
@@ -242,6 +275,11 @@ class Engine:
             self.store.mark_told(job.id)  # type: ignore[arg-type]
             if frozen is not None:
                 told.append(frozen)
+                try:
+                    self.strategy.after_tell(frozen, job)
+                except Exception:
+                    log.exception("study %s: strategy %s failed after trial %d", self.name, self.strategy.kind,
+                                  frozen.number)
                 for cb in self.on_told:
                     try:
                         cb(self, frozen, job)
@@ -276,7 +314,9 @@ class Engine:
             frozen = self._fail_trial(job.trial_id, reason)
             requeued = False
             if job.state == "lost" and reason in INFRA_REASONS:
-                requeued = self._requeue(json.loads(job.params_json), job.trial_number, attempt=job.attempt)
+                own = self.strategy.requeue_lost(job, reason)
+                requeued = own if own is not None else \
+                    self._requeue(json.loads(job.params_json), job.trial_number, attempt=job.attempt)
             self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
                                     payload={"reason": reason, "requeued": requeued, "worker": job.worker,
                                              "infrastructure": reason in INFRA_REASONS}, handled=True)
@@ -308,12 +348,12 @@ class Engine:
             return frozen
         for c in self.constraints:
             trial.set_constraint(c.text, c.violation(metrics[c.metric]))
-        values = [float(metrics[n]) for n in self.spec.objective_names]
+        values = self.strategy.values(metrics, job)
         self.study.tell(trial, values)
         frozen = storage.get_trial(job.trial_id)
         self.store.append_event(
             "trial_completed", study=self.name, trial_number=job.trial_number,
-            payload={"values": dict(zip(self.spec.objective_names, values)), "feasible": feasible(frozen),
+            payload={"values": dict(zip(self.spec.value_names, values)), "feasible": feasible(frozen),
                      "worker": job.worker}, handled=True)
         return frozen
 
@@ -323,7 +363,7 @@ class Engine:
 
     def reference_point(self, complete: list[optuna.trial.FrozenTrial]) -> tuple[list[float] | None, str | None]:
         """The hypervolume reference point (minimization orientation) and its source."""
-        names = self.spec.objective_names
+        names = self.spec.value_names
         if self.spec.reference_point and all(n in self.spec.reference_point for n in names):
             return self._oriented([self.spec.reference_point[n] for n in names]), "spec"
         ref = self.resolved.objective.reference_point
@@ -368,9 +408,14 @@ class Engine:
             pts = np.array([self._oriented(list(t.values)) for t in ok])
             mask = non_dominated_mask(pts)
             pareto = [t.number for t, m in zip(ok, mask) if m]
-            for i, (name, d) in enumerate(zip(self.spec.objective_names, self.spec.directions)):
+            for i, (name, d) in enumerate(zip(self.spec.value_names, self.spec.directions)):
                 col = [t.values[i] for t in ok]
                 best[name] = float(min(col) if d == "minimize" else max(col))
+            if self.strategy.kind == "scalarized":
+                # F alone says little to a user: show the components of the best trial too.
+                top = min(ok, key=lambda t: t.values[0])
+                metrics = top.user_attrs.get("hpod.metrics") or {}
+                best.update({n: float(metrics[n]) for n in self.spec.objective_names if n in metrics})
             key = (tuple(pareto), tuple(ref) if ref is not None else None)
             if ref is not None and key == self._hv_cache[0]:
                 hv = self._hv_cache[1]
@@ -383,7 +428,8 @@ class Engine:
         running = counts.get("RUNNING", 0)
         return StudySummary(name=self.name, counts=counts, finished=finished, running=running, pareto=pareto,
                             hypervolume=hv, reference_point=ref, best=best, energy_spent_joules=energy,
-                            infra_failures=infra, objective_failures=objective_failures)
+                            infra_failures=infra, objective_failures=objective_failures,
+                            extra={"strategy": self.strategy.public_state()})
 
     def update_store_summary(self) -> StudySummary:
         s = self.summary(refresh=True)
@@ -391,6 +437,9 @@ class Engine:
             hypervolume=s.hypervolume, pareto_front_size=len(s.pareto), energy_spent_joules=s.energy_spent_joules,
             counts_json=json.dumps(s.counts), best_json=json.dumps(s.best), last_activity_at=time.time(),
         )
+        strategy_state = s.extra.get("strategy")
+        if strategy_state is not None:
+            fields["strategy_json"] = json.dumps(strategy_state, default=float)
         row = self.store.get_study(self.name)
         if s.reference_point is not None and row is not None and row.reference_point_json is None:
             _, source = self.reference_point([])
