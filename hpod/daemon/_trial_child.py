@@ -49,6 +49,16 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {first}{where}"[:2000]
 
 
+def _seed_values(out: dict[str, Any], fig: Any) -> dict[str, float]:
+    values = {"time_seconds": float(fig.time_seconds), "memory_bytes": float(fig.memory_bytes),
+              "energy_joules": float(fig.energy_joules or 0.0)}
+    for name, v in out.items():
+        v = getattr(v, "value", v)
+        if isinstance(v, (int, float)):
+            values[name] = float(v)
+    return values
+
+
 def trial_main(payload: dict[str, Any], conn: Any) -> None:
     """Entry point of the trial process (``multiprocessing`` target)."""
     try:
@@ -121,6 +131,11 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
         per_seed.append({"seed": seed, "out": out, "fig": fig})
         if pruned:
             break
+        if payload.get("adaptive_seeds") and i < len(seeds) - 1:
+            # Adaptive seeds: the parent says whether this configuration is worth another seed.
+            conn.send(("seed_done", i, _seed_values(out, fig)))
+            if not conn.recv():
+                break
     meters.finish()
 
     seeds_out: list[dict[str, Any]] = []

@@ -75,6 +75,12 @@ class Controller:
         engine = Engine(self.store, spec, state_dir=self.state_dir, resolved=resolved or resolve(spec),
                         parallelism=max(1, parallel + self._remote_slots()))
         engine.start(submitted_by=submitted_by)
+        if self.executor is not None:
+            # Pruning / early stopping and adaptive seeds answer the study's trial processes.
+            if engine.report_handler is not None:
+                self.executor.report_handlers[spec.name] = engine.report_handler
+            if engine.seed_handler is not None:
+                self.executor.seed_handlers[spec.name] = engine.seed_handler
         for hook in self.engine_hooks:
             hook(engine)
         self.engines[spec.name] = _Active(engine)

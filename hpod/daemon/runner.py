@@ -192,4 +192,4 @@ def study_records(store: Store, name: str) -> tuple[list[str], list[Any]]:
     assert row is not None
     spec = parse_spec(json.loads(row.spec_json))
     study = store.load_optuna_study(name)
-    return spec.objective_names, study.get_trials(deepcopy=False)
+    return spec.value_names, study.get_trials(deepcopy=False)
