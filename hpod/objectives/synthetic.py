@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hpod.errors import SpecError
 from hpod.objectives.base import BaseObjective, Measurement, TrialContext, register_objective
 
-__all__ = ["BotorchProblemObjective", "TrainingCostObjective", "PROBLEMS", "training_cost_model"]
+__all__ = ["BotorchProblemObjective", "TrainingCostObjective", "TrainingCostPBTObjective", "PROBLEMS", "training_cost_model"]
 
 #: name -> (botorch class name, constructor kwargs)
 PROBLEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -231,6 +231,84 @@ class TrainingCostObjective(BaseObjective):
         }
 
 
+class _PBTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: steps per interval when the strategy does not say (no ``pbt.json`` in resume_from)
+    interval_steps: int = Field(default=4, ge=1)
+    noise: float = Field(default=0.01, ge=0)
+    train_examples: int = Field(default=20000, ge=1)
+    #: modelled training steps per epoch-equivalent (sets time/energy per step)
+    steps_per_epoch: int = Field(default=8, ge=1)
+    start_loss: float = Field(default=3.0, gt=0)
+
+
+class TrainingCostPBTObjective(BaseObjective):
+    """``synthetic:training_cost_pbt``: a stateful, resumable version of ``training_cost``
+    for population-based training.
+
+    Each run trains ``interval_steps`` steps (from ``<resume_from>/pbt.json``, else the
+    option) starting from the state in ``<resume_from>/state.json`` (step, loss) when
+    there is one, and writes the new state to ``ctx.artifact_dir/state.json``. The
+    loss decays toward the configuration's floor (the cost model's loss without the
+    epoch term) at a rate that grows with ``learning_rate / lr_opt`` (capped), so
+    hyperparameters that suit early training differ from those that suit late
+    training — the case PBT is for. Time and energy are those of the interval.
+    """
+
+    metric_names = frozenset(["loss", "time_seconds", "memory_bytes", "energy_joules", "step"])
+    provides = frozenset(["time_seconds", "memory_bytes", "energy_joules"])
+
+    def __init__(self, options: Mapping[str, Any]):
+        try:
+            self.options = _PBTOptions.model_validate(dict(options))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise SpecError("objective.params." + ".".join(map(str, err["loc"])), err["msg"]) from None
+
+    def default_space(self) -> dict[str, dict[str, Any]]:
+        space = TrainingCostObjective({}).default_space()
+        space.pop("epochs")
+        return space
+
+    def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]:
+        import json
+
+        o = self.options
+        steps, start_step, loss = o.interval_steps, 0, o.start_loss
+        if ctx.resume_from is not None:
+            meta = ctx.resume_from / "pbt.json"
+            if meta.exists():
+                steps = int(json.loads(meta.read_text(encoding="utf-8")).get("interval_steps", steps))
+            state_file = ctx.resume_from / "state.json"
+            if state_file.exists():
+                state = json.loads(state_file.read_text(encoding="utf-8"))
+                start_step, loss = int(state["step"]), float(state["loss"])
+        model = training_cost_model({**ctx.params, "epochs": 3}, train_examples=o.train_examples)
+        floor = model["loss"] - 0.45 * math.exp(-0.55 * 3)
+        lr = float(ctx.params.get("learning_rate", 3e-4))
+        lr_opt = 3e-4 * math.sqrt(float(ctx.params.get("batch_size", 16)) / 16.0)
+        # Fast progress needs a high rate; a too-high rate raises the floor it can reach.
+        rate = min(0.6, 0.15 * lr / lr_opt)
+        floor += 0.25 * max(0.0, math.log10(lr / lr_opt)) ** 2
+        step_time = model["time_per_epoch_seconds"] / o.steps_per_epoch
+        power = model["energy_joules"] / model["time_seconds"]
+        for k in range(1, steps + 1):
+            rng = np.random.default_rng(_stable_seed(sorted(ctx.params.items()), ctx.seed, start_step + k))
+            loss = floor + (loss - floor) * (1.0 - rate) + rng.normal(0, o.noise)
+            ctx.report(start_step + k, {"loss": loss, "time_seconds": step_time * k,
+                                        "energy_joules": step_time * k * power})
+        ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.artifact_dir / "state.json").write_text(json.dumps({"step": start_step + steps, "loss": loss}),
+                                                      encoding="utf-8")
+        return {
+            "loss": loss,
+            "time_seconds": Measurement(step_time * steps, "synthetic-cost-model"),
+            "memory_bytes": Measurement(model["memory_bytes"], "synthetic-cost-model"),
+            "energy_joules": Measurement(step_time * steps * power, "synthetic-cost-model"),
+            "step": float(start_step + steps),
+        }
+
+
 def _problem_factory(problem: str) -> Any:
     def factory(params: Mapping[str, Any]) -> BotorchProblemObjective:
         return BotorchProblemObjective(problem, params)
@@ -241,3 +319,4 @@ def _problem_factory(problem: str) -> Any:
 for _name in PROBLEMS:
     register_objective(f"synthetic:{_name}", _problem_factory(_name))
 register_objective("synthetic:training_cost", TrainingCostObjective)
+register_objective("synthetic:training_cost_pbt", TrainingCostPBTObjective)
