@@ -35,7 +35,7 @@ from hpod.daemon.store import JobRow, Store
 from hpod.errors import StorageError
 from hpod.spec import StudySpec, parse_spec, resolve
 
-__all__ = ["Slot", "LocalExecutor", "RunningTrial", "HEAVY_PRELOAD", "parse_slots"]
+__all__ = ["Slot", "LocalExecutor", "RunningTrial", "HEAVY_PRELOAD", "parse_slots", "preload_for"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,22 @@ ReportHandler = Callable[[JobRow, int, int, dict[str, float]], bool]
 SeedHandler = Callable[[JobRow, int, dict[str, float]], bool]
 #: job parameter carrying a checkpoint to resume from (population-based training)
 RESUME_KEY = "hpod.resume_from"
+
+
+def preload_for(objective: Any) -> tuple[str, ...]:
+    """Modules the fork server should import once for this objective's trials.
+
+    An objective may say so itself (``preload``); heavy built-in objectives get torch,
+    transformers and peft; a user's plain function gets nothing it did not ask for.
+    """
+    from hpod.objectives.base import FunctionObjective
+
+    explicit = getattr(objective, "preload", None)
+    if explicit is not None:
+        return tuple(explicit)
+    if getattr(objective, "heavy", False) and not isinstance(objective, FunctionObjective):
+        return HEAVY_PRELOAD
+    return ()
 
 
 @dataclass(frozen=True)

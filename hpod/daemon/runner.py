@@ -22,7 +22,7 @@ from rich.table import Table
 
 from hpod.daemon.controller import Controller
 from hpod.daemon.engine import Engine
-from hpod.daemon.executor import HEAVY_PRELOAD, LocalExecutor, Slot
+from hpod.daemon.executor import LocalExecutor, Slot, preload_for
 from hpod.daemon.store import JobRow, Store
 from hpod.spec import ResolvedStudy
 
@@ -103,8 +103,7 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
     """Run (or resume) a study until its budget is spent or the user interrupts."""
     console = console or Console(stderr=True)
     spec = resolved.spec
-    preload = tuple(getattr(resolved.objective, "preload", ())) or (
-        HEAVY_PRELOAD if getattr(resolved.objective, "heavy", False) else ())
+    preload = preload_for(resolved.objective)
     executor = LocalExecutor(store, state_dir, slots=slots, preload=preload, codecarbon=codecarbon) if slots else None
     controller = Controller(store, state_dir, executor=executor)
     existed = store.get_study(spec.name, missing_ok=True) is not None

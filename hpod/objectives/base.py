@@ -158,6 +158,7 @@ class FunctionObjective(BaseObjective):
         self.metric_names = frozenset(getattr(func, "metric_names", ()) or ())
         self.provides = frozenset(getattr(func, "provides", ()) or ())
         self.heavy = bool(getattr(func, "heavy", False))
+        self.preload = tuple(getattr(func, "preload", ()) or ())
         self._space = dict(getattr(func, "default_space", {}) or {})
         try:
             self._takes_ctx = len(inspect.signature(func).parameters) >= 2
