@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import optuna
-from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from hpod.daemon.pareto import non_dominated_mask
 from hpod.daemon.samplers._startup import SobolStartupSampler
 
 if TYPE_CHECKING:
@@ -60,32 +57,13 @@ def build_gp_sampler(
     )
 
 
-def _ranked_trials(study: Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials ordered feasible-first, then by non-domination front (best first)."""
-    signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
-
-    def violation(trial: FrozenTrial) -> float:
-        return float(sum(max(v, 0.0) for v in trial.constraints.values()))
-
-    feasible = [t for t in trials if violation(t) == 0.0]
-    infeasible = sorted((t for t in trials if violation(t) > 0.0), key=violation)
-    ranked: list[FrozenTrial] = []
-    remaining = feasible
-    while remaining:
-        values = np.array([t.values for t in remaining], dtype=float) * signs
-        mask = non_dominated_mask(values)
-        ranked.extend(t for t, keep in zip(remaining, mask) if keep)
-        remaining = [t for t, keep in zip(remaining, mask) if not keep]
-    return ranked + infeasible
-
-
 class ModelThenEvolutionSampler(optuna.samplers.BaseSampler):
     """Model-based sampling for trials ``0 .. switch_after - 1``, NSGA-II after.
 
-    When the first evolutionary trial is asked, the ``population_size`` best completed
-    trials of the model phase (feasible first, by non-domination front) are tagged as
-    NSGA-II's generation 0, so evolution starts from the model's front instead of from
-    random points. The phase is a function of the trial number, so every worker of a
+    The model phase's last ``population_size`` trials are tagged as NSGA-II's generation 0;
+    NSGA-II's elite selection (feasible first, by non-domination rank and crowding) picks
+    the parents of its first offspring from them, so evolution starts from where the
+    model was proposing rather than from random points. The phase is a function of the trial number, so every worker of a
     shared study agrees on it without coordination.
     """
 
@@ -112,21 +90,15 @@ class ModelThenEvolutionSampler(optuna.samplers.BaseSampler):
         self._evolution.reseed_rng()
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        if trial.number >= self._switch_after:
-            self._seed_first_generation(study)
-        self._phase(trial).before_trial(study, trial)
-
-    def _seed_first_generation(self, study: Study) -> None:
-        key = optuna.samplers.NSGAIISampler._get_generation_key()
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if any(key in t.system_attrs for t in completed):
-            return
-        if len(completed) < self._population_size:
-            return  # too few finished trials to form a population; NSGA-II starts afresh
-        for trial in _ranked_trials(study, completed)[: self._population_size]:
-            # NSGA-II keeps generations in trial system attributes; writing generation 0
-            # makes these trials the parents of its first offspring.
+        if self._switch_after - self._population_size <= trial.number < self._switch_after:
+            # NSGA-II keeps generations in trial system attributes, which Optuna lets us
+            # write only while a trial runs: the model phase's last ``population_size``
+            # trials become NSGA-II's generation 0, so its first offspring are bred from
+            # the model's proposals (elite-selected by non-domination) instead of from
+            # random points.
+            key = optuna.samplers.NSGAIISampler._get_generation_key()
             study._storage.set_trial_system_attr(trial._trial_id, key, 0)
+        self._phase(trial).before_trial(study, trial)
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self._phase(trial).infer_relative_search_space(study, trial)

@@ -93,7 +93,7 @@ def _options_schema(name: str, n_objectives: int) -> dict[str, _Check]:
         },
         "auto": {
             "n_startup_trials": _int_at_least(1),
-            "switch_after": _int_at_least(1),
+            "switch_after": _int_at_least(2),
             "population_size": _int_at_least(2),
             "deterministic_objective": _boolean,
         },
@@ -255,7 +255,7 @@ def _choose_auto(
     budget = "no trial budget" if n_trials is None else f"budget {n_trials} > {switch_after} trials"
     reason = (
         f"auto: {budget}: {model_text} for the first {switch_after} trials, then NSGA-II "
-        f"(population {population_size}) seeded with the model phase's best {population_size} trials"
+        f"(population {population_size}) seeded with the model phase's last {population_size} trials"
     )
     sampler = ModelThenEvolutionSampler(
         gp,
