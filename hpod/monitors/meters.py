@@ -87,6 +87,11 @@ class _Nvml:
             return None
 
 
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 class _CodeCarbon:
     """CodeCarbon's tracker, started in a background thread (it takes ~2 s to start)
     so the objective does not wait for it; its energy rate is applied to each
@@ -101,9 +106,13 @@ class _CodeCarbon:
 
     def _start(self) -> None:
         try:
-            for name in ("codecarbon",):
-                logging.getLogger(name).setLevel(logging.ERROR)
             from codecarbon import OfflineEmissionsTracker
+
+            # CodeCarbon logs an INFO and a WARNING line on every start whatever its
+            # log_level says; a filter on its logger keeps trial output clean.
+            cc_logger = logging.getLogger("codecarbon")
+            if not any(isinstance(f, _ErrorsOnly) for f in cc_logger.filters):
+                cc_logger.addFilter(_ErrorsOnly())
 
             tracker = OfflineEmissionsTracker(
                 country_iso_code=os.environ.get("HPOD_COUNTRY_ISO_CODE", "USA"),
