@@ -173,6 +173,23 @@ class RetunePolicy:
                              "wait for it to complete")
         return outcome
 
+    def on_request(self, request: Any) -> RetuneOutcome:
+        """The daemon's retune hook (``DaemonService.retune_hooks``): a
+        ``RetuneRequest(study, reason, note, event_id)`` from ``hpod retune`` / the API
+        (reason ``manual``) or the cron schedule (``schedule``). That request's own
+        ``retune_started`` event is the record (no second one is appended); a request
+        seen before (same event id) is not acted on twice. Never raises for a busy
+        study: the outcome says ``skipped``."""
+        base = base_study_name(request.study)
+        reason = "schedule" if request.reason == "schedule" else "manual"
+        with self._lock:
+            state = self._state(base)
+            acted = {h.get("event_id") for h in state["history"]} | {x.get("event_id") for x in state["skipped"]}
+            if request.event_id is not None and request.event_id in acted:
+                return RetuneOutcome(base, "skipped", reason, detail="already_handled", event_id=request.event_id)
+            return self.start(base, reason, manual=reason == "manual", event_id=request.event_id,
+                              trigger={"by": "request", "note": getattr(request, "note", None)}, announce=False)
+
     def _on_drift(self, base: str, payload: dict[str, Any], event_id: int) -> RetuneOutcome:
         reason = str(payload.get("reason") or "drift")
         state = self._state(base)
@@ -200,9 +217,12 @@ class RetunePolicy:
 
     # ------------------------------------------------------------------ start
     def start(self, base: str, reason: str, *, manual: bool = False, event_id: int | None = None,
-              data: dict[str, Any] | None = None, trigger: dict[str, Any] | None = None) -> RetuneOutcome:
+              data: dict[str, Any] | None = None, trigger: dict[str, Any] | None = None,
+              announce: bool = True) -> RetuneOutcome:
         """Start ``base@vN`` unless one is running or (not ``manual``) the last start
-        was less than ``retune.min_interval`` ago."""
+        was less than ``retune.min_interval`` ago. ``announce`` appends the
+        ``retune_started`` event (on ``base``, payload ``child``...); False when the
+        caller's request event already is one."""
         with self._lock:
             self.check_completed(base)
             family = self._family(base)
@@ -246,9 +266,11 @@ class RetunePolicy:
             state["last_started_at"] = now
             state["history"] = (state["history"] + [entry])[-_HISTORY:]
             self.store.put_state(base, RETUNE_KEY, state)
-            self.store.append_event("retune_started", study=child, handled=True, payload={
-                "reason": reason, "parent": parent_row.name, "version": version, "event_id": event_id,
-                "warm_start": entry["warm_start"], "data": data_info, "budget_n_trials": retune.n_trials})
+            if announce:
+                self.store.append_event("retune_started", study=base, handled=True, payload={
+                    "reason": reason, "child": child, "parent": parent_row.name, "version": version,
+                    "event_id": event_id, "warm_start": entry["warm_start"], "data": data_info,
+                    "budget_n_trials": retune.n_trials})
             log.warning("retune %s started (%s): %d warm-start configurations from %s", child, reason,
                         len(configs), parent_row.name)
         if self.activate is not None:

@@ -226,3 +226,35 @@ def test_t5_lora_child_trains_on_the_new_window(tmp_path: Path) -> None:
     records = [json.loads(x) for x in Path(data["source"]).read_text().splitlines()]
     assert len(records) == 20 and records[-1]["article"] == "short text 24"
     assert (data["train_size"], data["val_size"]) == (16, 4)
+
+
+def test_daemon_retune_requests_are_acted_on_once(tmp_path: Path) -> None:
+    """The daemon hands `hpod retune` / cron requests (their own retune_started events)
+    to ``on_request``: acted on once per event id, no second retune_started event."""
+    from hpod.daemon.scheduling import RetuneRequest
+
+    store, _ = _study_with_trials(tmp_path)
+    policy = RetunePolicy(store, tmp_path)
+    event_id = store.append_event("retune_started", study="news", payload={"reason": "manual", "note": "why"})
+    started = policy.on_request(RetuneRequest("news", "manual", note="why", event_id=event_id))
+    assert (started.action, started.child) == ("started", "news@v2")
+    again = policy.on_request(RetuneRequest("news", "manual", note="why", event_id=event_id))
+    assert again.detail == "already_handled"
+    busy = policy.on_request(RetuneRequest("news", "schedule", event_id=event_id + 1))
+    assert busy.action == "skipped" and busy.detail.startswith("busy")
+    assert len(store.events(kinds=["retune_started"])) == 1
+    trials = store.load_optuna_study("news@v2").get_trials()
+    assert [t.system_attrs["fixed_params"]["learning_rate"] for t in trials] == [1e-4, 3e-4, 8e-4]  # enqueued
+
+
+def test_serve_command_is_registered_and_checks_its_address() -> None:
+    from typer.testing import CliRunner
+
+    from hpod.daemon._cli_serve import parse_listen_address
+    from hpod.daemon.cli import app
+
+    assert parse_listen_address("0.0.0.0:8766") == ("0.0.0.0", 8766)
+    with pytest.raises(UsageError, match="HOST:PORT"):
+        parse_listen_address("localhost")
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0 and "summarize" in result.output
