@@ -185,8 +185,13 @@ def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, tar
         lora_dropout=float(dropout),
         target_modules=list(target_modules),
     )
+    import warnings
+
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft calls a transformers API deprecated in v5; harmless, and noisy in every trial log.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as exc:
         # peft's message for unknown module names; say which option to fix.
         raise SpecError(f"{OPTIONS_PATH}.target_modules", str(exc), found=target_modules) from None
