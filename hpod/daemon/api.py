@@ -205,6 +205,12 @@ def create_app(ctx: ApiContext) -> Any:
             return _error(503, f"{exc}; retry shortly")
         return _error(500, str(exc))
 
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's error middleware answers with this, then re-raises for the
+        # server's log; the outer catch-all layer logs it and keeps the daemon up.
+        return _error(500, f"internal error ({type(exc).__name__}); the daemon log has the details")
+
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []

@@ -103,8 +103,11 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
         for col in ("slot", "gpu", "trial", "power W", "memory"):
             t.add_column(col)
         for s in slots:
-            t.add_row(str(s.get("name")), str(s.get("gpu_index", "–")), str(s.get("trial") or "idle"),
-                      str(s.get("power_watts") or "–"), str(s.get("memory_used_bytes") or "–"))
+            gpu = s.get("gpu_index")
+            power, memory = s.get("power_watts"), s.get("memory_used_bytes")
+            t.add_row(str(s.get("name")), "–" if gpu is None else str(gpu), str(s.get("trial") or "idle"),
+                      "–" if power is None else f"{power:.0f}",
+                      "–" if memory is None else f"{memory / 2**30:.1f} GiB")
         console.print(t)
     workers = status.get("workers") or []
     if workers:
@@ -117,7 +120,19 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
         console.print(t)
     from hpod.daemon.cli import _print_studies
 
-    _print_studies(status.get("studies") or [])
+    studies = status.get("studies") or []
+    _print_studies(studies)
+    scheduled = [st for st in studies if st.get("next_run") or st.get("window")]
+    if scheduled:
+        import time
+
+        t = Table(title="schedules")
+        for col in ("study", "next scheduled retune", "trial window"):
+            t.add_column(col)
+        for st in scheduled:
+            nxt = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["next_run"])) if st.get("next_run") else "–"
+            t.add_row(st["name"], nxt, st.get("window") or "–")
+        console.print(t)
     monitors = status.get("monitors") or []
     if monitors:
         t = Table(title="monitors")

@@ -54,8 +54,10 @@ def sd_notify(message: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Never block the main loop: a receiver that stopped reading fills its queue.
+            sock.setblocking(False)
             sock.connect(address)
-            sock.sendall(message.encode())
+            sock.send(message.encode())
         return True
     except OSError as exc:
         log.debug("sd_notify(%r) failed: %s", message, exc)
@@ -349,12 +351,14 @@ class Daemon:
             sd_notify("WATCHDOG=1")
 
     def _allowed_studies(self) -> list[str] | None:
-        """Studies that may start trials now: window open, objective prepared.
+        """Studies that may start trials now: not paused, window open, objective prepared.
         None means all (the common case, no filtering)."""
         assert self.controller is not None
         names = self.controller.active_names()
         allowed = []
         for name in names:
+            if self.controller.engines[name].paused:
+                continue  # its queued trials stay queued: paused means no new trial starts
             fut = self._preparing.get(name)
             if fut is not None:
                 if not fut.done():

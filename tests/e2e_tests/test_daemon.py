@@ -1,0 +1,173 @@
+"""``hpod daemon`` as a real process: readiness over the notify socket, ``hpod submit``
+to completion, ``hpod status``, 401 without the token, SIGTERM mid-trial (exit 0
+within the grace period, trial re-queued), kill -9 and restart (no orphan left
+RUNNING, exactly n_trials completed), and pause / resume / cancel with two studies
+sharing the slots."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hpod.daemon.store import Store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from daemon_harness import DaemonProcess, wait_for, write_spec  # noqa: E402
+
+
+@pytest.fixture()
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DaemonProcess]:
+    options = getattr(request, "param", {})
+    proc = DaemonProcess(tmp_path, **options)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+def trial_states(state_dir: Path, study: str) -> dict[str, int]:
+    store = Store.for_state_dir(state_dir)
+    try:
+        counts: dict[str, int] = {}
+        for t in store.load_optuna_study(study).get_trials(deepcopy=False):
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        return counts
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("daemon", [{"cpu_slots": 2}], indirect=True)
+def test_submitted_study_runs_to_completion_and_status_reports_it(daemon: DaemonProcess, tmp_path: Path) -> None:
+    daemon.start()
+    assert httpx.get(daemon.api_url + "/healthz").json()["ready"] is True
+    # requests without the token (or with another) are refused
+    assert httpx.get(daemon.api_url + "/v1/status").status_code == 401
+    assert httpx.get(daemon.api_url + "/v1/status", headers={"Authorization": "Bearer nope"}).status_code == 401
+    spec = write_spec(tmp_path / "study.yaml", "e2e-submit", n_trials=8, sleep_seconds=0.2)
+    out = daemon.hpod("submit", str(spec))
+    assert "submitted e2e-submit (new)" in out.stdout
+    wait_for(lambda: daemon.events("study_completed", "e2e-submit"), 150, "the study to complete", daemon)
+
+    status = json.loads(daemon.hpod("status", "--json").stdout)
+    assert status["daemon"]["version"] and status["daemon"]["uptime_seconds"] > 0
+    assert [s["name"] for s in status["slots"]] == ["cpu0", "cpu1"]
+    study = next(s for s in status["studies"] if s["name"] == "e2e-submit")
+    assert study["state"] == "completed" and study["trials"].get("COMPLETE") == 8
+    assert study["hypervolume"] > 0 and study["pareto_front_size"] >= 1
+    assert set(study["best"]) == {"loss", "time_seconds", "energy_joules"}
+    assert any(e["kind"] == "study_completed" for e in status["events"])
+    plain = daemon.hpod("status").stdout  # piped: plain tables
+    assert "e2e-submit" in plain and "completed" in plain and "\x1b[" not in plain
+    assert trial_states(daemon.state_dir, "e2e-submit") == {"COMPLETE": 8}
+    # the submission event was appended, then acted on and marked handled
+    submitted = daemon.events("study_submitted", "e2e-submit")
+    assert len(submitted) == 1 and submitted[0]["handled"] is True
+
+    assert "WATCHDOG=1" in daemon.read_notifications()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0
+    assert "STOPPING=1" in daemon.read_notifications()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("daemon", [{"grace_seconds": 2.0}], indirect=True)
+def test_sigterm_mid_trial_requeues_the_trial_and_exits_0_within_the_grace_period(daemon: DaemonProcess,
+                                                                                   tmp_path: Path) -> None:
+    daemon.start()
+    spec = write_spec(tmp_path / "long.yaml", "e2e-sigterm", n_trials=2, sleep_seconds=120)
+    daemon.hpod("submit", str(spec))
+    wait_for(lambda: daemon.events("trial_started", "e2e-sigterm"), 60, "a trial to start", daemon)
+    time.sleep(0.5)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0
+    elapsed = time.monotonic() - started
+    assert 1.5 <= elapsed < 2.0 + 10, elapsed  # waited for the grace period, not for the 120 s trial
+    assert "STOPPING=1" in daemon.read_notifications()
+
+    store = Store.for_state_dir(daemon.state_dir)
+    try:
+        failed = store.events(kinds=["trial_failed"], study="e2e-sigterm")
+        assert len(failed) == 1
+        payload = json.loads(failed[0].payload_json)
+        assert payload["reason"] == "shutdown" and payload["requeued"] is True
+        assert store.events(kinds=["daemon_stopping"])
+        states = {t.state.name for t in store.load_optuna_study("e2e-sigterm").get_trials(deepcopy=False)}
+        assert "WAITING" in states  # the configuration is queued again for the next start
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_then_restart_leaves_no_orphan_and_completes_exactly_n_trials(
+        daemon: DaemonProcess, tmp_path: Path) -> None:
+    daemon.start()
+    spec = write_spec(tmp_path / "crash.yaml", "e2e-crash", n_trials=4, sleep_seconds=2.0)
+    daemon.hpod("submit", str(spec))
+    wait_for(lambda: daemon.events("trial_completed", "e2e-crash"), 90, "a first trial to complete", daemon)
+    wait_for(lambda: len(daemon.events("trial_started", "e2e-crash")) >= 2, 60, "a second trial", daemon)
+    daemon.signal(signal.SIGKILL)
+    daemon.wait_exit(10)
+    assert trial_states(daemon.state_dir, "e2e-crash").get("RUNNING", 0) >= 1
+
+    daemon.start()  # same state dir and token, new ports
+    wait_for(lambda: daemon.events("study_completed", "e2e-crash"), 150, "the study to complete", daemon)
+    states = trial_states(daemon.state_dir, "e2e-crash")
+    assert states.get("COMPLETE") == 4 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0
+    orphaned = [e for e in daemon.events("trial_failed", "e2e-crash") if e["payload"]["reason"] == "orphaned"]
+    assert len(orphaned) >= 1 and all(e["payload"]["requeued"] for e in orphaned)
+    starts = daemon.events("daemon_started")
+    first_orphan = min(e["id"] for e in orphaned)
+    # recovery happened before the restarted daemon started any new trial
+    restart_id = starts[-1]["id"]
+    new_starts = [e["id"] for e in daemon.events("trial_started", "e2e-crash") if e["id"] > restart_id]
+    assert new_starts and first_orphan < min(new_starts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("daemon", [{"cpu_slots": 2}], indirect=True)
+def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: DaemonProcess, tmp_path: Path) -> None:
+    daemon.start()
+    a = write_spec(tmp_path / "a.yaml", "share-a", n_trials=5, sleep_seconds=1.0)
+    b = write_spec(tmp_path / "b.yaml", "share-b", n_trials=30, sleep_seconds=1.0)
+    daemon.hpod("submit", str(a))
+    daemon.hpod("submit", str(b))
+    # fair share: both studies run at the same time, one slot each
+    wait_for(lambda: {e["study"] for e in daemon.events("trial_started")} == {"share-a", "share-b"}, 60,
+             "both studies to start trials", daemon)
+
+    out = daemon.hpod("pause", "share-a").stdout
+    assert "paused" in out
+    paused_at = daemon.events()[-1]["id"]
+    time.sleep(4)
+    late = [e for e in daemon.events("trial_started", "share-a") if e["id"] > paused_at]
+    assert late == [], "a paused study started a trial"
+    assert daemon.study("share-a")["state"] == "paused"
+    assert len([e for e in daemon.events("trial_started", "share-b") if e["id"] > paused_at]) >= 2
+
+    daemon.hpod("resume", "share-a")
+    out = daemon.hpod("cancel", "share-b").stdout
+    assert "cancelled" in out
+    wait_for(lambda: daemon.events("study_completed", "share-a"), 90, "share-a to complete", daemon)
+    assert daemon.study("share-b")["state"] == "cancelled"
+    wait_for(lambda: trial_states(daemon.state_dir, "share-b").get("RUNNING", 0) == 0, 30,
+             "share-b's last trial to be told", daemon)
+    assert trial_states(daemon.state_dir, "share-b").get("COMPLETE", 0) < 30
+    assert trial_states(daemon.state_dir, "share-a") == {"COMPLETE": 5}
+
+    retune = daemon.hpod("retune", "share-a", "--reason", "nightly data refresh", "--json")
+    result = json.loads(retune.stdout)
+    assert result["handled"] is True
+    event = daemon.events("retune_started", "share-a")[-1]
+    assert event["payload"] == {"reason": "manual", "note": "nightly data refresh", "by": "api"}
+    assert event["handled"] is True
+    lines = daemon.hpod("events", "--study", "share-a", "--json").stdout.splitlines()
+    assert json.loads(lines[-1])["kind"] == "retune_started"
