@@ -74,6 +74,8 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         self.api_port, self.metrics_port = free_port(), free_port()
         self.starts += 1
+        self.read_notifications()
+        self.notifications = []  # READY=1 of this start, not of the last one
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "NOTIFY_SOCKET": str(self.notify_path),
                "WATCHDOG_USEC": "1000000"}
         for key in ("HPOD_API", "HPOD_TOKEN_FILE", "HPOD_STATE_DIR", "HPOD_STORAGE", "HPOD_METRICS"):

@@ -136,7 +136,7 @@ def test_kill_9_mid_trial_then_restart_leaves_no_orphan_and_completes_exactly_n_
 @pytest.mark.parametrize("daemon", [{"cpu_slots": 2}], indirect=True)
 def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: DaemonProcess, tmp_path: Path) -> None:
     daemon.start()
-    a = write_spec(tmp_path / "a.yaml", "share-a", n_trials=5, sleep_seconds=1.0)
+    a = write_spec(tmp_path / "a.yaml", "share-a", n_trials=12, sleep_seconds=1.0)
     b = write_spec(tmp_path / "b.yaml", "share-b", n_trials=30, sleep_seconds=1.0)
     daemon.hpod("submit", str(a))
     daemon.hpod("submit", str(b))
@@ -161,7 +161,7 @@ def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: Daemon
     wait_for(lambda: trial_states(daemon.state_dir, "share-b").get("RUNNING", 0) == 0, 30,
              "share-b's last trial to be told", daemon)
     assert trial_states(daemon.state_dir, "share-b").get("COMPLETE", 0) < 30
-    assert trial_states(daemon.state_dir, "share-a") == {"COMPLETE": 5}
+    assert trial_states(daemon.state_dir, "share-a") == {"COMPLETE": 12}
 
     retune = daemon.hpod("retune", "share-a", "--reason", "nightly data refresh", "--json")
     result = json.loads(retune.stdout)
