@@ -41,6 +41,8 @@ __all__ = ["PBTStrategy", "pbt_lineage", "pbt_state", "STATE_KEY", "RESUME_KEY"]
 
 log = logging.getLogger(__name__)
 STATE_KEY = "strategy.pbt"
+#: one event per interval (member, generation, trial, score, copied_from, mutation), for ``hpod report``
+EVENTS_KEY = "pbt_lineage"
 #: the job parameter the executor turns into the trial's ``resume_from``
 RESUME_KEY = "hpod.resume_from"
 
@@ -73,6 +75,7 @@ class PBTStrategy(Strategy):
     # ------------------------------------------------------------------ plumbing
     def _save(self) -> None:
         self.engine.store.put_state(self.engine.name, STATE_KEY, self.state)
+        self.engine.store.put_state(self.engine.name, EVENTS_KEY, self.state.get("events", []))
 
     def create_sampler(self) -> SamplerChoice:
         import optuna
@@ -189,6 +192,10 @@ class PBTStrategy(Strategy):
             member["score"] = score
             member["checkpoint"] = checkpoint
         member["scores"].append([generation, trial, score])
+        copied = member.pop("copied", None) or {}
+        self.state.setdefault("events", []).append({
+            "member": member["member"], "generation": generation, "trial": trial, "score": score,
+            "copied_from": copied.get("copied_from"), "mutation": copied.get("mutation")})
         self.state["results"][str(member["member"])] = score
         if len(self.state["results"]) >= self.population and not self.state["pending"]:
             self._next_generation()
@@ -207,7 +214,7 @@ class PBTStrategy(Strategy):
         self.state["generation"] = g + 1
 
     def _exploit_explore(self, generation: int, scores: dict[int, float | None]) -> None:
-        rng = np.random.default_rng((self.engine.spec.sampler.seed or 0) * 100_003 + generation)
+        rng = np.random.default_rng([self.engine.spec.sampler.seed or 0, generation])
         # Worst first: a failed interval (None) ranks below every scored one.
         ranked = sorted(scores, key=lambda m: math.inf if scores[m] is None else self.sign * scores[m])
         k = max(1, int(math.floor(self.population * self.options.quantile)))
@@ -225,6 +232,7 @@ class PBTStrategy(Strategy):
                 "donor_checkpoint": donor["checkpoint"], "mutation": mutation, "at": time.time(),
             })
             loser["checkpoint"], loser["params"] = donor["checkpoint"], params
+            loser["copied"] = {"copied_from": donor["member"], "mutation": mutation}
 
     def _explore(self, params: dict[str, Any], rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, str]]:
         import optuna

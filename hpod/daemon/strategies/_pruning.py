@@ -66,8 +66,10 @@ class MOASHAPruner:
     first reaches a rung, its vector of intermediate ``metrics`` (minimized; the
     first objective's direction is respected) is recorded there and ranked among all
     vectors recorded at that rung by (front index, -crowding distance); the trial
-    goes on only if it is among the best ``max(1, n // reduction_factor)``. Only seed
-    0 of a trial is judged (later seeds of a promoted configuration run on).
+    goes on if it is among the best ``max(1, n // reduction_factor)`` or on the first
+    front (nothing recorded at the rung dominates it: it could still end on the
+    Pareto front, and ties among trade-offs are not broken by arrival order). Only
+    seed 0 of a trial is judged (later seeds of a promoted configuration run on).
     """
 
     def __init__(self, *, metrics: list[str], signs: list[float], min_resource: int = 1,
@@ -125,8 +127,8 @@ class MOASHAPruner:
             crowd[idx] = crowding_distance(pts[idx])
         order = sorted(range(len(numbers)), key=lambda i: (ranks[i], -crowd[i]))
         keep = max(1, len(numbers) // self.reduction_factor)
-        position = order.index(numbers.index(trial))
-        if position >= keep:
+        me = numbers.index(trial)
+        if order.index(me) >= keep and ranks[me] > 0:
             self.stopped.add(trial)
             return True
         return False

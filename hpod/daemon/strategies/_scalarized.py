@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from hpod.daemon.store import JobRow, Store
     from hpod.spec import StudySpec
 
-__all__ = ["ScalarizedStrategy", "lagrange_multipliers", "lambda_sweep_specs", "scalarized_front",
+__all__ = ["ScalarizedStrategy", "lagrange_multipliers", "lambda_sweep_specs", "multiplier_history", "scalarized_front",
            "STATE_KEY"]
 
 log = logging.getLogger(__name__)
 STATE_KEY = "strategy.scalarized"
+#: the multiplier history alone, under the key ``hpod report`` draws
+HISTORY_KEY = "lagrange_history"
 #: cap on the stored multiplier history (one entry per completed trial)
 _HISTORY_MAX = 5000
 
@@ -161,6 +163,8 @@ class ScalarizedStrategy(Strategy):
         self.state["told"].append(frozen.number)
         self.state["told"] = self.state["told"][-_HISTORY_MAX:]
         self.engine.store.put_state(self.engine.name, STATE_KEY, self.state)
+        if self.options.constraint_handling == "lagrangian":
+            self.engine.store.put_state(self.engine.name, HISTORY_KEY, self.state["history"])
 
     def public_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "cost_weight": self.options.cost_weight, "loss_metric": self.loss_metric,
