@@ -119,6 +119,8 @@ def _study_rows(store: Any) -> list[dict[str, Any]]:
             "reason": r.reason,
             "last_activity": r.last_activity_at,
             "message": r.message,
+            # scalarized: Lagrange multipliers and scales; pbt: generation, medians, exploits
+            "strategy": json.loads(r.strategy_json) if r.strategy_json else None,
         })
     return rows
 
@@ -217,6 +219,22 @@ def _print_studies(studies: list[dict[str, Any]]) -> None:
                   str(c.get("FAIL", 0)), str(c.get("PRUNED", 0)), str(s["pareto_front_size"]),
                   _fmt(s["hypervolume"]), best, f"{s['energy_spent_joules']:.4g} J", _ago(s["last_activity"]))
     out.print(t)
+    _print_strategies(studies)
+
+
+def _print_strategies(studies: list[dict[str, Any]]) -> None:
+    """One line per study whose strategy keeps state (Lagrange multipliers, PBT progress)."""
+    for s in studies:
+        st = s.get("strategy") or {}
+        if st.get("kind") == "scalarized":
+            mu = ", ".join(f"μ[{k}]={_fmt(float(v))}" for k, v in (st.get("lagrange_multipliers") or {}).items())
+            out.print(f"{s['name']}: scalarized, λ={_fmt(st.get('cost_weight'))}"
+                      + (f", Lagrange multipliers {mu}" if mu else ""))
+        elif st.get("kind") == "pbt":
+            medians = [m for m in st.get("median_by_generation") or [] if m is not None]
+            trend = f", median {_fmt(medians[0])} → {_fmt(medians[-1])}" if medians else ""
+            out.print(f"{s['name']}: pbt, generation {st.get('generation')}, population {st.get('population')}, "
+                      f"{st.get('exploits', 0)} exploit steps{trend}")
 
 
 def _records(store: Any, name: str, *, pareto_only: bool = False) -> list[dict[str, Any]]:
@@ -236,9 +254,12 @@ def _pareto_numbers(store: Any, name: str, recs: list[dict[str, Any]]) -> list[i
 
     from hpod.daemon.pareto import non_dominated_mask
 
+    from hpod.spec import parse_spec
+
     row = store.get_study(name)
-    spec = json.loads(row.spec_json)
-    targets = [(o["name"], o.get("direction", "minimize")) for o in spec["objectives"]]
+    spec = parse_spec(json.loads(row.spec_json))
+    # The study's Optuna values: the objectives, or F alone for a scalarized study.
+    targets = list(zip(spec.value_names, spec.directions))
     ok = [r for r in recs if r["feasible"] and r["values"] is not None]
     if not ok:
         return []
@@ -360,6 +381,11 @@ _load_command_modules()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors exit 2 with one message."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import warnings
+
+    # Library deprecation notices (transformers, peft) are for developers, not CLI users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         app(args=argv, standalone_mode=True)
     except UsageError as exc:
