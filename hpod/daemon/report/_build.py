@@ -199,8 +199,8 @@ def _page(data: ReportData, figures: list[tuple[str, str]], notes: list[str]) ->
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>hpod report — {_e(data.study)}</title><style>{_CSS}</style></head><body>",
         f"<h1>hpod report — {_e(data.study)}</h1>",
-        f'<p class="muted">{_e(data.spec.description or "")} Generated {_e(time.strftime("%Y-%m-%d %H:%M:%S %Z"))}'
-        f" from {len(data.records)} trials.</p>",
+        f'<p class="muted">{_e(data.spec.description + " — " if data.spec.description else "")}generated '
+        f'{_e(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} from {len(data.records)} trials.</p>',
         "<h2>Summary</h2>", _summary_html(data),
         "<h2>Selected trial</h2>", _selected_html(data),
         "<h2>Pareto front</h2>", _front_html(data),
