@@ -85,7 +85,10 @@ def try_status(state_dir: Path | None) -> dict[str, Any] | None:
     try:
         status: dict[str, Any] = client.request("GET", "/v1/status")
         return status
-    except (DaemonUnreachable, UsageError):
+    except DaemonUnreachable:
+        return None
+    except UsageError as exc:  # it answers but refuses us: say why instead of "not reachable"
+        Console(stderr=True).print(f"[yellow]warning:[/] {exc}", highlight=False)
         return None
     finally:
         client.close()

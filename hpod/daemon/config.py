@@ -121,7 +121,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise UsageError(f"--config: file not found: {path}") from None
     except OSError as exc:
         raise UsageError(f"--config: cannot read {path}: {exc.strerror}") from None
-    if path.suffix.lower() == ".toml":
+    if ".toml" in [s.lower() for s in path.suffixes]:  # hpod.toml, hpod.toml.example
         import tomllib
 
         try:
@@ -156,7 +156,7 @@ def _env_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 def load_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
                 env: Mapping[str, str] | None = None) -> DaemonConfig:
-    """Build the settings from ``path`` (TOML by suffix ``.toml``, otherwise YAML), the
+    """Build the settings from ``path`` (TOML when its name has ``.toml``, otherwise YAML), the
     ``HPOD_*`` environment and ``overrides`` (flags; ``None`` values are ignored).
 
     Raises :class:`UsageError` naming the key, where it came from, and what is allowed.

@@ -187,6 +187,13 @@ def test_settings_flags_override_environment_override_file(tmp_path: Path) -> No
     assert load_config(yaml_file, env={}).spec_dir == tmp_path / "specs"
 
 
+def test_the_deploy_example_settings_file_loads(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy/hpod.toml.example"
+    cfg = load_config(example, env={"HPOD_STATE_DIR": str(tmp_path)})
+    assert (cfg.api, cfg.metrics, cfg.grace_seconds, cfg.state_dir) == \
+        ("127.0.0.1:8765", "127.0.0.1:9464", 300.0, tmp_path)
+
+
 @pytest.mark.parametrize("content,env,message", [
     ("colour = 'blue'\n", {}, "unknown setting 'colour'"),
     ("cpu_slots = -1\n", {}, "cpu_slots"),
