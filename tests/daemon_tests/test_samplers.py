@@ -136,6 +136,7 @@ def _front_hypervolume(trials: list[optuna.trial.FrozenTrial]) -> float:
     return hypervolume(np.array([t.values for t in trials]), BRANIN_REFERENCE)
 
 
+@pytest.mark.slow
 def test_qlognehvi_beats_random_search_on_branin_currin() -> None:
     model_study = _run_branin(QLogNEHVISampler(n_startup_trials=5, n_params=2, seed=0, **LIGHT), 12)
     random_study = _run_branin(optuna.samplers.RandomSampler(seed=0), 12)
@@ -144,6 +145,7 @@ def test_qlognehvi_beats_random_search_on_branin_currin() -> None:
     assert model_hv > _front_hypervolume(model_study.trials[:5])
 
 
+@pytest.mark.slow
 def test_qlognehvi_model_based_suggestions_are_mostly_feasible() -> None:
     study = _run_branin(QLogNEHVISampler(n_startup_trials=6, n_params=2, seed=2, **LIGHT), 14, constrained=True)
     model_based = study.trials[6:]

@@ -244,7 +244,8 @@ class QLogNEHVISampler(optuna.samplers.BaseSampler):
             feasible = np.all(np.asarray(constraint_rows, dtype=float).reshape(len(rows), -1) <= 0, axis=1)
             reference_minimized = derive_reference_point(minimized[feasible] if feasible.any() else minimized)
 
-        with torch.random.fork_rng():
+        # devices=[]: fork only the CPU generator; the sampler never touches CUDA.
+        with torch.random.fork_rng(devices=[]):
             if self._seed is not None:
                 torch.manual_seed(self._seed * 100_003 + trial.number)
             with _quiet_numerics():
