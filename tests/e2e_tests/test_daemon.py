@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import time
+from datetime import datetime, timedelta
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,3 +172,33 @@ def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: Daemon
     assert event["handled"] is True
     lines = daemon.hpod("events", "--study", "share-a", "--json").stdout.splitlines()
     assert json.loads(lines[-1])["kind"] == "retune_started"
+
+
+@pytest.mark.slow
+def test_spec_directory_is_run_and_reread_on_sighup_with_windows_and_cron(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    write_spec(specs / "first.yaml", "dir-first", n_trials=3, sleep_seconds=0.0,
+               schedule={"cron": "0 3 * * *"})
+    daemon = DaemonProcess(tmp_path, extra_args=["--spec-dir", str(specs)])
+    try:
+        daemon.start()
+        wait_for(lambda: daemon.events("study_completed", "dir-first"), 90, "the spec-dir study", daemon)
+        now = datetime.now()
+        closed = f"{(now + timedelta(hours=2)):%H}:00-{(now + timedelta(hours=3)):%H}:00"
+        write_spec(specs / "later.yaml", "dir-window", n_trials=2, sleep_seconds=0.0, schedule={"window": closed})
+        write_spec(specs / "second.yaml", "dir-second", n_trials=2, sleep_seconds=0.0)
+        (specs / "broken.yaml").write_text("name: [unclosed\n")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: daemon.events("study_completed", "dir-second"), 90, "the study added on SIGHUP", daemon)
+        status = json.loads(daemon.hpod("status", "--json").stdout)
+        by_name = {s["name"]: s for s in status["studies"]}
+        assert by_name["dir-window"]["state"] == "running" and by_name["dir-window"]["window"] == closed
+        assert daemon.events("trial_started", "dir-window") == []  # outside its window: no trial starts
+        next_run = by_name["dir-first"]["next_run"]
+        assert next_run is not None and 0 < next_run - time.time() <= 86400
+        assert "broken.yaml" in daemon.log_text()  # reported, and the daemon goes on
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0
+    finally:
+        daemon.close()
