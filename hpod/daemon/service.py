@@ -407,10 +407,15 @@ class Daemon:
         from hpod.daemon.runner import pid_alive_on_this_node
 
         assert self.controller is not None
-        lease_grace = 0.0
+        executor = self.controller.executor
+        own = executor.worker_name if executor is not None else None
 
         def alive(job: JobRow) -> bool:
-            return pid_alive_on_this_node(job, lease_grace)
+            # Our own executor's jobs are alive (a study re-activated after a spec update);
+            # a previous daemon that had our pid is caught by its lease expiring instead.
+            if own is not None and job.worker == own:
+                return True
+            return pid_alive_on_this_node(job)
 
         engine = self.controller.activate(spec, submitted_by="daemon")
         recovered = engine.recover_orphans(alive=alive)

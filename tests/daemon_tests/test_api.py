@@ -6,7 +6,6 @@ scheduling helpers (trial windows, cron retunes, lost workers)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import time
 from datetime import datetime

@@ -202,3 +202,17 @@ def test_spec_directory_is_run_and_reread_on_sighup_with_windows_and_cron(tmp_pa
         assert daemon.wait_exit(30) == 0
     finally:
         daemon.close()
+
+
+@pytest.mark.slow
+def test_resubmitting_a_running_study_with_a_larger_budget_keeps_its_running_trial(daemon: DaemonProcess,
+                                                                                    tmp_path: Path) -> None:
+    daemon.start()
+    spec = write_spec(tmp_path / "grow.yaml", "e2e-grow", n_trials=2, sleep_seconds=2.0)
+    daemon.hpod("submit", str(spec))
+    wait_for(lambda: daemon.events("trial_started", "e2e-grow"), 60, "a trial to start", daemon)
+    write_spec(spec, "e2e-grow", n_trials=4, sleep_seconds=2.0)
+    assert "(updated)" in daemon.hpod("submit", str(spec)).stdout
+    wait_for(lambda: daemon.events("study_completed", "e2e-grow"), 120, "the study to complete", daemon)
+    assert trial_states(daemon.state_dir, "e2e-grow") == {"COMPLETE": 4}
+    assert daemon.events("trial_failed", "e2e-grow") == []

@@ -5,12 +5,9 @@ have data, every dashboard and alert expression evaluates without error, and
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import subprocess
 import sys
-import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
