@@ -44,7 +44,6 @@ def trial_states(state_dir: Path, study: str) -> dict[str, int]:
         store.close()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("daemon", [{"cpu_slots": 2}], indirect=True)
 def test_submitted_study_runs_to_completion_and_status_reports_it(daemon: DaemonProcess, tmp_path: Path) -> None:
     daemon.start()
@@ -78,7 +77,6 @@ def test_submitted_study_runs_to_completion_and_status_reports_it(daemon: Daemon
     assert "STOPPING=1" in daemon.read_notifications()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("daemon", [{"grace_seconds": 2.0}], indirect=True)
 def test_sigterm_mid_trial_requeues_the_trial_and_exits_0_within_the_grace_period(daemon: DaemonProcess,
                                                                                    tmp_path: Path) -> None:
@@ -107,7 +105,6 @@ def test_sigterm_mid_trial_requeues_the_trial_and_exits_0_within_the_grace_perio
         store.close()
 
 
-@pytest.mark.slow
 def test_kill_9_mid_trial_then_restart_leaves_no_orphan_and_completes_exactly_n_trials(
         daemon: DaemonProcess, tmp_path: Path) -> None:
     daemon.start()
@@ -133,7 +130,6 @@ def test_kill_9_mid_trial_then_restart_leaves_no_orphan_and_completes_exactly_n_
     assert new_starts and first_orphan < min(new_starts)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("daemon", [{"cpu_slots": 2}], indirect=True)
 def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: DaemonProcess, tmp_path: Path) -> None:
     daemon.start()
@@ -174,7 +170,6 @@ def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: Daemon
     assert json.loads(lines[-1])["kind"] == "retune_started"
 
 
-@pytest.mark.slow
 def test_spec_directory_is_run_and_reread_on_sighup_with_windows_and_cron(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -204,7 +199,6 @@ def test_spec_directory_is_run_and_reread_on_sighup_with_windows_and_cron(tmp_pa
         daemon.close()
 
 
-@pytest.mark.slow
 def test_resubmitting_a_running_study_with_a_larger_budget_keeps_its_running_trial(daemon: DaemonProcess,
                                                                                     tmp_path: Path) -> None:
     daemon.start()
