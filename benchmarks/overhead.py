@@ -1,0 +1,376 @@
+"""What hpod's machinery costs per trial, and what measuring a trial costs.
+
+1. Per-trial overhead of the full hpod path (spec → engine → job in the store → trial
+   subprocess → meters → result in the store → tell) against a bare Optuna
+   ``study.optimize`` on the same kind of storage, on an objective that costs nothing
+   (:func:`constant`), with the random sampler on both sides so sampler cost is not
+   counted. SQLite (a file) and PostgreSQL (127.0.0.1:5432, a temporary database,
+   dropped afterwards; skipped with a note when the server is unreachable).
+2. Measurement overhead of the meters on a ~10-second CPU trial (numpy work): the same
+   fixed work timed bare, inside :class:`hpod.monitors.meters.TrialMeters` sections,
+   and inside sections with CodeCarbon. Target: < 5 %.
+
+Run: ``python -m benchmarks.overhead [--quick]``; writes benchmarks/results/overhead.json
+and .md (``--quick``: benchmarks/results/quick/, asserts nothing about speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PG_ADMIN_URL = os.environ.get("HPOD_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+TARGET_MEASUREMENT_OVERHEAD_PERCENT = 5.0
+
+
+def constant(params: dict[str, Any]) -> dict[str, float]:
+    """The near-zero-cost objective: hpod's machinery is all that is timed."""
+    return {"loss": 1.0 + 0.0 * float(params["x"])}
+
+
+constant.metric_names = ("loss",)  # type: ignore[attr-defined]
+constant.default_space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}  # type: ignore[attr-defined]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("torch", "optuna", "codecarbon", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), **versions,
+            "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
+
+
+# ---------------------------------------------------------------------- part 1: per-trial overhead
+def _pg_database() -> tuple[str, Any] | None:
+    """A fresh database on the local server: (URL, drop callback), or None if unreachable."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"hpod_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        print(f"PostgreSQL unreachable at {PG_ADMIN_URL}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        return None
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    return url, drop
+
+
+def _bare_optuna(url: str, n_trials: int) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="bare", sampler=optuna.samplers.RandomSampler(seed=0))
+    t0 = time.perf_counter()
+    study.optimize(lambda trial: constant({"x": trial.suggest_float("x", 0.0, 1.0)})["loss"], n_trials=n_trials)
+    seconds = time.perf_counter() - t0
+    storage.engine.dispose()
+    return {"seconds": seconds, "ms_per_trial": 1000 * seconds / n_trials}
+
+
+def _hpod(url: str, state_dir: Path, n_trials: int) -> dict[str, Any]:
+    from rich.console import Console
+
+    from hpod.daemon.executor import parse_slots
+    from hpod.daemon.runner import run_foreground
+    from hpod.daemon.store import Store
+    from hpod.spec import parse_spec, resolve
+
+    spec = parse_spec({
+        "name": "overhead", "objective": {"name": "benchmarks.overhead:constant"},
+        "objectives": [{"name": "loss", "direction": "minimize"}],
+        "sampler": {"name": "random", "seed": 0}, "budget": {"n_trials": n_trials},
+    })
+    store = Store(url)
+    t0 = time.perf_counter()
+    wall0 = time.time()
+    outcome = run_foreground(resolve(spec), store=store, state_dir=state_dir, slots=parse_slots(None, 1),
+                             console=Console(file=io.StringIO()), codecarbon=True)
+    seconds = time.perf_counter() - t0
+    assert outcome.finished == n_trials, outcome
+    trials = store.load_optuna_study("overhead").get_trials(deepcopy=False)
+    first_start = min(t.datetime_start for t in trials if t.datetime_start).timestamp()
+    last_end = max(t.datetime_complete for t in trials if t.datetime_complete).timestamp()
+    child = [float((t.user_attrs.get("hpod.measurements") or {}).get("time_seconds", {}).get("value", 0.0))
+             for t in trials]
+    store.close()
+    steady = last_end - first_start
+    return {
+        "seconds": seconds,
+        "ms_per_trial": 1000 * seconds / n_trials,
+        # From the first trial's ask to the last trial's tell: without the one-time start
+        # (forkserver start, study creation), which a long-running daemon pays once.
+        "steady_ms_per_trial": 1000 * steady / n_trials,
+        "startup_seconds": first_start - wall0,
+        "objective_ms_per_trial": 1000 * statistics.mean(child),
+    }
+
+
+def per_trial_overhead(n_trials: int) -> tuple[list[dict[str, Any]], list[str]]:
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    backends: list[tuple[str, Any]] = [("sqlite", None)]
+    pg = _pg_database()
+    if pg is None:
+        notes.append(f"PostgreSQL skipped: no server reachable at {PG_ADMIN_URL}")
+    else:
+        pg[1]()  # only probed; each side gets its own fresh database below
+        backends.append(("postgresql", None))
+    for backend, _ in backends:
+        with tempfile.TemporaryDirectory(prefix="hpod-overhead-") as tmp:
+            results = {}
+            for side in ("bare_optuna", "hpod"):
+                if backend == "sqlite":
+                    url, drop = f"sqlite:///{tmp}/{side}.db", None
+                else:
+                    made = _pg_database()
+                    assert made is not None
+                    url, drop = made
+                try:
+                    state_dir = Path(tmp) / f"state-{side}"
+                    state_dir.mkdir()
+                    results[side] = _bare_optuna(url, n_trials) if side == "bare_optuna" else \
+                        _hpod(url, state_dir, n_trials)
+                finally:
+                    if drop is not None:
+                        drop()
+            bare, full = results["bare_optuna"], results["hpod"]
+            row = {
+                "storage": backend, "n_trials": n_trials,
+                "bare_optuna_ms_per_trial": bare["ms_per_trial"],
+                "hpod_ms_per_trial": full["ms_per_trial"],
+                "hpod_steady_ms_per_trial": full["steady_ms_per_trial"],
+                "hpod_startup_seconds": full["startup_seconds"],
+                "objective_ms_per_trial": full["objective_ms_per_trial"],
+                "overhead_ms_per_trial": full["ms_per_trial"] - bare["ms_per_trial"],
+                "steady_overhead_ms_per_trial": full["steady_ms_per_trial"] - bare["ms_per_trial"],
+            }
+            rows.append(row)
+            print(f"{backend:10s} bare Optuna {row['bare_optuna_ms_per_trial']:7.1f} ms/trial   hpod "
+                  f"{row['hpod_ms_per_trial']:7.1f} ms/trial (steady {row['hpod_steady_ms_per_trial']:.1f}, "
+                  f"start {row['hpod_startup_seconds']:.2f} s)   overhead {row['overhead_ms_per_trial']:.1f} ms")
+    return rows, notes
+
+
+# ---------------------------------------------------------------------- part 2: meters on vs off
+def _work_unit() -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((256, 256)) / 16
+
+
+def _numpy_work(iterations: int) -> float:
+    """Fixed CPU work (matrix products and element-wise maths), same on every call."""
+    import numpy as np
+
+    a = _work_unit()
+    acc = 0.0
+    for _ in range(iterations):
+        b = np.tanh(a @ a.T)
+        acc += float(b.sum())
+    return acc
+
+
+def _calibrate(seconds: float) -> int:
+    probe = 20
+    t0 = time.perf_counter()
+    _numpy_work(probe)
+    per = (time.perf_counter() - t0) / probe
+    return max(1, int(seconds / per))
+
+
+def _timed(mode: str, iterations: int) -> dict[str, Any]:
+    """One trial's work, bare or metered; returns wall seconds and what the meters said."""
+    from hpod.monitors.meters import TrialMeters
+
+    t0 = time.perf_counter()
+    if mode == "bare":
+        _numpy_work(iterations)
+        return {"seconds": time.perf_counter() - t0}
+    meters = TrialMeters(gpu_index=None, use_codecarbon=(mode == "meters+codecarbon"))
+    t1 = time.perf_counter()
+    with meters.section():
+        _numpy_work(iterations)
+    t2 = time.perf_counter()
+    meters.finish()
+    seconds = time.perf_counter() - t0
+    fig = meters.sections[0]
+    # Split the cost: start (tracker construction), the work itself (slowed by the
+    # tracker's thread competing for the cores), and finish (tracker stop + energy).
+    return {"seconds": seconds, "init_seconds": t1 - t0, "section_seconds": t2 - t1, 
+            "finish_seconds": seconds - (t2 - t0),
+            "measured_seconds": fig.time_seconds, "energy_joules": fig.energy_joules,
+            "energy_method": fig.energy_method, "memory_method": fig.memory_method, "notes": meters.notes}
+
+
+def measurement_overhead(trial_seconds: float, repeats: int) -> dict[str, Any]:
+    import logging
+
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    iterations = _calibrate(trial_seconds)
+    modes = ("bare", "meters", "meters+codecarbon")
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    # Interleave the modes so a slow patch of the shared machine hits all of them alike.
+    _timed("meters+codecarbon", max(1, iterations // 20))  # warm-up: CodeCarbon's first import
+    for r in range(repeats):
+        for mode in (modes if r % 2 == 0 else tuple(reversed(modes))):
+            runs[mode].append(_timed(mode, iterations))
+            print(f"  {mode:18s} repeat {r + 1}: {runs[mode][-1]['seconds']:.2f} s")
+    bare = statistics.median(x["seconds"] for x in runs["bare"])
+    out: dict[str, Any] = {"iterations": iterations, "repeats": repeats, "bare_seconds": bare, "modes": {}}
+    for mode in modes:
+        median = statistics.median(x["seconds"] for x in runs[mode])
+        last = runs[mode][-1]
+        out["modes"][mode] = {
+            "median_seconds": median,
+            "all_seconds": [x["seconds"] for x in runs[mode]],
+            "overhead_percent": 100 * (median - bare) / bare,
+            "median_section_seconds": statistics.median(x.get("section_seconds", x["seconds"]) for x in runs[mode]),
+            "median_fixed_seconds": statistics.median(x.get("init_seconds", 0.0) + x.get("finish_seconds", 0.0)
+                                                      for x in runs[mode]),
+            "energy_method": last.get("energy_method"),
+            "energy_joules": last.get("energy_joules"),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------- output
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        "# hpod overhead",
+        "",
+        f"`python -m benchmarks.overhead{' --quick' if result['quick'] else ''}` on {m['cpu']}, {m['cores']} cores "
+        f"(shared with other jobs: 1-min load average {m['load_average_1min_at_start']} at the start, "
+        f"{result['load_average_1min_at_end']} at the end), Python {m['python']}, torch {m['torch']}, "
+        f"Optuna {m['optuna']}, CodeCarbon {m['codecarbon']}.",
+        "",
+        "## Per-trial overhead of the full hpod path",
+        "",
+        "Near-zero-cost objective (`benchmarks.overhead:constant`), random sampler on both sides, one trial at a "
+        "time. hpod: `run_foreground` (spec → engine → job in the store → forkserver trial process → meters → "
+        "result in the store → tell). Bare: `optuna.create_study(storage=…).optimize(…)` on the same backend.",
+        "",
+        "| storage | trials | bare Optuna (ms/trial) | hpod (ms/trial) | hpod steady state (ms/trial) | "
+        "hpod one-time start (s) | overhead (ms/trial) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["per_trial"]:
+        lines.append(f"| {r['storage']} | {r['n_trials']} | {r['bare_optuna_ms_per_trial']:.1f} | "
+                     f"{r['hpod_ms_per_trial']:.1f} | {r['hpod_steady_ms_per_trial']:.1f} | "
+                     f"{r['hpod_startup_seconds']:.2f} | {r['overhead_ms_per_trial']:.1f} |")
+    for note in result["notes"]:
+        lines.append(f"\n{note}")
+    lines += [
+        "",
+        "Steady state: from the first trial's ask to the last trial's tell, divided by the trials (what a "
+        "long-running daemon pays per trial); the one-time start (forkserver with hpod preloaded, study "
+        "registration) is paid once per run.",
+        "",
+        "## Measurement overhead of the meters",
+        "",
+    ]
+    mo = result["meters"]
+    lines += [
+        f"The same fixed numpy work ({mo['iterations']} iterations, ~{mo['bare_seconds']:.1f} s bare), "
+        f"median of {mo['repeats']} interleaved repeats. Target: < {TARGET_MEASUREMENT_OVERHEAD_PERCENT:.0f} %.",
+        "",
+        "| mode | median total (s) | of which work (s) | of which meter start + stop (s) | overhead vs bare | "
+        "runs (s) | energy method |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for mode, r in mo["modes"].items():
+        target = "" if mode == "bare" else (" ✅" if r["overhead_percent"] < TARGET_MEASUREMENT_OVERHEAD_PERCENT
+                                            else " ❌ over target")
+        runs = ", ".join(f"{x:.2f}" for x in r["all_seconds"])
+        lines.append(f"| {mode} | {r['median_seconds']:.2f} | {r['median_section_seconds']:.2f} | "
+                     f"{r['median_fixed_seconds']:.2f} | {r['overhead_percent']:+.1f} %{target} | {runs} | "
+                     f"{r['energy_method'] or '–'} |")
+    spread = max((max(r["all_seconds"]) - min(r["all_seconds"])) / r["median_seconds"] * 100
+                 for r in mo["modes"].values())
+    fixed = max(r["median_fixed_seconds"] for r in mo["modes"].values())
+    lines += [
+        "",
+        f"Meter start + stop, timed directly: at most {fixed:.2f} s per trial ({100 * fixed / mo['bare_seconds']:.1f} % "
+        f"of the bare trial). Repeats of one mode differ by up to {spread:.0f} % on this shared machine, so "
+        "differences between the medians within that spread are the machine's load, not the meters.",
+    ]
+    lines += [
+        "",
+        "`meters`: wall time, RSS peak, CPU time per section; `meters+codecarbon`: plus CodeCarbon's tracker "
+        "(started in a background thread, stopped after the section), the default for heavy objectives on "
+        "machines without NVML. On a GPU the NVML energy counter replaces CodeCarbon.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10 trials and a 1-second trial: a smoke run")
+    parser.add_argument("--n-trials", type=int, default=None, help="trials per side (default 100)")
+    parser.add_argument("--trial-seconds", type=float, default=None, help="metered trial length (default 10)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per meter mode (default 3)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    n_trials = args.n_trials or (10 if args.quick else 100)
+    trial_seconds = args.trial_seconds or (1.0 if args.quick else 10.0)
+    repeats = args.repeats or (1 if args.quick else 3)
+    if n_trials < 2:
+        parser.error(f"--n-trials must be >= 2 (got {n_trials})")
+    if trial_seconds <= 0 or repeats < 1:
+        parser.error(f"--trial-seconds must be > 0 and --repeats >= 1 (got {trial_seconds}, {repeats})")
+
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, optuna {info['optuna']}, "
+          f"load {info['load_average_1min_at_start']}")
+    print(f"per-trial overhead, {n_trials} trials per side:")
+    per_trial, notes = per_trial_overhead(n_trials)
+    print(f"measurement overhead, ~{trial_seconds:.0f} s trial x {repeats} repeats:")
+    meters = measurement_overhead(trial_seconds, repeats)
+    for mode, r in meters["modes"].items():
+        print(f"  {mode:18s} median {r['median_seconds']:.2f} s  overhead {r['overhead_percent']:+.2f} %")
+    result = {"quick": args.quick, "machine": info, "per_trial": per_trial, "notes": notes, "meters": meters,
+              "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+              "target_measurement_overhead_percent": TARGET_MEASUREMENT_OVERHEAD_PERCENT}
+    out = RESULTS / "quick" if args.quick else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overhead.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / "overhead.md").write_text(markdown(result))
+    print(f"wrote {out / 'overhead.json'} and {out / 'overhead.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
