@@ -145,6 +145,28 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
             t.add_row(m["study"], m["monitor"], f"{m.get('score') or 0:.4g}", str(m.get("alarms_total", 0)),
                       str(m.get("last_alarm") or "–"))
         console.print(t)
+    retunes = status.get("retunes") or []
+    if retunes:
+        t = Table(title="retunes")
+        for col in ("study", "versions", "running retune", "last outcome", "serving"):
+            t.add_column(col)
+        for r in retunes:
+            versions = ", ".join(f"{v['name']} ({v['state']}{', ' + v['reason'] if v.get('reason') else ''})"
+                                 for v in r.get("versions") or [])
+            active = r.get("active")
+            history = r.get("history") or []
+            last = history[-1] if history else None
+            serving = r.get("serving")
+            if isinstance(last, dict):
+                result = last.get("outcome") or {}
+                verdict = "running" if not result else result.get("state", "?") + (
+                    ", serving switched" if result.get("switched") else "")
+                last_text = f"{last.get('child')} ({last.get('reason')}): {verdict}"
+            else:
+                last_text = "–"
+            t.add_row(r["study"], versions or "–", str(active or "–"), last_text,
+                      str(serving.get("study") if isinstance(serving, dict) else serving or "–"))
+        console.print(t)
     events = status.get("events") or []
     if events:
         t = Table(title="last events")

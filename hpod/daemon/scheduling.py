@@ -131,21 +131,6 @@ def mark_lost_workers(store: Store, *, older_than: float, exclude: str | None = 
     return lost
 
 
-def retune_counts(store: Store) -> dict[tuple[str, str], int]:
-    """``retune_started`` events by (study, reason), for ``hpod_retunes_total``."""
-    with store.session() as s:
-        rows = list(s.execute(select(EventRow.study, EventRow.payload_json).where(EventRow.kind == "retune_started")))
-    out: dict[tuple[str, str], int] = {}
-    for study, payload in rows:
-        try:
-            reason = str(json.loads(payload).get("reason") or "unknown")
-        except (ValueError, AttributeError):
-            reason = "unknown"
-        key = (study or "", reason)
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
 class DaemonScheduler:
     """The daemon's APScheduler jobs. Thread-safe to reconfigure from the main loop."""
 

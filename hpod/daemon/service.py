@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpod import __version__
 from hpod.daemon.config import DaemonConfig, resolve_token
-from hpod.daemon.scheduling import DaemonScheduler, RetuneHook, RetuneRequest, retune_counts, spec_files, window_open
+from hpod.daemon.scheduling import DaemonScheduler, RetuneHook, RetuneRequest, spec_files, window_open
 from hpod.errors import HpodError, StorageError
 
 if TYPE_CHECKING:
@@ -88,8 +88,11 @@ class Daemon:
         self.scheduler: DaemonScheduler | None = None
         self.observer: TrialObserver | None = None
         self.registry: Any = None
-        #: retune policy hooks (issue 5): called in the main loop for each retune request
+        #: retune policy hooks: called in the main loop for each retune request
         self.retune_hooks: list[RetuneHook] = []
+        self.retune_policy: Any = None
+        self.monitor_service: Any = None
+        self._last_retune_check = 0.0
         #: event kind -> handler; a handler that raises HpodError marks the event handled
         #: with the error recorded, StorageError leaves it for the next iteration
         self.event_handlers: dict[str, Callable[[EventRow], str]] = {
@@ -178,6 +181,7 @@ class Daemon:
             store, spec_dir=cfg.spec_dir, spec_poll_seconds=cfg.spec_poll_seconds,
             worker_timeout_seconds=cfg.worker_timeout_seconds, monitor_interval_seconds=cfg.monitor_interval_seconds,
             own_worker=executor.worker_name if executor is not None else None, on_spec_dir_change=self._reload.set)
+        self._install_retune_and_monitors(store)
         self.registry = CollectorRegistry()
         self.observer = TrialObserver(self.registry)
         HpodCollector(self._snapshot, registry=self.registry, observer=self.observer)
@@ -201,6 +205,24 @@ class Daemon:
         self._start_api()
         self.scheduler.start()
         self._ready = True
+
+    def _install_retune_and_monitors(self, store: Store) -> None:
+        """The retune policy (drift alarms, schedule, ``hpod retune``) and the drift
+        monitors: monitors run on the scheduler thread (they only read sources and
+        append ``drift_detected`` events); retunes run on the main loop."""
+        from hpod.daemon.monitoring import MonitorService
+        from hpod.daemon.retune import RetunePolicy
+
+        assert self.scheduler is not None
+        self.retune_policy = RetunePolicy(store, self.config.state_dir, activate=self._activate_new_version)
+        self.retune_hooks.append(self.retune_policy.on_request)
+        self.monitor_service = MonitorService(store, self.config.state_dir)
+        self.scheduler.monitor_hooks.append(lambda _store: self.monitor_service.tick())
+
+    def _activate_new_version(self, name: str) -> None:
+        assert self.controller is not None
+        if name not in self.controller.engines:
+            self._activate(name)
 
     def _n_slots(self) -> int:
         ex = self.controller.executor if self.controller is not None else None
@@ -316,6 +338,7 @@ class Daemon:
                     log.info("reloading the spec directory")
                     self._scan_spec_dir()
                 self._process_events()
+                self._check_retunes()
                 busy = controller.step(studies=self._allowed_studies())
                 self._finish_cancelled()
                 self._heartbeat()
@@ -341,6 +364,15 @@ class Daemon:
                     self._wake.wait(0.2)
                     self._wake.clear()
         return failures
+
+    def _check_retunes(self) -> None:
+        """Drift alarms become retunes; finished retunes switch the serving choice."""
+        if self.retune_policy is None or time.monotonic() - self._last_retune_check < 2.0:
+            return
+        self._last_retune_check = time.monotonic()
+        for outcome in self.retune_policy.handle_pending():
+            log.info("retune of %s: %s (%s)%s", outcome.study, outcome.action, outcome.reason,
+                     f" -> {outcome.child}" if outcome.child else "")
 
     def _ping_watchdog(self) -> None:
         if self._watchdog is None:
@@ -628,9 +660,16 @@ class Daemon:
         if not self.retune_hooks:
             log.info("retune of %s requested (%s); no retune policy is installed", request.study, request.reason)
             return f"retune of {request.study} recorded ({request.reason}); no retune policy is installed"
+        messages = []
         for hook in self.retune_hooks:
-            hook(request)
-        return f"retune of {request.study} started ({request.reason})"
+            outcome = hook(request)
+            action = getattr(outcome, "action", None)
+            if action is not None:
+                child = getattr(outcome, "child", None)
+                detail = getattr(outcome, "detail", None)
+                messages.append(f"retune of {request.study} {action} ({request.reason})"
+                                + (f": {child}" if child else "") + (f" — {detail}" if detail else ""))
+        return "; ".join(messages) or f"retune of {request.study} started ({request.reason})"
 
     # ================================================================== views
     def status(self) -> dict[str, Any]:
@@ -673,6 +712,7 @@ class Daemon:
             "workers": workers,
             "studies": studies,
             "monitors": monitor_rows(store),
+            "retunes": _retune_states(store),
             "events": events,
         }
 
@@ -705,7 +745,9 @@ class Daemon:
             workers[w.state] = workers.get(w.state, 0) + 1
         drift = [DriftSnapshot(m["study"], m["monitor"], float(m["score"]) if m.get("score") is not None
                                else float("nan"), int(m.get("alarms_total") or 0)) for m in monitor_rows(store)]
-        retunes = [RetuneSnapshot(study, reason, n) for (study, reason), n in sorted(retune_counts(store).items())]
+        from hpod.daemon.retune import retune_snapshots
+
+        retunes: list[RetuneSnapshot] = retune_snapshots(store)
         gpu_indices = [s.gpu_index for s in self.controller.executor.slots if s.gpu_index is not None] \
             if self.controller is not None and self.controller.executor is not None else []
         return Snapshot(version=__version__, started_at=self.started_at, studies=studies, workers_by_state=workers,
@@ -724,20 +766,18 @@ def _event_dict(e: EventRow) -> dict[str, Any]:
             "payload": payload, "handled": e.handled, "source": e.source}
 
 
+def _retune_states(store: Store) -> list[dict[str, Any]]:
+    from hpod.daemon.retune import retune_states
+
+    return retune_states(store)
+
+
 def monitor_rows(store: Store) -> list[dict[str, Any]]:
-    """Drift monitors' last state from ``hpod_state`` rows keyed ``monitor:<name>``."""
-    out = []
-    for row in store.states("monitor:"):
-        try:
-            value = json.loads(row.value_json)
-        except ValueError:
-            continue
-        if not isinstance(value, dict):
-            value = {"score": value}
-        out.append({"study": row.study, "monitor": row.key.removeprefix("monitor:"), "score": value.get("score"),
-                    "alarms_total": value.get("alarms_total", value.get("alarms", 0)),
-                    "last_alarm": value.get("last_alarm"), "updated_at": row.updated_at})
-    return out
+    """Drift monitors' last state from ``hpod_state`` rows keyed ``monitor:<name>``
+    (:func:`hpod.daemon.monitoring.monitor_states`, which the monitors write)."""
+    from hpod.daemon.monitoring import monitor_states
+
+    return monitor_states(store)
 
 
 def _configure_logging(level: str) -> None:

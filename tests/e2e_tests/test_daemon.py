@@ -162,12 +162,18 @@ def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: Daemon
 
     retune = daemon.hpod("retune", "share-a", "--reason", "nightly data refresh", "--json")
     result = json.loads(retune.stdout)
-    assert result["handled"] is True
+    assert result["handled"] is True and result["ok"] is True
+    assert "share-a@v2" in result["message"]  # the retune policy started a new version
     event = daemon.events("retune_started", "share-a")[-1]
     assert event["payload"] == {"reason": "manual", "note": "nightly data refresh", "by": "api"}
     assert event["handled"] is True
     lines = daemon.hpod("events", "--study", "share-a", "--json").stdout.splitlines()
-    assert json.loads(lines[-1])["kind"] == "retune_started"
+    assert "retune_started" in [json.loads(line)["kind"] for line in lines]
+    status = json.loads(daemon.hpod("status", "--json").stdout)
+    child = next(s for s in status["studies"] if s["name"] == "share-a@v2")
+    assert child["parent"] == "share-a" and child["reason"] == "manual"
+    assert status["retunes"][0]["study"] == "share-a" and status["retunes"][0]["active"] == "share-a@v2"
+    assert "retunes" in daemon.hpod("status").stdout
 
 
 def test_spec_directory_is_run_and_reread_on_sighup_with_windows_and_cron(tmp_path: Path) -> None:
