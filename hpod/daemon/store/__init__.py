@@ -1,6 +1,15 @@
 """Persistence: Optuna's RDB storage and hpod's own tables on one database URL."""
 
-from hpod.daemon.store._store import EVENT_KINDS, Store, config_key, default_state_dir, default_storage_url
+from hpod.daemon.store._store import (
+    EVENT_KINDS,
+    StorageUnreachable,
+    Store,
+    config_key,
+    default_state_dir,
+    default_storage_url,
+    is_disconnect,
+    retry_storage,
+)
 from hpod.daemon.store._tables import EventRow, JobRow, StateRow, StudyRow, WorkerRow
 
 __all__ = [
@@ -8,10 +17,13 @@ __all__ = [
     "EventRow",
     "JobRow",
     "StateRow",
+    "StorageUnreachable",
     "Store",
     "StudyRow",
     "WorkerRow",
     "config_key",
     "default_state_dir",
     "default_storage_url",
+    "is_disconnect",
+    "retry_storage",
 ]
