@@ -227,7 +227,7 @@ def _print_strategies(studies: list[dict[str, Any]]) -> None:
     for s in studies:
         st = s.get("strategy") or {}
         if st.get("kind") == "scalarized":
-            mu = ", ".join(f"μ[{k}]={_fmt(float(v))}" for k, v in (st.get("lagrange_multipliers") or {}).items())
+            mu = ", ".join(f"μ[{k}]={_fmt(float(v))}" for k, v in (st.get("multipliers") or {}).items())
             out.print(f"{s['name']}: scalarized, λ={_fmt(st.get('cost_weight'))}"
                       + (f", Lagrange multipliers {mu}" if mu else ""))
         elif st.get("kind") == "pbt":

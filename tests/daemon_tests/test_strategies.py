@@ -147,8 +147,8 @@ def test_scalarized_study_on_training_cost_ends_with_a_feasible_best_trial(tmp_p
 
     row = next(r for r in _study_rows(store) if r["name"] == "scal")
     assert row["strategy"]["kind"] == "scalarized"
-    assert set(row["strategy"]["lagrange_multipliers"]) == {"time_seconds <= 800"}
-    assert lagrange_multipliers(store, "scal") == row["strategy"]["lagrange_multipliers"]
+    assert set(row["strategy"]["multipliers"]) == {"time_seconds <= 800"}
+    assert lagrange_multipliers(store, "scal") == row["strategy"]["multipliers"]
     # Scales: the constraint bound for time, a frozen running median for energy.
     assert row["strategy"]["scales"]["time_seconds"] == 800
     assert row["strategy"]["scales"]["energy_joules"] > 0

@@ -169,7 +169,7 @@ class ScalarizedStrategy(Strategy):
     def public_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "cost_weight": self.options.cost_weight, "loss_metric": self.loss_metric,
                 "constraint_handling": self.options.constraint_handling,
-                "lagrange_multipliers": self.multipliers(), "scales": self.scales()}
+                "multipliers": self.multipliers(), "scales": self.scales()}
 
 
 def lagrange_multipliers(store: Store, study: str) -> dict[str, float]:
@@ -179,7 +179,7 @@ def lagrange_multipliers(store: Store, study: str) -> dict[str, float]:
     if row is None or not row.strategy_json:
         return {}
     data = json.loads(row.strategy_json)
-    return {str(k): float(v) for k, v in (data.get("lagrange_multipliers") or {}).items()}
+    return {str(k): float(v) for k, v in (data.get("multipliers") or {}).items()}
 
 
 def multiplier_history(store: Store, study: str) -> list[dict[str, Any]]:
