@@ -26,6 +26,23 @@ DEFAULT_BASELINE: dict[str, Any] = {
 }
 #: Written next to each saved adapter: what base and options it was trained with.
 ADAPTER_INFO_FILE = "hpod_t5_lora.json"
+#: Interval training (PBT): the optimizer state and the step count next to the adapter.
+OPTIMIZER_FILE = "optimizer.pt"
+TRAIN_STATE_FILE = "train_state.json"
+
+
+def _read_interval(resume_from: Path | None) -> dict[str, Any] | None:
+    """What a PBT checkpoint directory says: steps to train, the step to start from, and
+    the adapter / optimizer files to load (None when absent: a fresh member)."""
+    if resume_from is None or not (Path(resume_from) / "pbt.json").exists():
+        return None
+    root = Path(resume_from)
+    meta = json.loads((root / "pbt.json").read_text(encoding="utf-8"))
+    state = json.loads((root / TRAIN_STATE_FILE).read_text()) if (root / TRAIN_STATE_FILE).exists() else {}
+    adapter = root / "adapter_model.safetensors"
+    return {"interval_steps": int(meta["interval_steps"]), "start_step": int(state.get("step", 0)),
+            "adapter": adapter if adapter.exists() else None,
+            "optimizer": root / OPTIMIZER_FILE if (root / OPTIMIZER_FILE).exists() else None}
 
 
 class T5LoraObjective(BaseObjective):
@@ -87,10 +104,24 @@ class T5LoraObjective(BaseObjective):
         seed_everything(ctx.seed)
         model = apply_lora(model, rank=hp.rank, alpha=hp.alpha, dropout=hp.dropout,
                            target_modules=options.target_modules)
+        interval = _read_interval(ctx.resume_from)
+        optimizer_state = None
+        if interval is not None and interval["adapter"]:
+            # Population-based training: continue from a member's (or its donor's) checkpoint.
+            import torch
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(model, load_file(str(interval["adapter"])))
+            if interval["optimizer"]:
+                optimizer_state = torch.load(interval["optimizer"], map_location="cpu", weights_only=True)
         model.to(ctx.device)
         trainable, total = count_parameters(model)
         result = train_lora(model, tokenizer, train, val, hp, options, seed=ctx.seed, device=ctx.device,
-                            report=ctx.report)
+                            report=ctx.report,
+                            start_step=interval["start_step"] if interval else 0,
+                            max_steps=interval["interval_steps"] if interval else None,
+                            optimizer_state=optimizer_state)
         scored = val if options.generate_size is None else val[: options.generate_size]
         predictions = generate_summaries(model, tokenizer, [e.text for e in scored], options, ctx.device)
         quality = summary_metrics(predictions, [e.summary for e in scored])
@@ -98,6 +129,11 @@ class T5LoraObjective(BaseObjective):
         out_dir = artifact_subdir(Path(ctx.artifact_dir), ctx.seed_index)
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir)
+        if result.optimizer_state is not None:
+            import torch
+
+            torch.save(result.optimizer_state, out_dir / OPTIMIZER_FILE)
+            (out_dir / TRAIN_STATE_FILE).write_text(json.dumps({"step": result.steps}))
         (out_dir / ADAPTER_INFO_FILE).write_text(json.dumps({
             "base": base_reference,
             "model": options.model,

@@ -75,6 +75,8 @@ class TrainResult:
     early_stopped: bool
     train_seconds: float
     evaluations: int
+    #: the optimizer's state after the last step (interval training only), for resuming
+    optimizer_state: Any = None
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,16 @@ def train_lora(
     seed: int,
     device: str,
     report: Callable[[int, Mapping[str, float]], None],
+    start_step: int = 0,
+    max_steps: int | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train the (already LoRA-wrapped) ``model`` in place.
+
+    Interval training (population-based training): with ``max_steps``, train exactly
+    that many steps from step ``start_step`` at a constant learning rate
+    (``hp.learning_rate``, which PBT may have perturbed), restoring ``optimizer_state``
+    first, evaluating at the interval's end and returning the optimizer's state.
 
     Validation loss is computed every ``eval_steps`` optimizer steps (and after the
     last) and passed to ``report(step, {"loss": ...})``, which may raise TrialPruned.
@@ -225,16 +235,27 @@ def train_lora(
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=options.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup_ratio * total_steps), total_steps)
-    order = torch.Generator().manual_seed(seed)
+    end_step = None if max_steps is None else start_step + max_steps
+    if end_step is None:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup_ratio * total_steps), total_steps)
+    else:
+        if optimizer_state is not None:
+            optimizer.load_state_dict(dict(optimizer_state))
+            for group in optimizer.param_groups:
+                # The (possibly perturbed) rate, not the saved one; the scheduler starts from initial_lr.
+                group["lr"] = group["initial_lr"] = hp.learning_rate
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        total_steps = end_step
+    order = torch.Generator().manual_seed(seed + start_step)
 
     best, reference_best = math.inf, math.inf
     best_state: dict[str, Any] | None = None
-    stale, step, evaluations, last_loss = 0, 0, 0, math.nan
+    stale, step, evaluations, last_loss = 0, start_step, 0, math.nan
     early_stopped = False
     model.train()
     started = time.perf_counter()
-    for _epoch in range(hp.epochs):
+    epochs = hp.epochs if max_steps is None else math.ceil(max_steps / steps_per_epoch)
+    for _epoch in range(epochs):
         permutation = torch.randperm(len(train), generator=order).tolist()
         for start in range(0, len(permutation), hp.batch_size):
             indices = permutation[start: start + hp.batch_size]
@@ -270,7 +291,9 @@ def train_lora(
                 if stale >= options.patience:
                     early_stopped = True
                     break
-        if early_stopped:
+            if step == end_step:
+                break
+        if early_stopped or step == end_step:
             break
     train_seconds = time.perf_counter() - started
     if best_state is not None:
@@ -282,10 +305,11 @@ def train_lora(
         best_val_loss=best,
         final_train_loss=last_loss,
         steps=step,
-        epochs_run=step / steps_per_epoch,
+        epochs_run=(step - start_step) / steps_per_epoch,
         early_stopped=early_stopped,
         train_seconds=train_seconds,
         evaluations=evaluations,
+        optimizer_state=optimizer.state_dict() if end_step is not None else None,
     )
 
 
