@@ -1,5 +1,5 @@
 """The daemon's control API (FastAPI): status, studies, trials, Pareto fronts, pause /
-resume / cancel / retune, events; plus ``/healthz`` and ``/metrics``.
+resume / cancel / retune, monitor observations, events; plus ``/healthz`` and ``/metrics``.
 
 Every route except ``GET /healthz`` and ``GET /metrics`` needs ``Authorization: Bearer
 <token>`` (compared in constant time). Requests that change something append an event
@@ -27,7 +27,7 @@ from hpod import __version__
 from hpod.daemon.store import Store
 from hpod.errors import HpodError, SpecError, StorageError, StudyNotFound, UsageError
 
-__all__ = ["ApiContext", "create_app", "submit_study", "SubmitRequest", "RetuneBody"]
+__all__ = ["ApiContext", "create_app", "submit_study", "SubmitRequest", "RetuneBody", "ObservationsBody"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class ApiContext:
     ready: Callable[[], bool] = lambda: True
     wake: Callable[[], None] = lambda: None
     handle_wait_seconds: float = HANDLE_WAIT_SECONDS
+    #: (study, monitor, items) -> summary; the drift monitors' observation intake
+    add_observations: Callable[[str, str, list[Any]], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +59,14 @@ class SubmitRequest(BaseModel):
     """``spec``: the study spec as a JSON object (the YAML file, parsed)."""
 
     spec: dict[str, Any]
+
+
+class ObservationsBody(BaseModel):
+    """``items``: numbers (performance / cost monitors) or texts / text features (data
+    monitors) for the study's monitor ``monitor`` whose source is ``observations``."""
+
+    monitor: str = Field(min_length=1, max_length=200)
+    items: list[Any] = Field(min_length=1, max_length=10_000)
 
 
 class RetuneBody(BaseModel):
@@ -329,6 +339,14 @@ def create_app(ctx: ApiContext) -> Any:
     def retune(name: str, body: RetuneBody | None = None) -> dict[str, Any]:
         note = body.reason if body is not None else "manual request"
         return act("retune_started", name, {"reason": "manual", "note": note, "by": "api"})
+
+    @api.post("/v1/studies/{name}/observations", dependencies=auth, status_code=202,
+              summary="Observations for a drift monitor whose source is `observations`")
+    def observations(name: str, body: ObservationsBody) -> dict[str, Any]:
+        study_row(name)
+        if ctx.add_observations is None:
+            raise _Problem(503, "drift monitors are not running in this process")
+        return ctx.add_observations(name, body.monitor, body.items)
 
     @api.get("/v1/events", dependencies=auth, summary="Events, oldest first, after an id")
     def events(study: str | None = Query(None, max_length=200), after: int = Query(0, ge=0),

@@ -254,7 +254,9 @@ class Daemon:
         assert self.store is not None and self.token is not None
         ctx = ApiContext(store=self.store, token=self.token, status=self.status, registry=self.registry,
                          max_request_bytes=self.config.max_request_bytes, wait_handled=self.wait_handled,
-                         ready=lambda: self._ready and not self._stopping, wake=self._wake.set)
+                         ready=lambda: self._ready and not self._stopping, wake=self._wake.set,
+                         add_observations=self.monitor_service.add_observations
+                         if self.monitor_service is not None else None)
         app = create_app(ctx)
         api = self.config.api
         kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "off",

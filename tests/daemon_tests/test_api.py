@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from hpod.daemon.api import ApiContext, create_app
 from hpod.daemon.config import load_config, resolve_token
+from hpod.daemon.monitoring import MonitorService
 from hpod.daemon.scheduling import DaemonScheduler, mark_lost_workers, window_open
 from hpod.daemon.store import Store
 from hpod.errors import UsageError
@@ -52,7 +53,7 @@ PROTECTED = [
     ("GET", "/v1/status"), ("GET", "/v1/studies"), ("POST", "/v1/studies"), ("GET", "/v1/studies/x"),
     ("GET", "/v1/studies/x/trials"), ("GET", "/v1/studies/x/pareto"), ("POST", "/v1/studies/x/pause"),
     ("POST", "/v1/studies/x/resume"), ("POST", "/v1/studies/x/cancel"), ("POST", "/v1/studies/x/retune"),
-    ("GET", "/v1/events"), ("GET", "/openapi.json"),
+    ("POST", "/v1/studies/x/observations"), ("GET", "/v1/events"), ("GET", "/openapi.json"),
 ]
 
 
@@ -264,3 +265,22 @@ def test_a_silent_worker_is_marked_lost_with_an_event(store: Store) -> None:
     event = store.events(kinds=["worker_lost"])[-1]
     assert json.loads(event.payload_json)["worker"] == "node9:123"
     assert mark_lost_workers(store, older_than=0.01, exclude="self:1") == []  # once
+
+
+def test_observations_reach_the_study_monitor_and_bad_ones_are_400(store: Store) -> None:
+    spec = {**SPEC, "name": "observed", "monitors": [
+        {"kind": "performance", "name": "val_loss", "source": {"type": "observations", "metric": "loss"}}]}
+    monitors = MonitorService(store)
+    app = create_app(ApiContext(store=store, token=TOKEN, add_observations=monitors.add_observations))
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.post("/v1/studies", headers=AUTH, json={"spec": spec}).status_code == 202
+    resp = client.post("/v1/studies/observed/observations", headers=AUTH,
+                       json={"monitor": "val_loss", "items": [0.5, 0.52, 0.49]})
+    assert resp.status_code == 202 and resp.json()["accepted"] == 3
+    for body, status, words in (
+        ({"monitor": "nope", "items": [1.0]}, 400, "nope"),
+        ({"monitor": "val_loss", "items": ["text"]}, 400, "items[0]"),
+        ({"monitor": "val_loss", "items": []}, 422, "items"),
+    ):
+        resp = client.post("/v1/studies/observed/observations", headers=AUTH, json=body)
+        assert resp.status_code == status and words in resp.json()["error"], resp.text
