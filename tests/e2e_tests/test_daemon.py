@@ -216,3 +216,29 @@ def test_resubmitting_a_running_study_with_a_larger_budget_keeps_its_running_tri
     wait_for(lambda: daemon.events("study_completed", "e2e-grow"), 120, "the study to complete", daemon)
     assert trial_states(daemon.state_dir, "e2e-grow") == {"COMPLETE": 4}
     assert daemon.events("trial_failed", "e2e-grow") == []
+
+
+def test_events_left_unhandled_before_a_start_are_acted_on_once(daemon: DaemonProcess, tmp_path: Path) -> None:
+    from hpod.daemon.api import submit_study
+    from hpod.spec import load_spec
+
+    spec = load_spec(write_spec(tmp_path / "pending.yaml", "e2e-pending", n_trials=2, sleep_seconds=0.0))
+    store = Store.for_state_dir(daemon.state_dir)
+    try:
+        event_id, created = submit_study(store, spec, by="test")  # as the API does, with no daemon to act
+        paused = store.append_event("study_paused", study="e2e-pending", payload={"by": "test"})
+        resumed = store.append_event("study_resumed", study="e2e-pending", payload={"by": "test"})
+    finally:
+        store.close()
+    assert created
+    daemon.start()
+    wait_for(lambda: daemon.events("study_completed", "e2e-pending"), 60, "the pending study", daemon)
+    handled = {e["id"]: e["handled"] for e in daemon.events(study="e2e-pending")}
+    assert handled[event_id] and handled[paused] and handled[resumed]
+    assert len(daemon.events("study_submitted", "e2e-pending")) == 1
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0
+    daemon.start()  # nothing left to act on: the completed study stays completed
+    time.sleep(1.0)
+    assert daemon.study("e2e-pending")["state"] == "completed"
+    assert len(daemon.events("study_completed", "e2e-pending")) == 1
