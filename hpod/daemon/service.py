@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +111,6 @@ class Daemon:
         self._outcomes: dict[int, dict[str, Any]] = {}
         self._cancelling: set[str] = set()
         self._preparing: dict[str, Future[None]] = {}
-        self._prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpod-prepare")
         self._slots_view: list[dict[str, Any]] = []
         self._last_heartbeat = 0.0
         self._watchdog = _watchdog_interval()
@@ -312,7 +311,6 @@ class Daemon:
                     store.set_worker_state(controller.executor.worker_name, "stopped")
                 except StorageError:
                     pass
-        self._prepare_pool.shutdown(wait=False, cancel_futures=True)
         if self._api_server is not None:
             self._api_server.should_exit = True
             assert self._api_thread is not None
@@ -461,7 +459,8 @@ class Daemon:
         self.store.update_study(engine.name, state="paused" if paused else "running")  # type: ignore[union-attr]
         prepare = getattr(engine.resolved.objective, "prepare", None)
         if prepare is not None:
-            self._preparing[engine.name] = self._prepare_pool.submit(prepare, self.config.state_dir / "cache")
+            self._preparing[engine.name] = _in_background(prepare, self.config.state_dir / "cache",
+                                                          name=f"hpod-prepare-{engine.name}")
         return engine
 
     def _activate_safely(self, name: str, *, paused: bool = False) -> None:
@@ -755,6 +754,24 @@ class Daemon:
         return Snapshot(version=__version__, started_at=self.started_at, studies=studies, workers_by_state=workers,
                         gpus=gpu_snapshot(gpu_indices or None), events_by_kind=store.event_counts(),
                         drift=drift, retunes=retunes)
+
+
+def _in_background(fn: Callable[..., Any], *args: Any, name: str) -> Future[None]:
+    """Run ``fn`` on a daemon thread: a long objective preparation (downloading or
+    training a base model) must neither block the main loop nor delay exit on SIGTERM,
+    as a ThreadPoolExecutor's worker (joined at interpreter exit) would."""
+    future: Future[None] = Future()
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def _event_dict(e: EventRow) -> dict[str, Any]:
