@@ -108,6 +108,9 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
     controller = Controller(store, state_dir, executor=executor)
     existed = store.get_study(spec.name, missing_ok=True) is not None
     engine = controller.activate(spec, resolved=resolved, submitted_by="hpod run")
+    # Tell what finished while no controller ran first: recover_orphans() takes a RUNNING
+    # trial whose job is done but untold for an orphan and would drop its result.
+    engine.collect()
     recovered = engine.recover_orphans(alive=pid_alive_on_this_node)
     engine.collect()
     if existed:
