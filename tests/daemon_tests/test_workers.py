@@ -1,0 +1,183 @@
+"""The worker loop: preparing objectives, the --studies filter, its row in hpod_workers,
+SIGTERM (finish or hand back), sd_notify, and batch asks for idle remote slots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hpod_testing import cli_env, hpod_bin
+
+from hpod.daemon.controller import Controller
+from hpod.daemon.engine import Engine
+from hpod.daemon.executor import parse_slots
+from hpod.daemon.store import Store
+from hpod.daemon.worker import Worker
+from hpod.spec import parse_spec
+
+
+def _spec(name: str, *, n_trials: int = 4, seconds: float = 0.0, sampler: str = "random",
+          options: dict[str, Any] | None = None) -> Any:
+    return parse_spec({
+        "name": name,
+        "objective": {"name": "hpod_worker_objectives:NeedsPrepare", "params": {"seconds": seconds}},
+        "objectives": [{"name": "loss"}],
+        "sampler": {"name": sampler, "seed": 1, "options": options or {}},
+        "budget": {"n_trials": n_trials},
+    })
+
+
+def _queue(store: Store, state_dir: Path, spec: Any, n: int) -> Engine:
+    engine = Engine(store, spec, state_dir=state_dir)
+    engine.start()
+    engine.ask(n)
+    return engine
+
+
+def _run_until(worker: Worker, condition: Any, timeout: float = 60) -> threading.Thread:
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            assert thread.is_alive(), "worker loop ended early"
+            time.sleep(0.1)
+    finally:
+        worker.request_stop()
+        thread.join(60)
+    return thread
+
+
+def test_worker_prepares_objective_before_first_trial_and_obeys_studies_filter(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'hpod.db'}")
+    mine = _queue(store, tmp_path / "ctl", _spec("mine"), 3)
+    _queue(store, tmp_path / "ctl", _spec("other"), 2)
+    worker = Worker(store, tmp_path / "w", slots=parse_slots(None, 1), name="w-filter", studies=["mine"],
+                    poll_seconds=0.05, heartbeat_seconds=0.5, lease_seconds=5, codecarbon=False)
+    _run_until(worker, lambda: len(store.jobs("mine", states=["done", "failed"])) == 3)
+    assert (tmp_path / "w" / "cache" / "prepared.marker").exists()
+    assert [j.state for j in store.jobs("mine")] == ["done"] * 3, [j.fail_reason for j in store.jobs("mine")]
+    assert [j.state for j in store.jobs("other")] == ["queued"] * 2
+    mine.collect()
+    assert mine.summary(refresh=True).counts == {"COMPLETE": 3}
+    row = {w.name: w for w in store.workers()}["w-filter"]
+    assert row.state == "stopped" and row.studies == "mine" and row.slots == 1
+    assert [e.kind for e in store.events(kinds=["worker_joined"])] == ["worker_joined"]
+
+
+def test_worker_row_shows_current_trials_while_busy(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'hpod.db'}")
+    _queue(store, tmp_path / "ctl", _spec("busy", seconds=3.0), 2)
+    worker = Worker(store, tmp_path / "w", slots=parse_slots(None, 2), name="w-busy", poll_seconds=0.05,
+                    heartbeat_seconds=0.3, lease_seconds=5, codecarbon=False)
+    seen: list[Any] = []
+
+    def busy_row() -> bool:
+        row = {w.name: w for w in store.workers()}.get("w-busy")
+        if row is not None and row.state == "busy" and len(json.loads(row.current_json)) == 2:
+            seen.append(row)
+            return True
+        return False
+
+    _run_until(worker, busy_row)
+    current = json.loads(seen[0].current_json)
+    assert {c["study"] for c in current} == {"busy"} and {c["slot"] for c in current} == {"cpu0", "cpu1"}
+    assert seen[0].node and seen[0].slots == 2
+    # Stopped with grace: both trials finished rather than being handed back.
+    assert [j.state for j in store.jobs("busy")] == ["done", "done"]
+
+
+def _notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    return sock, path
+
+
+def _read_all(sock: socket.socket) -> str:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except (TimeoutError, socket.timeout):
+            return "\n".join(out)
+
+
+@pytest.mark.parametrize("grace", [30.0, 0.0])
+def test_sigterm_finishes_or_hands_back_running_trials_and_exits_zero(tmp_path: Path, grace: float) -> None:
+    url = f"sqlite:///{tmp_path / 'hpod.db'}"
+    store = Store(url)
+    _queue(store, tmp_path / "ctl", _spec("term", seconds=2.5), 1)
+    sock, path = _notify_socket(tmp_path)
+    env = cli_env(NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
+    proc = subprocess.Popen([hpod_bin(), "worker", "--storage", url, "--name", "w-term", "--state-dir",
+                             str(tmp_path / "w"), "--poll-seconds", "0.05", "--grace-seconds", str(grace),
+                             "--no-codecarbon"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not store.jobs("term", states=["running"]):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    job = store.jobs("term")[0]
+    if grace:
+        assert job.state == "done", output
+    else:
+        assert (job.state, job.fail_reason) == ("lost", "shutdown"), output
+    notes = _read_all(sock)
+    assert "READY=1" in notes and "WATCHDOG=1" in notes and "STOPPING=1" in notes
+    assert {w.name: w.state for w in store.workers()} == {"w-term": "stopped"}
+
+
+def test_worker_command_rejects_bad_arguments(tmp_path: Path) -> None:
+    base = [hpod_bin(), "worker", "--state-dir", str(tmp_path)]
+    env = {k: v for k, v in cli_env().items() if k != "HPOD_STORAGE"}
+    res = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--storage" in res.stderr
+    res = subprocess.run(base + ["--storage", f"sqlite:///{tmp_path}/x.db", "--lease-seconds", "2",
+                                 "--heartbeat-seconds", "3"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--heartbeat-seconds" in res.stderr and "2" in res.stderr
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_controller_asks_one_distinct_configuration_per_idle_remote_slot(tmp_path: Path, sampler: str) -> None:
+    """With k idle remote workers the controller queues k configurations at once, and a
+    model-based sampler (past its start-up trials) makes them k different points."""
+    store = Store(f"sqlite:///{tmp_path / 'hpod.db'}")
+    k = 4
+    for i in range(k):
+        store.heartbeat_worker(f"remote{i}", slots=1, state="idle", current=[])
+    controller = Controller(store, tmp_path / "ctl", executor=None)
+    spec = _spec(f"batch-{sampler}", n_trials=40, sampler=sampler, options={"n_startup_trials": 4})
+    engine = controller.activate(spec)
+    assert engine.parallelism >= k  # the sampler is told about the concurrent trials
+    for round_ in range(3):
+        controller.step()
+        queued = store.jobs(spec.name, states=["queued"])
+        assert len(queued) == k, f"round {round_}: {len(queued)} queued"
+        params = [json.loads(j.params_json)["x"] for j in queued]
+        assert len(set(params)) == k and max(params) - min(params) > 1e-3, params
+        for _ in range(k):  # the remote workers run them
+            job = store.claim_job("remote", lease_seconds=30)
+            assert job is not None
+            x = json.loads(job.params_json)["x"]
+            store.finish_job(job.id, job.lease_token, result={"metrics": {"loss": (x - 0.3) ** 2}})  # type: ignore[arg-type]
+        controller.step(start_new=False)
+    assert engine.summary(refresh=True).counts.get("COMPLETE") == 3 * k
