@@ -166,13 +166,53 @@ def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: J
     store, sd = _open_store(state_dir, storage, light=True)
     studies = _study_rows(store)
     monitors, retunes = monitor_states(store), retune_states(store)
+    workers = worker_rows(store)
     if as_json:
         _print_json({"daemon": None, "storage": store.safe_url, "studies": studies, "monitors": monitors,
-                     "retunes": retunes})
+                     "retunes": retunes, "workers": workers})
         return
     out.print(f"daemon: [yellow]not reachable[/] — showing what {store.safe_url} holds")
     _print_studies(studies)
     print_monitors_and_retunes(monitors, retunes)
+    print_workers(workers)
+
+
+def worker_rows(store: Any) -> list[dict[str, Any]]:
+    """Rows of ``hpod_workers`` as JSON; a worker silent for longer than the controller
+    waits (WORKER_STALE_SECONDS) is shown as ``lost``."""
+    import time
+
+    from hpod.daemon.controller import WORKER_STALE_SECONDS
+    from hpod.errors import StorageError
+
+    try:
+        rows = store.workers()
+    except StorageError:
+        return []
+    now = time.time()
+    result = []
+    for w in rows:
+        state = w.state
+        if state in ("idle", "busy") and now - w.last_heartbeat > WORKER_STALE_SECONDS:
+            state = "lost"
+        result.append({"name": w.name, "node": w.node, "pid": w.pid, "state": state, "slots": w.slots,
+                       "gpus": w.gpus, "studies": w.studies, "current": json.loads(w.current_json or "[]"),
+                       "last_heartbeat": w.last_heartbeat, "started_at": w.started_at})
+    return result
+
+
+def print_workers(workers: list[dict[str, Any]]) -> None:
+    """Workers: node, state, slots, the trials they run, last heartbeat."""
+    if not workers:
+        return
+    t = Table(title="workers")
+    for col in ("worker", "node", "state", "slots", "running", "last heartbeat"):
+        t.add_column(col)
+    for w in workers:
+        running = ", ".join(f"{c.get('study')}#{c.get('trial')}" for c in w["current"]) or "–"
+        slots = str(w["slots"]) + (f" (GPU {w['gpus']})" if w["gpus"] else "")
+        t.add_row(w["name"], w["node"], w["state"], slots, running, _ago(w["last_heartbeat"]))
+    out.print(t)
 
 
 def print_monitors_and_retunes(monitors: list[dict[str, Any]], retunes: list[dict[str, Any]]) -> None:
