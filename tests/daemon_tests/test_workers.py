@@ -181,3 +181,27 @@ def test_controller_asks_one_distinct_configuration_per_idle_remote_slot(tmp_pat
             store.finish_job(job.id, job.lease_token, result={"metrics": {"loss": (x - 0.3) ** 2}})  # type: ignore[arg-type]
         controller.step(start_new=False)
     assert engine.summary(refresh=True).counts.get("COMPLETE") == 3 * k
+
+
+def test_status_lists_workers_with_node_slots_trials_and_lost_state(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hpod.db'}"
+    store = Store(url)
+    store.heartbeat_worker("gpu-node-1", slots=2, state="busy", gpus="0,1",
+                           current=[{"study": "s", "trial": 7, "slot": "gpu0"}])
+    store.heartbeat_worker("gone", slots=1, state="idle", current=[])
+    from sqlalchemy import update
+
+    from hpod.daemon.store import WorkerRow
+
+    with store.session() as s:  # its last heartbeat was a minute ago
+        s.execute(update(WorkerRow).where(WorkerRow.name == "gone").values(last_heartbeat=time.time() - 60))
+    res = subprocess.run([hpod_bin(), "status", "--json", "--storage", url], env=cli_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    workers = {w["name"]: w for w in json.loads(res.stdout)["workers"]}
+    assert workers["gpu-node-1"]["state"] == "busy" and workers["gpu-node-1"]["slots"] == 2
+    assert workers["gpu-node-1"]["gpus"] == "0,1" and workers["gpu-node-1"]["current"][0]["trial"] == 7
+    assert workers["gone"]["state"] == "lost"
+    table = subprocess.run([hpod_bin(), "status", "--storage", url], env=cli_env(), capture_output=True, text=True,
+                           timeout=60)
+    assert "gpu-node-1" in table.stdout and "s#7" in table.stdout
