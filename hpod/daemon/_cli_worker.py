@@ -23,8 +23,8 @@ def worker(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
     cpu_slots: Annotated[Optional[int], typer.Option("--cpu-slots", min=1, help="Trials at once on CPU "
                                                      "(default 1 without --gpus).")] = None,
-    studies: Annotated[Optional[str], typer.Option("--studies", help="Only run trials of these studies "
-                                                   "(comma-separated names).")] = None,
+    studies: Annotated[Optional[str], typer.Option("--studies", envvar="HPOD_STUDIES", help="Only run trials of "
+                                                   "these studies (comma-separated names).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Unique worker name (default NODE:PID).")] = None,
     lease_seconds: Annotated[float, typer.Option("--lease-seconds", min=1.0, help="A trial's lease: this long "
                                                  "after the last renewal a silent worker's trial is failed as "
@@ -58,8 +58,9 @@ def worker(
         raise UsageError(f"--heartbeat-seconds must be less than --lease-seconds ({lease_seconds:g}); "
                          f"found {heartbeat:g}")
     slots = parse_slots(gpus, cpu_slots)
-    study_names = [s.strip() for s in studies.split(",") if s.strip()] if studies else None
-    if studies is not None and not study_names:
+    # An empty HPOD_STUDIES= in the unit's environment file means: every study.
+    study_names = [s.strip() for s in studies.split(",") if s.strip()] if studies and studies.strip() else None
+    if studies and studies.strip() and not study_names:
         raise UsageError(f"--studies: expected comma-separated study names (found {studies!r})")
     worker_name = name or default_worker_name()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
