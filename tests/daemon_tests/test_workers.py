@@ -4,7 +4,6 @@ SIGTERM (finish or hand back), sd_notify, and batch asks for idle remote slots."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
