@@ -249,6 +249,8 @@ class ServingSpec(_Strict):
     """
 
     enabled: bool = False
+    #: where the daemon serves this study (``hpod serve --api`` overrides it)
+    address: str = "127.0.0.1:8766"
     policy: str = "min-loss"
     record_text: bool = False
     max_body_bytes: int = Field(default=1 << 20, ge=256, le=1 << 30)

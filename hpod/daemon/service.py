@@ -115,6 +115,7 @@ class Daemon:
         self._last_heartbeat = 0.0
         self._watchdog = _watchdog_interval()
         self._last_watchdog = 0.0
+        self.serving: Any = None
         self._api_server: Any = None
         self._api_thread: threading.Thread | None = None
         self._metrics_server: Any = None
@@ -202,6 +203,9 @@ class Daemon:
         if cfg.metrics:
             self._metrics_server = start_metrics_server(cfg.metrics, self.registry)
         self._start_api()
+        from hpod.daemon._daemon_serving import DaemonServing
+
+        self.serving = DaemonServing(store, cfg.state_dir, self.token)
         self.scheduler.start()
         self._ready = True
 
@@ -311,6 +315,8 @@ class Daemon:
                     store.set_worker_state(controller.executor.worker_name, "stopped")
                 except StorageError:
                     pass
+        if self.serving is not None:
+            self.serving.stop()
         if self._api_server is not None:
             self._api_server.should_exit = True
             assert self._api_thread is not None
@@ -339,6 +345,8 @@ class Daemon:
                     self._scan_spec_dir()
                 self._process_events()
                 self._check_retunes()
+                if self.serving is not None:
+                    self.serving.ensure()
                 busy = controller.step(studies=self._allowed_studies())
                 self._finish_cancelled()
                 self._heartbeat()
@@ -714,6 +722,7 @@ class Daemon:
             "studies": studies,
             "monitors": monitor_rows(store),
             "retunes": _retune_states(store),
+            "serving": self.serving.status() if self.serving is not None else [],
             "events": events,
         }
 

@@ -19,7 +19,6 @@ import pytest
 
 from hpod.daemon.store import Store
 
-sys.path.insert(0, str(Path(__file__).parent))
 from daemon_harness import DaemonProcess, wait_for, write_spec  # noqa: E402
 
 

@@ -15,7 +15,6 @@ import httpx
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
 from daemon_harness import DaemonProcess, free_port, wait_for, write_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
