@@ -296,3 +296,28 @@ def test_mo_pruning_stops_trials_and_cuts_the_energy_spent(tmp_path: Path) -> No
     assert s_pruned.energy_spent_joules == pytest.approx(sum(r["energy_spent_joules"] for r in records))
     # The same configurations were sampled in both studies (same random sampler seed).
     assert [t.params for t in plain.study.get_trials()] == [t.params for t in pruned.study.get_trials()]
+
+
+def test_worker_side_handlers_prune_and_decide_seeds_from_the_store(tmp_path: Path) -> None:
+    from hpod.daemon.strategies import trial_handlers
+
+    spec = parse_spec({"name": "remote", "objective": {"name": "synthetic:training_cost"},
+                       "objectives": [{"name": "loss"}, {"name": "time_seconds"}], "budget": {"n_trials": 5},
+                       "pruner": {"kind": "early_stopping", "patience": 1}, "seeds": {"max": 2, "adaptive": True}})
+    store = Store.for_state_dir(tmp_path)
+    engine = Engine(store, spec, state_dir=tmp_path)
+    engine.start()
+    finish_next_job(engine, {"loss": 1.0, "time_seconds": 100.0, "energy_joules": 1.0, "memory_bytes": 1.0})
+    report, more_seeds = trial_handlers(store, spec, tmp_path)  # as an `hpod worker` would build them
+    job = store.create_job(study="remote", trial_id=999, trial_number=7, params={})
+    assert not report(job, 0, 1, {"loss": 2.0}) and report(job, 0, 2, {"loss": 2.0})  # no improvement: stop
+    assert not more_seeds(job, 0, {"loss": 3.0, "time_seconds": 900.0})  # dominated by the stored trial
+    assert more_seeds(job, 0, {"loss": 0.5, "time_seconds": 900.0})  # a trade-off: worth another seed
+
+
+@pytest.mark.parametrize("path", ["examples/synthetic-scalarized.yaml", "examples/synthetic-pbt.yaml"])
+def test_example_strategy_specs_resolve(path: str) -> None:
+    from hpod.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / path)
+    assert resolve(spec).spec.strategy.kind in ("scalarized", "pbt")

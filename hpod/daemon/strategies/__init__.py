@@ -8,7 +8,7 @@ pruner and seed handlers to the executor that runs the study's trials.
 
 from __future__ import annotations
 
-from hpod.daemon.strategies._base import Strategy, create_strategy
+from hpod.daemon.strategies._base import Strategy, create_strategy, trial_handlers
 from hpod.daemon.strategies._options import (
     PRUNER_KINDS,
     STRATEGY_KINDS,
@@ -55,4 +55,5 @@ __all__ = [
     "pbt_lineage",
     "pbt_state",
     "scalarized_front",
+    "trial_handlers",
 ]

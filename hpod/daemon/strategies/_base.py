@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from hpod.daemon.samplers import SamplerChoice
     from hpod.daemon.store import JobRow
 
-__all__ = ["Strategy", "create_strategy"]
+__all__ = ["Strategy", "create_strategy", "trial_handlers"]
 
 
 class Strategy:
@@ -67,3 +67,15 @@ def create_strategy(engine: Engine) -> Strategy:
 
         return PBTStrategy(engine)
     return Strategy(engine)
+
+
+def trial_handlers(store: Any, spec: Any, state_dir: Any) -> tuple[Any, Any]:
+    """``(report_handler, seed_handler)`` of a study, for an executor outside the
+    controller's process (``hpod worker``): install them as
+    ``executor.report_handlers[spec.name]`` / ``executor.seed_handlers[spec.name]``.
+    Either is None when the study has no pruner / no adaptive seeds. They read the
+    study's trials from the shared store, so their view is as fresh as the database."""
+    from hpod.daemon.engine import Engine
+
+    engine = Engine(store, spec, state_dir=state_dir)
+    return engine.report_handler, engine.seed_handler
