@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -105,15 +105,6 @@ class AdaptiveSeeds:
                 dominated = np.any(np.all(front <= optimistic, axis=1) & np.any(front < optimistic, axis=1))
                 decision = not bool(dominated)
         self.decisions.append((trial, seed_index + 1, decision))
-        if not decision:
-            self._seen.pop(trial, None)
+        if not decision or seed_index + 2 >= self.engine.spec.seeds:
+            self._seen.pop(trial, None)  # no further question about this trial
         return decision
-
-    def forget(self, trial: int) -> None:
-        self._seen.pop(trial, None)
-
-
-def seeds_summary(trials: list[Any]) -> dict[str, float]:
-    """Seed evaluations spent over the given frozen trials (for reports and benchmarks)."""
-    runs = [len(t.user_attrs.get("hpod.seeds") or []) for t in trials]
-    return {"configurations": float(len(runs)), "seed_evaluations": float(sum(runs))}
