@@ -91,9 +91,11 @@ class WorkerStats:
 class _Preparer:
     """Prepares each study's objective once (on a thread), before its first trial here."""
 
-    def __init__(self, store: Store, cache_dir: Path):
+    def __init__(self, store: Store, cache_dir: Path, on_ready: Any = None):
         self.store = store
         self.cache_dir = cache_dir
+        #: called with (study name, spec) after a successful prepare, on the helper thread
+        self.on_ready = on_ready
         self.ready: set[str] = set()
         self._busy: set[str] = set()
         self._lock = threading.Lock()
@@ -114,6 +116,8 @@ class _Preparer:
             resolved = resolve(parse_spec(json.loads(row.spec_json)))
             log.info("preparing objective %s of study %s", resolved.spec.objective.name, study)
             resolved.objective.prepare(self.cache_dir)
+            if self.on_ready is not None:
+                self.on_ready(study, resolved.spec)
         except StorageError as exc:
             # The study is retried on the next round: an outage is not the study's fault.
             log.warning("cannot prepare study %s yet: %s", study, exc)
@@ -168,7 +172,7 @@ class Worker:
         self.executor = LocalExecutor(store, state_dir, slots=slots, worker_name=self.name,
                                       lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
                                       preload=preload, codecarbon=codecarbon)
-        self.preparer = _Preparer(store, state_dir / "cache")
+        self.preparer = _Preparer(store, state_dir / "cache", on_ready=self._install_trial_handlers)
         self.stats = WorkerStats()
         self.stop_requested = threading.Event()
         self.abort_requested = threading.Event()
@@ -178,6 +182,17 @@ class Worker:
         self._last_row = 0.0
         self._last_scan = 0.0
         self._reported: frozenset[int] = frozenset()
+
+    def _install_trial_handlers(self, study: str, spec: Any) -> None:
+        """The study's pruner / adaptive-seed handlers, as the controller installs them
+        for its local executor (they read the study's trials from the shared store)."""
+        from hpod.daemon.strategies import trial_handlers
+
+        report, seeds = trial_handlers(self.store, spec, self.state_dir)
+        if report is not None:
+            self.executor.report_handlers[study] = report
+        if seeds is not None:
+            self.executor.seed_handlers[study] = seeds
 
     # ------------------------------------------------------------------ control
     def request_stop(self) -> None:
