@@ -269,7 +269,7 @@ def _target_section(rows: list[dict[str, Any]]) -> list[str]:
             best_text = f"{plain[best_method]:.2f} ({best_method.removeprefix('optuna ')})" if best_method else "·"
             lines.append(
                 f"| {problem} | {'noisy' if noise else 'noiseless'} | {auto:.2f} | {best_text} | "
-                f"{nsga if nsga is None else f'{nsga:.2f}'} | {sec if sec is None else f'{sec:.2f}'} | {met} |"
+                f"{'·' if nsga is None else f'{nsga:.2f}'} | {'·' if sec is None else f'{sec:.2f}'} | {met} |"
             )
     lines.append("")
     return lines
