@@ -164,8 +164,8 @@ def _hypervolume(points: list[tuple[float, float, float]], ideal: np.ndarray, re
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--trials-worth", type=float, default=16.0,
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials-worth", type=float, default=30.0,
                         help="energy budget, in mean trials' energy of a random full run")
     parser.add_argument("--quick", action="store_true", help="1 seed, a budget of 10 trials' energy (CI smoke)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
