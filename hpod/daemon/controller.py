@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from hpod.daemon.engine import Engine
 from hpod.daemon.executor import LocalExecutor
 from hpod.daemon.store import Store
@@ -112,6 +114,7 @@ class Controller:
         return n
 
     def capacity(self) -> int:
+        """Free local slots plus idle remote worker slots."""
         local = len(self.executor.free_slots()) if self.executor is not None else 0
         remote = self._remote_slots()
         if remote:
@@ -162,38 +165,49 @@ class Controller:
         return busy
 
     def _ask(self, studies: Iterable[str] | None) -> bool:
+        """Queue one configuration per free slot, fairly across studies. A database
+        outage here skips this round (the next step retries)."""
+        try:
+            return self._ask_unsafe(studies)
+        except StorageError as exc:
+            log.warning("cannot ask for new trials (will retry): %s", exc)
+        except SQLAlchemyError as exc:  # Optuna's own sessions report outages this way
+            log.warning("cannot ask for new trials (will retry): %s", str(exc).splitlines()[0])
+        except Exception as exc:
+            if type(exc).__name__ != "StorageInternalError":  # optuna.exceptions, imported lazily
+                raise
+            log.warning("cannot ask for new trials (will retry): %s", exc)
+        return False
+
+    def _ask_unsafe(self, studies: Iterable[str] | None) -> bool:
         allowed = set(studies) if studies is not None else None
         candidates = [a.engine for n, a in self.engines.items()
                       if not a.paused and (allowed is None or n in allowed) and a.engine.budget_exhausted() is None]
         if not candidates:
             return False
-        try:
-            queued: dict[str, int] = {}
-            for job in self.store.jobs(states=["queued"]):
-                queued[job.study] = queued.get(job.study, 0) + 1
-        except StorageError:
+        queued = sum(1 for _ in self.store.jobs(states=["queued"]))
+        free = self.capacity() - queued
+        if free <= 0:
             return False
-        free = self.capacity() - sum(queued.values())
+        # In flight (running + queued) per study, counted here rather than re-read
+        # from the database after every ask.
+        inflight = {e.name: e.summary().running for e in candidates}
         asked = False
-        # Fair share: fewest in flight (running + queued) per unit of priority first.
+        # Fair share: fewest in flight per unit of priority first.
         while free > 0 and candidates:
-            def load(e: Engine) -> tuple[float, int]:
-                inflight = e.summary().running
-                return (inflight / (1 + max(0, e.spec.priority)), -e.spec.priority)
-
-            candidates.sort(key=load)
+            candidates.sort(key=lambda e: (inflight[e.name] / (1 + max(0, e.spec.priority)), -e.spec.priority))
             engine = candidates[0]
             cap = engine.spec.max_concurrency
-            if cap is not None and engine.summary().running >= cap:
+            if cap is not None and inflight[engine.name] >= cap:
                 candidates.pop(0)
                 continue
             jobs = engine.ask(1)
             if not jobs:
                 candidates.pop(0)
                 continue
-            engine.summary(refresh=True)
+            inflight[engine.name] += len(jobs)
             asked = True
-            free -= 1
+            free -= len(jobs)
         return asked
 
     def wait(self, timeout: float) -> None:
