@@ -183,10 +183,12 @@ class Engine:
         import optuna
 
         n = 0
-        by_trial = {j.trial_id: j for j in self.store.jobs(self.name, states=["running", "queued"])}
+        # Every job of the study, whatever its state: a job that already holds an outcome
+        # (done / failed / lost) is not an orphan; `collect` tells Optuna about it.
+        by_trial = {j.trial_id: j for j in self.store.jobs(self.name)}
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             job = by_trial.get(t._trial_id)
-            if job is not None and alive(job):
+            if job is not None and (job.state not in ("running", "queued") or alive(job)):
                 continue
             if job is not None:
                 self.store.release_jobs([job.id], reason="orphaned")  # type: ignore[list-item]
