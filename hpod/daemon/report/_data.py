@@ -174,7 +174,7 @@ def load_report_data(store: Store, study: str, *, selection: str = "knee") -> Re
     row = store.get_study(study)
     assert row is not None
     spec = parse_spec(json.loads(row.spec_json))
-    names = list(spec.objective_names)
+    names = list(spec.value_names)  # the Optuna values (F alone for a scalarized study)
     directions = list(spec.directions)
     if selection != "knee" and selection not in names:
         raise UsageError(f"selection: expected {SELECTION_HELP}; got {selection!r} "
