@@ -22,11 +22,11 @@ per trial, leases, events and the controller's tell/summary per trial.
 
 from __future__ import annotations
 
+from benchmarks._machine import describe_machine
 import argparse
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,7 +35,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +43,6 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for pkg in ("torch", "optuna", "sqlalchemy", "psycopg"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = "absent"
     pg = "unknown"
     try:
         import psycopg
@@ -66,7 +51,7 @@ def machine() -> dict[str, Any]:
             pg = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     except Exception:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "postgresql": pg, **versions}
+    return {**describe_machine("optuna", "sqlalchemy", "psycopg"), "postgresql": pg}
 
 
 @contextmanager

@@ -12,13 +12,11 @@ Results: benchmarks/results/drift.json and drift.md.
 
 from __future__ import annotations
 
+from benchmarks._machine import describe_machine
 import argparse
 import json
-import os
-import platform
 import re
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -58,19 +56,7 @@ DATA_DETECTORS: dict[str, list[str]] = {
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = "absent"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch_version, "python": platform.python_version()}
+    return describe_machine()
 
 
 class TextStream:

@@ -9,14 +9,12 @@ at the 15 s scrape interval, far inside the 10 s scrape timeout).
 
 from __future__ import annotations
 
+from benchmarks._machine import describe_machine
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 import urllib.request
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +36,7 @@ TARGET_MS_AT_100_STUDIES = 250.0
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = "absent"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch_version,
-        "prometheus_client": metadata.version("prometheus-client"),
-        "python": platform.python_version(),
-    }
+    return describe_machine("prometheus-client")
 
 
 def snapshot_with(n_studies: int) -> Snapshot:

@@ -11,15 +11,13 @@ optimizer state, activations). Results: benchmarks/results/lora.json and lora.md
 
 from __future__ import annotations
 
+from benchmarks._machine import describe_machine
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +31,7 @@ TINY = {"vocab_size": 384, "d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers":
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = "absent"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch_version, "python": platform.python_version()}
+    return describe_machine()
 
 
 def _rss_bytes() -> int:

@@ -16,16 +16,15 @@ and .md (``--quick``: benchmarks/results/quick/, asserts nothing about speed).
 
 from __future__ import annotations
 
+from benchmarks._machine import describe_machine
 import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +43,7 @@ constant.default_space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}  # ty
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("torch", "optuna", "codecarbon", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "absent"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), **versions,
+    return {**describe_machine("optuna", "codecarbon", "numpy"),
             "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
 
 

@@ -8,10 +8,10 @@ problem's known maximum. Writes benchmarks/results/samplers.{json,md} and sample
 
 from __future__ import annotations
 
+from benchmarks._machine import describe_machine
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -143,27 +143,7 @@ def run_one(problem_name: str, method: str, noise: bool, seed: int, budget: int)
 
 
 def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import botorch
-    import optuna
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "optuna": optuna.__version__,
-        "botorch": botorch.__version__,
-    }
+    return describe_machine("optuna", "botorch")
 
 
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:

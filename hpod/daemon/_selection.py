@@ -78,7 +78,7 @@ def select_trial(store: Store, study: str, *, spec: StudySpec | None = None,
         row = store.get_study(study)
         spec = parse_spec(json.loads(row.spec_json))  # type: ignore[union-attr]
     policy = policy or spec.serving.policy
-    names = spec.objective_names
+    names = spec.value_names  # what trial.values holds (["scalarized"] for a scalarized study)
     trials = [t for t in store.load_optuna_study(study).get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.values is not None and feasible(t)]
     scored: list[tuple[float, Any]] = []

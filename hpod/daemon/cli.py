@@ -334,6 +334,30 @@ def pareto(study: Annotated[str, typer.Argument(help="Study name.")], state_dir:
 def _print_pareto_table(store: Any, study: str) -> None:
     recs = _records(store, study, pareto_only=True)
     _print_records(recs, title=f"Pareto front of {study} ({len(recs)} trials)")
+    _print_selected(store, study, recs)
+
+
+#: metrics shown for the selected configuration when the objective reports them
+_QUALITY_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match")
+
+
+def _print_selected(store: Any, study: str, front: list[dict[str, Any]]) -> None:
+    """The configuration a user would take (the front's knee) with its quality metrics."""
+    if not front:
+        return
+    from hpod.daemon._selection import select_trial
+
+    selection, _ = select_trial(store, study, policy="knee")
+    if selection is None:
+        return
+    rec = next((r for r in front if r["number"] == selection.trial), None)
+    if rec is None:
+        return
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(rec["params"].items()))
+    out.print(f"[bold]selected (knee of the front): trial {rec['number']}[/] — {params}")
+    shown = {k: rec["metrics"][k] for k in _QUALITY_METRICS if k in rec["metrics"]}
+    values = {**(rec["values"] or {}), **shown}
+    out.print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
 
 
 def _print_records(recs: list[dict[str, Any]], *, title: str) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from hpod.daemon.store import EventRow, Store, WorkerRow
+from hpod.daemon.store import Store, WorkerRow
 from hpod.errors import StorageError
 
 if TYPE_CHECKING:

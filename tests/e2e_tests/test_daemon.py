@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from datetime import datetime, timedelta
 from collections.abc import Iterator

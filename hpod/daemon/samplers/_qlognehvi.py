@@ -23,7 +23,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpod.daemon.pareto import derive_reference_point
-from hpod.daemon.samplers._startup import SobolStartupSampler, from_unit_interval, to_unit_interval
+from hpod.daemon.samplers._startup import SobolStartupSampler, to_unit_interval
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
