@@ -84,18 +84,17 @@ def select_trial(store: Store, study: str, *, spec: StudySpec | None = None,
     scored: list[tuple[float, Any]] = []
     if policy == "knee":
         if trials:
+            from hpod.daemon.pareto import knee_index
+
             pts = np.array([[v if d == "minimize" else -v for v, d in zip(t.values, spec.directions)]
                             for t in trials], dtype=float)
-            # scale each objective to [0, 1] over the feasible trials: the knee is the
-            # front point nearest the ideal corner, whatever the units
-            low, span = pts.min(axis=0), np.ptp(pts, axis=0)
-            scaled = (pts - low) / np.where(span > 0, span, 1.0)
-            front = non_dominated_mask(pts)
-            dist = np.sqrt((scaled ** 2).sum(axis=1))
-            scored = [(float(d), t) for d, t, on in zip(dist, trials, front) if on]
-            # configurations off the front are scored too, for comparisons across versions
-            others = [(float(d), t) for d, t, on in zip(dist, trials, front) if not on]
-            candidates, everything = scored, scored + others
+            on_front = non_dominated_mask(pts)
+            front = [t for t, on in zip(trials, on_front) if on]
+            knee = front[knee_index(pts[on_front], [t.number for t in front])]
+            # Scores only order configurations: 0 for the knee, 1 for the rest of the
+            # front, 2 off the front (to compare a configuration re-run in another version).
+            candidates = [(0.0, knee)]
+            everything = [(0.0 if t is knee else 1.0 if on else 2.0, t) for t, on in zip(trials, on_front)]
         else:
             candidates = everything = []
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["derive_reference_point", "hypervolume", "non_dominated_mask"]
+__all__ = ["derive_reference_point", "hypervolume", "knee_index", "non_dominated_mask"]
 
 #: Fraction of each objective's observed range added beyond the nadir point when a
 #: reference point is derived (the common "nadir + 10 %" convention).
@@ -96,3 +96,18 @@ def derive_reference_point(values: np.ndarray, margin: float = REFERENCE_POINT_M
     spread = nadir - array.min(axis=0)
     spread = np.where(spread > 0, spread, np.where(nadir != 0, np.abs(nadir), 1.0))
     return nadir + margin * spread
+
+
+def knee_index(front: np.ndarray, order: list[int] | None = None) -> int:
+    """Index of the knee of ``front`` (n x m, minimized, mutually non-dominated): the
+    point nearest the ideal corner once each objective is scaled to [0, 1] over the
+    front, whatever the units. Ties go to the smallest ``order`` (e.g. trial number).
+    """
+    points = _as_matrix(front, "front")
+    if points.shape[0] == 0:
+        raise ValueError("front is empty")
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    distance = np.linalg.norm((points - low) / span, axis=1)
+    keys = np.asarray(order if order is not None else range(len(points)))
+    return int(np.lexsort((keys, distance))[0])

@@ -57,3 +57,16 @@ def test_derived_reference_point_is_nadir_plus_ten_percent_of_range() -> None:
     # A constant objective still gets a point strictly beyond it.
     reference = derive_reference_point(np.array([[3.0, 0.0], [3.0, 0.0]]))
     assert reference[0] > 3.0 and reference[1] > 0.0
+
+
+def test_knee_is_the_front_point_nearest_the_scaled_ideal_corner():
+    import numpy as np
+
+    from hpod.daemon.pareto import knee_index
+
+    # units differ by 1e9: scaling makes the balanced point the knee, not the extremes
+    front = np.array([[0.0, 4e9], [1.0, 1e9], [4.0, 0.0]])
+    assert knee_index(front) == 1
+    # ties go to the smallest order key
+    tied = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert knee_index(tied, [7, 3]) == 1

@@ -116,11 +116,10 @@ def select_trial(points: np.ndarray, numbers: list[int], objective_names: list[s
     if len(numbers) == 0:
         return None
     if selection == "knee":
-        lo, hi = points.min(axis=0), points.max(axis=0)
-        span = np.where(hi > lo, hi - lo, 1.0)
-        distance = np.linalg.norm((points - lo) / span, axis=1)
+        from hpod.daemon.pareto import knee_index
+
         # Ties go to the earliest trial: stable across report runs.
-        return numbers[int(np.lexsort((numbers, distance))[0])]
+        return numbers[knee_index(points, numbers)]
     if selection in objective_names:
         column = points[:, objective_names.index(selection)]
         return numbers[int(np.lexsort((numbers, column))[0])]
