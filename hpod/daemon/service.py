@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from hpod.daemon._sd_notify import sd_notify, watchdog_interval
 from hpod import __version__
 from hpod.daemon.config import DaemonConfig, resolve_token
 from hpod.daemon.scheduling import DaemonScheduler, RetuneHook, RetuneRequest, spec_files, window_open
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from hpod.daemon.store import EventRow, JobRow, Store
     from hpod.spec import StudySpec
 
-__all__ = ["Daemon", "run_daemon", "sd_notify", "EVENT_HANDLER_KINDS"]
+__all__ = ["Daemon", "run_daemon", "EVENT_HANDLER_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +43,6 @@ log = logging.getLogger(__name__)
 EVENT_HANDLER_KINDS = ("study_submitted", "study_paused", "study_resumed", "study_cancelled", "retune_started")
 #: consecutive failed loop iterations after which the daemon exits (systemd restarts it)
 _MAX_LOOP_FAILURES = 30
-
-
-def sd_notify(message: str) -> bool:
-    """Send ``message`` (``READY=1``…) to systemd over ``$NOTIFY_SOCKET``; False when
-    not run by systemd or the socket is gone. Never raises."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):  # abstract namespace socket
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            # Never block the main loop: a receiver that stopped reading fills its queue.
-            sock.setblocking(False)
-            sock.connect(address)
-            sock.send(message.encode())
-        return True
-    except OSError as exc:
-        log.debug("sd_notify(%r) failed: %s", message, exc)
-        return False
-
-
-def _watchdog_interval() -> float | None:
-    """Half of ``$WATCHDOG_USEC`` in seconds, when the watchdog is meant for this process."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    pid = os.environ.get("WATCHDOG_PID")
-    if not usec or not usec.isdigit() or int(usec) == 0:
-        return None
-    if pid and pid.isdigit() and int(pid) != os.getpid():
-        return None
-    return int(usec) / 2e6
 
 
 class Daemon:
@@ -113,7 +83,7 @@ class Daemon:
         self._preparing: dict[str, Future[None]] = {}
         self._slots_view: list[dict[str, Any]] = []
         self._last_heartbeat = 0.0
-        self._watchdog = _watchdog_interval()
+        self._watchdog = watchdog_interval()
         self._last_watchdog = 0.0
         self.serving: Any = None
         self._api_server: Any = None

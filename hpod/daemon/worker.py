@@ -30,46 +30,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hpod.daemon._sd_notify import sd_notify, watchdog_interval
 from hpod.daemon.executor import LocalExecutor, Slot
 from hpod.daemon.store import Store
 from hpod.errors import StorageError
 
-__all__ = ["Worker", "WorkerStats", "sd_notify", "default_worker_name"]
+__all__ = ["Worker", "WorkerStats", "default_worker_name"]
 
 log = logging.getLogger(__name__)
-
-
-def sd_notify(message: str) -> bool:
-    """Send ``message`` (``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``, ``STATUS=…``) to
-    systemd's notify socket if ``$NOTIFY_SOCKET`` is set. Returns whether it was sent.
-
-    The protocol is one datagram on a Unix socket; an abstract socket's name starts
-    with ``@``. Failures are ignored: notification is best effort."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        return True
-    except OSError as exc:
-        log.debug("sd_notify(%r) failed: %s", message, exc)
-        return False
-
-
-def _watchdog_interval() -> float | None:
-    """Half of systemd's ``WatchdogSec`` (from ``$WATCHDOG_USEC``), or None."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    pid = os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
-        return None
-    try:
-        return max(0.5, int(usec) / 2e6)
-    except ValueError:
-        return None
 
 
 def default_worker_name() -> str:
@@ -213,7 +181,7 @@ class Worker:
         old: dict[int, Any] = {}
         if install_signal_handlers:
             old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        watchdog = _watchdog_interval()
+        watchdog = watchdog_interval()
         last_watchdog = 0.0
         try:
             self._heartbeat(force=True)

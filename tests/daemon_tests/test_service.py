@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpod.daemon.service import _watchdog_interval, sd_notify
+from hpod.daemon._sd_notify import sd_notify, watchdog_interval as _watchdog_interval
 
 
 def test_sd_notify_sends_datagrams_and_never_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
