@@ -12,6 +12,7 @@ must not rely on state shared with other trials except through files under
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -123,8 +124,8 @@ class Objective(Protocol):
     def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]: ...
 
 
-class BaseObjective:
-    """Convenience base with the protocol's defaults."""
+class BaseObjective(ABC):
+    """Convenience base with the protocol's defaults; subclasses implement ``run``."""
 
     metric_names: frozenset[str] = frozenset()
     provides: frozenset[str] = frozenset()
@@ -140,8 +141,9 @@ class BaseObjective:
     def prepare(self, cache_dir: Path) -> None:
         return None
 
-    def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]:
+        """Train and evaluate ``ctx.params`` with ``ctx.seed``."""
 
 
 class FunctionObjective(BaseObjective):
