@@ -92,16 +92,8 @@ def submit_study(store: Store, spec: Any, *, by: str) -> tuple[int, bool]:
     from hpod.spec import resolve
 
     resolve(spec)  # unknown objective, bad space, objective names it does not report
-    existing = store.get_study(spec.name, missing_ok=True)
-    created = existing is None
-    if existing is not None:
-        old = json.loads(existing.spec_json)
-        old_targets = [(o["name"], o.get("direction", "minimize")) for o in old.get("objectives", [])]
-        new_targets = [(o.name, o.direction) for o in spec.objectives]
-        if old_targets != new_targets:
-            raise SpecError("objectives", f"study {spec.name!r} exists with objectives {old_targets}; "
-                            "give the spec another name to start a different study", found=new_targets)
-    else:
+    created = store.check_compatible(spec) is None
+    if created:
         store.register_study(spec, state="queued")
     event_id = store.append_event("study_submitted", study=spec.name,
                                   payload={"by": by, "created": created, "spec": spec.model_dump(mode="json")})

@@ -183,6 +183,17 @@ class FunctionObjective(BaseObjective):
         return result
 
 
+#: The search space of the experiment hpod grew from (T5-small + LoRA on CNN/DailyMail):
+#: the default space of ``t5_lora`` and of its cost model ``synthetic:training_cost``.
+LORA_EXPERIMENT_SPACE: dict[str, dict[str, Any]] = {
+    "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+    "batch_size": {"type": "categorical", "choices": [8, 16, 32]},
+    "epochs": {"type": "categorical", "choices": [2, 3, 4]},
+    "dropout": {"type": "categorical", "choices": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
+    "rank": {"type": "categorical", "choices": [4, 8, 16]},
+    "alpha": {"type": "categorical", "choices": [16, 32, 64]},
+}
+
 ObjectiveFactory = Callable[[Mapping[str, Any]], Objective]
 _REGISTRY: dict[str, ObjectiveFactory] = {}
 

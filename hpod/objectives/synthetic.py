@@ -15,7 +15,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpod.errors import SpecError
-from hpod.objectives.base import BaseObjective, Measurement, TrialContext, register_objective
+from hpod.objectives.base import (
+    LORA_EXPERIMENT_SPACE,
+    BaseObjective,
+    Measurement,
+    TrialContext,
+    register_objective,
+)
 
 __all__ = ["BotorchProblemObjective", "TrainingCostObjective", "TrainingCostPBTObjective", "PROBLEMS", "training_cost_model"]
 
@@ -190,14 +196,7 @@ class TrainingCostObjective(BaseObjective):
             raise SpecError("objective.params." + ".".join(map(str, err["loc"])), err["msg"]) from None
 
     def default_space(self) -> dict[str, dict[str, Any]]:
-        return {
-            "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
-            "batch_size": {"type": "categorical", "choices": [8, 16, 32]},
-            "epochs": {"type": "categorical", "choices": [2, 3, 4]},
-            "dropout": {"type": "categorical", "choices": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
-            "rank": {"type": "categorical", "choices": [4, 8, 16]},
-            "alpha": {"type": "categorical", "choices": [16, 32, 64]},
-        }
+        return {name: dict(entry) for name, entry in LORA_EXPERIMENT_SPACE.items()}
 
     def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]:
         o = self.options

@@ -324,14 +324,8 @@ class Store:
         """
         import optuna
 
-        existing = self.get_study(spec.name, missing_ok=True)
+        existing = self.check_compatible(spec)
         if existing is not None:
-            old = json.loads(existing.spec_json)
-            old_targets = [(o["name"], o.get("direction", "minimize")) for o in old.get("objectives", [])]
-            new_targets = [(o.name, o.direction) for o in spec.objectives]
-            if old_targets != new_targets:
-                raise SpecError("objectives", f"study {spec.name!r} exists with objectives {old_targets}; "
-                                "change the study name to start a different study", found=new_targets)
             with self.session() as s:
                 row = s.get(StudyRow, spec.name)
                 assert row is not None
@@ -348,6 +342,19 @@ class Store:
         with self.session() as s:
             s.add(row)
         return row, True
+
+    def check_compatible(self, spec: StudySpec) -> StudyRow | None:
+        """The stored study of ``spec.name`` (None if new); SpecError when it has other
+        objectives or directions: a different study needs another name."""
+        existing = self.get_study(spec.name, missing_ok=True)
+        if existing is not None:
+            old = json.loads(existing.spec_json)
+            old_targets = [(o["name"], o.get("direction", "minimize")) for o in old.get("objectives", [])]
+            new_targets = [(o.name, o.direction) for o in spec.objectives]
+            if old_targets != new_targets:
+                raise SpecError("objectives", f"study {spec.name!r} exists with objectives {old_targets}; "
+                                "give the spec another name to start a different study", found=new_targets)
+        return existing
 
     def get_study(self, name: str, *, missing_ok: bool = False) -> StudyRow | None:
         with self.session() as s:

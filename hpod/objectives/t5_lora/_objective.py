@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpod.objectives.base import BaseObjective, Measurement, TrialContext
+from hpod.objectives.base import LORA_EXPERIMENT_SPACE, BaseObjective, Measurement, TrialContext
 from hpod.objectives.t5_lora.data import check_data, load_splits
 from hpod.objectives.t5_lora.options import T5LoraOptions, parse_options
 
@@ -64,14 +64,7 @@ class T5LoraObjective(BaseObjective):
         self.options: T5LoraOptions = parse_options(params)
 
     def default_space(self) -> dict[str, dict[str, Any]]:
-        return {
-            "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
-            "batch_size": {"type": "categorical", "choices": [8, 16, 32]},
-            "epochs": {"type": "categorical", "choices": [2, 3, 4]},
-            "dropout": {"type": "categorical", "choices": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
-            "rank": {"type": "categorical", "choices": [4, 8, 16]},
-            "alpha": {"type": "categorical", "choices": [16, 32, 64]},
-        }
+        return {name: dict(entry) for name, entry in LORA_EXPERIMENT_SPACE.items()}
 
     def validate(self) -> None:
         """Read and check the data a trial would read (DataError names file, line, field)."""
