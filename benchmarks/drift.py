@@ -293,13 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed} done at {time.perf_counter() - started:.0f} s")
     info["seconds"] = time.perf_counter() - started
     summary = summarise(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "drift_quick" if args.quick else "drift"
-    (args.out / f"{name}.json").write_text(
+    out = args.out / "quick" if args.quick else args.out
+    out.mkdir(parents=True, exist_ok=True)
+    name = "drift"
+    (out / f"{name}.json").write_text(
         json.dumps({"info": info, "rows": summary, "per_seed": rows}, indent=2) + "\n", encoding="utf-8"
     )
     table = markdown(summary, info)
-    (args.out / f"{name}.md").write_text(table, encoding="utf-8")
+    (out / f"{name}.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
 
