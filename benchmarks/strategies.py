@@ -29,6 +29,7 @@ synthetic ones.
 
 from __future__ import annotations
 
+from benchmarks._machine import describe_machine
 import argparse
 import json
 import os
@@ -79,18 +80,7 @@ T5_PILOT_SEED = 1000
 
 
 def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": sys.version.split()[0],
-            "platform": platform.platform()}
+    return {**describe_machine(), "platform": platform.platform()}
 
 
 def _median_time(problem: str) -> float:

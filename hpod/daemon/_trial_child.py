@@ -25,12 +25,9 @@ INFRA_REASONS = frozenset({"interrupted", "shutdown", "orphaned", "worker_lost"}
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
-    try:
-        import numpy as np
+    import numpy as np
 
-        np.random.seed(seed % (2**32))
-    except ImportError:  # pragma: no cover
-        pass
+    np.random.seed(seed % (2**32))
     import sys
 
     if "torch" in sys.modules:

@@ -136,37 +136,10 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
             nxt = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["next_run"])) if st.get("next_run") else "–"
             t.add_row(st["name"], nxt, st.get("window") or "–")
         console.print(t)
-    monitors = status.get("monitors") or []
-    if monitors:
-        t = Table(title="monitors")
-        for col in ("study", "monitor", "score", "alarms", "last alarm"):
-            t.add_column(col)
-        for m in monitors:
-            t.add_row(m["study"], m["monitor"], f"{m.get('score') or 0:.4g}", str(m.get("alarms_total", 0)),
-                      str(m.get("last_alarm") or "–"))
-        console.print(t)
-    retunes = status.get("retunes") or []
-    if retunes:
-        t = Table(title="retunes")
-        for col in ("study", "versions", "running retune", "last outcome", "serving"):
-            t.add_column(col)
-        for r in retunes:
-            versions = ", ".join(f"{v['name']} ({v['state']}{', ' + v['reason'] if v.get('reason') else ''})"
-                                 for v in r.get("versions") or [])
-            active = r.get("active")
-            history = r.get("history") or []
-            last = history[-1] if history else None
-            serving = r.get("serving")
-            if isinstance(last, dict):
-                result = last.get("outcome") or {}
-                verdict = "running" if not result else result.get("state", "?") + (
-                    ", serving switched" if result.get("switched") else "")
-                last_text = f"{last.get('child')} ({last.get('reason')}): {verdict}"
-            else:
-                last_text = "–"
-            t.add_row(r["study"], versions or "–", str(active or "–"), last_text,
-                      str(serving.get("study") if isinstance(serving, dict) else serving or "–"))
-        console.print(t)
+    # The same tables as the database view of `hpod status`.
+    from hpod.daemon.cli import print_monitors_and_retunes
+
+    print_monitors_and_retunes(status.get("monitors") or [], status.get("retunes") or [])
     events = status.get("events") or []
     if events:
         t = Table(title="last events")
