@@ -158,6 +158,7 @@ class Engine:
             self.spec.sampler.name, dict(self.spec.sampler.options), directions=self.spec.directions,
             n_trials=self.spec.budget.n_trials, n_params=len(self.distributions), parallelism=self.parallelism,
             seed=self.spec.sampler.seed, has_constraints=bool(self.constraints),
+            reference_point=self.stated_reference_point(),
         )
         self.sampler_name, self.sampler_reason = choice.name, choice.reason
         study = self.store.load_optuna_study(self.spec.name, sampler=choice.sampler)
@@ -362,6 +363,16 @@ class Engine:
     # ------------------------------------------------------------------ summary
     def _oriented(self, values: list[float]) -> list[float]:
         return [v if d == "minimize" else -v for v, d in zip(values, self.spec.directions)]
+
+    def stated_reference_point(self) -> list[float] | None:
+        """The reference point the spec or the objective states, in the values' own
+        directions (what the model-based samplers aim at); ``None`` when neither states
+        a full one, or the study is scalarized."""
+        names = self.spec.value_names
+        for ref in (self.spec.reference_point, self.resolved.objective.reference_point):
+            if ref and all(n in ref for n in names):
+                return [float(ref[n]) for n in names]
+        return None
 
     def reference_point(self, complete: list[optuna.trial.FrozenTrial]) -> tuple[list[float] | None, str | None]:
         """The hypervolume reference point (minimization orientation) and its source."""

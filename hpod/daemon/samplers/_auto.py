@@ -1,7 +1,7 @@
 """The ``auto`` sampler policy and the model-then-evolution sampler it uses for large budgets.
 
-``auto`` picks a Gaussian-process sampler (Optuna's GPSampler core with hpod's Sobol
-startup) while a model pays for itself, and hands over to NSGA-II seeded with the
+``auto`` picks a Gaussian-process sampler (Optuna's GPSampler core aimed at the study's
+reference point, with hpod's Sobol startup) while a model pays for itself, and hands over to NSGA-II seeded with the
 model phase's best trials once the budget grows past what a GP can fit cheaply.
 """
 
@@ -39,15 +39,25 @@ def auto_startup_trials(n_params: int, parallelism: int) -> int:
 
 
 def build_gp_sampler(
-    *, n_params: int, n_startup_trials: int, seed: int | None, deterministic_objective: bool = False
+    *,
+    n_params: int,
+    n_startup_trials: int,
+    seed: int | None,
+    deterministic_objective: bool = False,
+    reference_point: list[float] | None = None,
 ) -> optuna.samplers.GPSampler:
-    """Optuna's GPSampler with hpod's scrambled-Sobol startup design instead of uniform random.
+    """hpod's GP sampler (:class:`~hpod.daemon.samplers._gp.HpodGPSampler`: Optuna's GPSampler
+    aimed at the study's reference point) after a scrambled-Sobol
+    startup design instead of uniform random points.
 
     GPSampler reads ``FrozenTrial.constraints`` itself (Optuna 5) and treats running
     trials as pending points, so neither a ``constraints_func`` nor extra batching is needed.
     """
+    from hpod.daemon.samplers._gp import HpodGPSampler
+
     startup = SobolStartupSampler(max(n_params, 1), max(n_startup_trials, 1), seed=seed)
-    return optuna.samplers.GPSampler(
+    return HpodGPSampler(
+        reference_point=reference_point,
         seed=seed,
         independent_sampler=startup,
         n_startup_trials=n_startup_trials,

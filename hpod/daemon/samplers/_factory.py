@@ -81,7 +81,10 @@ def _options_schema(name: str, n_objectives: int) -> dict[str, _Check]:
             "multivariate": _boolean,
             "constant_liar": _boolean,
         },
-        "gp": {"n_startup_trials": _int_at_least(1), "deterministic_objective": _boolean},
+        "gp": {
+            "n_startup_trials": _int_at_least(1),
+            "deterministic_objective": _boolean,
+        },
         "random": {},
         "qlognehvi": {
             "n_startup_trials": _int_at_least(2),
@@ -127,6 +130,7 @@ def create_sampler(
     parallelism: int = 1,
     seed: int | None = None,
     has_constraints: bool = False,
+    reference_point: list[float] | None = None,
 ) -> SamplerChoice:
     """Build the sampler a study spec asks for.
 
@@ -140,6 +144,11 @@ def create_sampler(
             use it to size their startup design and to lie for pending trials.
         seed: seeds the sampler; ``None`` for fresh randomness.
         has_constraints: whether the spec declares constraints (informs ``auto``'s reason).
+        reference_point: the study's hypervolume reference point (one value per objective,
+            in the objectives' own directions) when the spec or the objective states one;
+            the model-based samplers (``auto``, ``gp``, ``qlognehvi``) aim their
+            hypervolume improvement at it. ``sampler.options.reference_point`` wins for
+            ``qlognehvi``.
 
     Raises:
         SpecError: ``sampler.name`` is unknown, or a ``sampler.options.<key>`` is unknown
@@ -157,6 +166,10 @@ def create_sampler(
         raise ValueError(f"n_params must be an integer >= 0; got {n_params!r}")
     if not isinstance(parallelism, int) or parallelism < 1:
         raise ValueError(f"parallelism must be an integer >= 1; got {parallelism!r}")
+    if reference_point is not None and len(reference_point) != len(directions):
+        raise ValueError(
+            f"reference_point has {len(reference_point)} values for {len(directions)} objectives"
+        )
     opts = _validated_options(name, options, len(directions))
 
     if name == "auto":
@@ -168,6 +181,7 @@ def create_sampler(
             parallelism=parallelism,
             seed=seed,
             has_constraints=has_constraints,
+            reference_point=reference_point,
         )
     if name == "nsga2":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, **opts)
@@ -184,6 +198,7 @@ def create_sampler(
             n_startup_trials=opts.get("n_startup_trials", auto_startup_trials(n_params, parallelism)),
             seed=seed,
             deterministic_objective=opts.get("deterministic_objective", False),
+            reference_point=reference_point,
         )
         return SamplerChoice(sampler, name, "requested in the spec")
     if name == "random":
@@ -192,6 +207,8 @@ def create_sampler(
     from hpod.daemon.samplers._qlognehvi import QLogNEHVISampler
 
     opts.setdefault("n_startup_trials", max(auto_startup_trials(n_params, parallelism), 2))
+    if reference_point is not None:
+        opts.setdefault("reference_point", list(reference_point))
     sampler = QLogNEHVISampler(n_params=max(n_params, 1), seed=seed, **opts)
     return SamplerChoice(sampler, name, "requested in the spec")
 
@@ -205,6 +222,7 @@ def _choose_auto(
     parallelism: int,
     seed: int | None,
     has_constraints: bool,
+    reference_point: list[float] | None,
 ) -> SamplerChoice:
     from hpod.daemon.samplers._auto import (
         DEFAULT_SWITCH_AFTER,
@@ -242,10 +260,16 @@ def _choose_auto(
         n_startup_trials=n_startup,
         seed=seed,
         deterministic_objective=opts.get("deterministic_objective", False),
+        reference_point=reference_point,
     )
     switch_after = opts.get("switch_after", DEFAULT_SWITCH_AFTER)
+    aimed = (
+        ", improvement measured at the study's reference point"
+        if reference_point is not None and n_objectives > 1
+        else ""
+    )
     model_text = (
-        f"GP ({n_objectives}-objective log-EHVI{constrained}, {n_startup} Sobol startup trials"
+        f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {n_startup} Sobol startup trials"
         + (f", {parallelism} concurrent trials as pending points" if parallelism > 1 else "")
         + ")"
     )

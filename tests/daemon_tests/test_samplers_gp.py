@@ -1,0 +1,93 @@
+"""hpod's GP sampler: the study's reference point inside GPSampler's hypervolume acquisition."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from hpod.daemon.samplers import create_sampler
+from hpod.daemon.samplers._gp import HpodGPSampler, reference_hook_available
+from hpod.daemon.samplers._startup import SobolStartupSampler
+
+
+def test_installed_optuna_has_the_reference_point_hook() -> None:
+    # hpod replaces optuna._gp.acqf._get_reference_point while it suggests; an Optuna
+    # upgrade that removes it must fail here, not silently change what the sampler aims at.
+    assert reference_hook_available()
+
+
+def _two_objective_study(sampler: optuna.samplers.BaseSampler, n_trials: int) -> optuna.Study:
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x, y = trial.suggest_float("x", 0.0, 1.0), trial.suggest_float("y", 0.0, 1.0)
+        return x + 0.5 * y**2, 1.0 - (1.0 - x) ** 2 - y
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def test_acquisition_measures_improvement_at_the_study_reference_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optuna._gp import acqf
+
+    boxes = acqf._get_non_dominated_box_bounds
+    seen: list[np.ndarray] = []
+
+    def spy(Y: object, ref_point: np.ndarray) -> object:
+        seen.append(np.asarray(ref_point, dtype=float).copy())
+        return boxes(Y, ref_point)
+
+    monkeypatch.setattr(acqf, "_get_non_dominated_box_bounds", spy)
+    original = acqf._get_reference_point
+    reference = [1.2, -0.2]  # minimize 1st (worse above 1.2), maximize 2nd (worse below -0.2)
+    sampler = HpodGPSampler(
+        reference_point=reference,
+        seed=0,
+        n_startup_trials=6,
+        independent_sampler=SobolStartupSampler(2, 6, seed=0),
+        warn_independent_sampling=False,
+    )
+    study = _two_objective_study(sampler, n_trials=7)
+
+    assert acqf._get_reference_point is original, "the hook must be removed after each suggestion"
+    assert seen, "the GP phase never built a hypervolume acquisition"
+    # The last suggestion saw the first 6 trials: the reference point in GPSampler's
+    # standardized loss space is (ref - mean) / std of the minimized values.
+    losses = np.array([t.values for t in study.trials[:6]]) * np.array([1.0, -1.0])
+    expected = (np.array(reference) * np.array([1.0, -1.0]) - losses.mean(axis=0)) / losses.std(axis=0)
+    np.testing.assert_allclose(seen[-1], expected, rtol=1e-9)
+
+
+def test_without_a_reference_point_optuna_keeps_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optuna._gp import acqf
+
+    calls: list[np.ndarray] = []
+    original = acqf._get_reference_point
+
+    def spy(Y: object) -> np.ndarray:
+        point = original(Y)
+        calls.append(point)
+        return point
+
+    monkeypatch.setattr(acqf, "_get_reference_point", spy)
+    sampler = HpodGPSampler(seed=0, n_startup_trials=5)
+    _two_objective_study(sampler, n_trials=6)
+    assert calls, "Optuna's reference point function should have been used"
+
+
+def test_spec_reference_point_reaches_auto_and_gp_and_qlognehvi() -> None:
+    for name in ("auto", "gp"):
+        choice = create_sampler(
+            name, {}, directions=["minimize", "minimize"], n_trials=50, n_params=3, seed=0, reference_point=[5.0, 6.0]
+        )
+        assert choice.sampler._reference_point == [5.0, 6.0]
+    assert "reference point" in create_sampler(
+        "auto", {}, directions=["minimize", "minimize"], n_trials=50, n_params=3, reference_point=[5.0, 6.0]
+    ).reason
+    q = create_sampler(
+        "qlognehvi", {}, directions=["minimize", "minimize"], n_trials=50, n_params=3, reference_point=[5.0, 6.0]
+    )
+    assert q.sampler._reference_point == [5.0, 6.0]
+    with pytest.raises(ValueError, match="reference_point has 1 values for 2 objectives"):
+        create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=50, n_params=3, reference_point=[1.0])
