@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import optuna
 import pytest
+import torch
 
 from hpod.daemon.samplers import create_sampler
+from hpod.daemon.samplers import _gp
 from hpod.daemon.samplers._gp import HpodGPSampler, reference_hook_available
 from hpod.daemon.samplers._startup import SobolStartupSampler
 
@@ -39,7 +43,6 @@ def test_acquisition_measures_improvement_at_the_study_reference_point(monkeypat
         return boxes(Y, ref_point)
 
     monkeypatch.setattr(acqf, "_get_non_dominated_box_bounds", spy)
-    original = acqf._get_reference_point
     reference = [1.2, -0.2]  # minimize 1st (worse above 1.2), maximize 2nd (worse below -0.2)
     sampler = HpodGPSampler(
         reference_point=reference,
@@ -50,7 +53,9 @@ def test_acquisition_measures_improvement_at_the_study_reference_point(monkeypat
     )
     study = _two_objective_study(sampler, n_trials=7)
 
-    assert acqf._get_reference_point is original, "the hook must be removed after each suggestion"
+    # Outside a suggestion the function in Optuna's place answers as Optuna's own does.
+    y = torch.tensor([[0.0, -1.0], [-1.0, 0.0]], dtype=torch.double)
+    np.testing.assert_array_equal(acqf._get_reference_point(y), _gp._optuna_reference_point(y))
     assert seen, "the GP phase never built a hypervolume acquisition"
     # The last suggestion saw the first 6 trials: the reference point in GPSampler's
     # standardized loss space is (ref - mean) / std of the minimized values.
@@ -60,20 +65,50 @@ def test_acquisition_measures_improvement_at_the_study_reference_point(monkeypat
 
 
 def test_without_a_reference_point_optuna_keeps_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    from optuna._gp import acqf
-
     calls: list[np.ndarray] = []
-    original = acqf._get_reference_point
+    hpod_point = _gp._study_reference_point
 
     def spy(Y: object) -> np.ndarray:
-        point = original(Y)
+        point = hpod_point(Y)
         calls.append(point)
         return point
 
+    _gp._install_hook()
+    optuna_point = _gp._optuna_reference_point
+    from optuna._gp import acqf
+
     monkeypatch.setattr(acqf, "_get_reference_point", spy)
     sampler = HpodGPSampler(seed=0, n_startup_trials=5)
-    _two_objective_study(sampler, n_trials=6)
-    assert calls, "Optuna's reference point function should have been used"
+    study = _two_objective_study(sampler, n_trials=6)
+    assert calls, "no hypervolume acquisition was built"
+    losses = np.array([t.values for t in study.trials[:5]]) * np.array([1.0, -1.0])
+    y = torch.from_numpy(-(losses - losses.mean(axis=0)) / losses.std(axis=0))
+    np.testing.assert_allclose(calls[-1], optuna_point(y))
+
+
+def test_each_thread_sees_only_its_own_reference_point() -> None:
+    _gp._install_hook()
+    from optuna._gp import acqf
+
+    y = torch.tensor([[1.0, 1.0], [0.0, 2.0]], dtype=torch.double)  # losses (-1,-1), (0,-2)
+    seen: dict[str, np.ndarray] = {}
+    inside = threading.Event()
+    done = threading.Event()
+
+    def other_thread() -> None:
+        inside.wait(5)
+        seen["other"] = acqf._get_reference_point(y)
+        done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with _gp._reference_point_hook(np.array([0.5, 0.5])):
+        seen["hpod"] = acqf._get_reference_point(y)
+        inside.set()
+        done.wait(5)
+    thread.join(5)
+    np.testing.assert_array_equal(seen["hpod"], [0.5, 0.5])
+    np.testing.assert_array_equal(seen["other"], _gp._optuna_reference_point(y))
 
 
 def test_spec_reference_point_reaches_auto_and_gp_and_qlognehvi() -> None:
@@ -91,3 +126,30 @@ def test_spec_reference_point_reaches_auto_and_gp_and_qlognehvi() -> None:
     assert q.sampler._reference_point == [5.0, 6.0]
     with pytest.raises(ValueError, match="reference_point has 1 values for 2 objectives"):
         create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=50, n_params=3, reference_point=[1.0])
+
+
+def test_engine_aims_auto_at_the_reference_point_the_objective_or_spec_states(tmp_path) -> None:  # noqa: ANN001
+    from hpod.daemon.engine import Engine
+    from hpod.daemon.store import Store
+    from hpod.spec import parse_spec
+
+    store = Store.for_state_dir(tmp_path)
+
+    def engine(name: str, **extra: object) -> Engine:
+        spec = parse_spec({
+            "name": name,
+            "objective": {"name": "synthetic:branin_currin"},
+            "objectives": [{"name": "f0"}, {"name": "f1"}],
+            "budget": {"n_trials": 30},
+            "sampler": {"name": "auto", "seed": 0},
+            **extra,
+        })
+        return Engine(store, spec, state_dir=tmp_path)
+
+    declared = engine("declared")  # the registered objective declares BoTorch's point
+    declared.start()
+    assert declared.study.sampler._reference_point == [18.0, 6.0]
+    assert "reference point" in declared.sampler_reason
+    stated = engine("stated", reference_point={"f0": 50.0, "f1": 10.0})  # the spec wins
+    stated.start()
+    assert stated.study.sampler._reference_point == [50.0, 10.0]

@@ -15,10 +15,11 @@ Tried and dropped: Yeo-Johnson output warping. Without a reference point it help
 Branin-Currin and ZDT1; with one it made VehicleSafety and Branin-Currin worse (6 seeds
 each, 50 evaluations).
 
-The reference point enters by replacing the reference-point function of
-``optuna._gp.acqf`` for the duration of one suggestion (under a lock).
-:func:`reference_hook_available` says whether the installed Optuna still has that
-function; if it does not, the sampler uses Optuna's own point and warns once.
+The reference point enters through the reference-point function of ``optuna._gp.acqf``:
+on first use hpod puts a stand-in there that returns the point of the hpod suggestion
+running in the calling thread and, everywhere else, exactly what Optuna's function
+returns. :func:`reference_hook_available` says whether the installed Optuna still has
+that function; if it does not, the sampler uses Optuna's own point and warns once.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ __all__ = ["HpodGPSampler", "reference_hook_available"]
 _logger = logging.getLogger(__name__)
 #: Optuna's floor on an objective's standard deviation when it standardizes values.
 _STD_FLOOR = 1e-10
-_HOOK_LOCK = threading.RLock()
+_INSTALL_LOCK = threading.Lock()
 _warned_missing_hook = False
+#: The reference point of the hpod suggestion running in each thread.
+_active = threading.local()
+_optuna_reference_point: Callable[[Any], np.ndarray]
 
 
 def reference_hook_available() -> bool:
@@ -56,11 +60,23 @@ def reference_hook_available() -> bool:
     return callable(getattr(acqf, "_get_reference_point", None))
 
 
-@contextmanager
-def _reference_point_hook(loss_reference: np.ndarray) -> Iterator[None]:
-    """Within the block, GPSampler's hypervolume acquisitions use ``loss_reference``
-    (standardized loss space) whenever some point of theirs strictly dominates it."""
-    global _warned_missing_hook
+def _study_reference_point(y_maximized: Any) -> np.ndarray:
+    """hpod's stand-in for ``optuna._gp.acqf._get_reference_point``: the reference point of
+    the suggestion running in this thread, if there is one and some point of ``y_maximized``
+    strictly dominates it; Optuna's own point otherwise."""
+    loss_reference = getattr(_active, "loss_reference", None)
+    if loss_reference is not None:
+        losses = -np.asarray(y_maximized.numpy() if hasattr(y_maximized, "numpy") else y_maximized)
+        if losses.size and np.any(np.all(losses < loss_reference, axis=-1)):
+            return np.array(loss_reference, copy=True)
+    return _optuna_reference_point(y_maximized)
+
+
+def _install_hook() -> bool:
+    """Put :func:`_study_reference_point` in Optuna's place (once per process); False when
+    the installed Optuna lacks the function. Outside an hpod suggestion the stand-in
+    returns exactly what Optuna's function does, so other GPSamplers are unaffected."""
+    global _optuna_reference_point, _warned_missing_hook
     if not reference_hook_available():
         if not _warned_missing_hook:
             _warned_missing_hook = True
@@ -69,24 +85,30 @@ def _reference_point_hook(loss_reference: np.ndarray) -> Iterator[None]:
                 "measures hypervolume improvement against Optuna's own reference point",
                 optuna.__version__,
             )
-        yield
-        return
+        return False
     from optuna._gp import acqf
 
-    with _HOOK_LOCK:
-        original: Callable[[Any], np.ndarray] = acqf._get_reference_point
+    with _INSTALL_LOCK:
+        if acqf._get_reference_point is not _study_reference_point:
+            _optuna_reference_point = acqf._get_reference_point
+            acqf._get_reference_point = _study_reference_point
+    return True
 
-        def study_reference(y_maximized: Any) -> np.ndarray:
-            losses = -np.asarray(y_maximized.numpy() if hasattr(y_maximized, "numpy") else y_maximized)
-            if losses.size and np.any(np.all(losses < loss_reference, axis=-1)):
-                return loss_reference.copy()
-            return original(y_maximized)
 
-        acqf._get_reference_point = study_reference
-        try:
-            yield
-        finally:
-            acqf._get_reference_point = original
+@contextmanager
+def _reference_point_hook(loss_reference: np.ndarray) -> Iterator[None]:
+    """Within the block (in this thread only), GPSampler's hypervolume acquisitions use
+    ``loss_reference`` (standardized loss space) whenever some point of theirs strictly
+    dominates it."""
+    if not _install_hook():
+        yield
+        return
+    previous = getattr(_active, "loss_reference", None)
+    _active.loss_reference = np.asarray(loss_reference, dtype=float)
+    try:
+        yield
+    finally:
+        _active.loss_reference = previous
 
 
 class HpodGPSampler(optuna.samplers.GPSampler):
