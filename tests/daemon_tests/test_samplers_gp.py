@@ -9,8 +9,7 @@ import optuna
 import pytest
 import torch
 
-from hpod.daemon.samplers import create_sampler
-from hpod.daemon.samplers import _gp
+from hpod.daemon.samplers import _gp, create_sampler
 from hpod.daemon.samplers._gp import HpodGPSampler, reference_hook_available
 from hpod.daemon.samplers._startup import SobolStartupSampler
 
@@ -128,7 +127,7 @@ def test_spec_reference_point_reaches_auto_and_gp_and_qlognehvi() -> None:
         create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=50, n_params=3, reference_point=[1.0])
 
 
-def test_engine_aims_auto_at_the_reference_point_the_objective_or_spec_states(tmp_path) -> None:  # noqa: ANN001
+def test_engine_aims_auto_at_the_reference_point_the_objective_or_spec_states(tmp_path) -> None:
     from hpod.daemon.engine import Engine
     from hpod.daemon.store import Store
     from hpod.spec import parse_spec
