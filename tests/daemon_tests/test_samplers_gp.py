@@ -152,3 +152,14 @@ def test_engine_aims_auto_at_the_reference_point_the_objective_or_spec_states(tm
     stated = engine("stated", reference_point={"f0": 50.0, "f1": 10.0})  # the spec wins
     stated.start()
     assert stated.study.sampler._reference_point == [50.0, 10.0]
+
+
+def test_three_objective_studies_score_fewer_preliminary_points() -> None:
+    assert _gp.preliminary_samples_for(2) == 2048  # GPSampler's own default
+    assert _gp.preliminary_samples_for(3) == 1024
+    sampler = HpodGPSampler(seed=0, n_startup_trials=4)
+    study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1 - t.suggest_float("y", 0, 1), t.params["x"] ** 2), 5)
+    assert sampler._n_preliminary_samples == 1024
+    with pytest.raises(ValueError, match="n_preliminary_samples must be >= 1"):
+        HpodGPSampler(n_preliminary_samples=0)
