@@ -368,20 +368,22 @@ class Engine:
         """The reference point the spec or the objective states, in the values' own
         directions (what the model-based samplers aim at); ``None`` when neither states
         a full one, or the study is scalarized."""
+        stated = self._stated_reference()
+        return None if stated is None else stated[0]
+
+    def _stated_reference(self) -> tuple[list[float], str] | None:
         names = self.spec.value_names
-        for ref in (self.spec.reference_point, self.resolved.objective.reference_point):
+        for ref, source in ((self.spec.reference_point, "spec"), (self.resolved.objective.reference_point, "objective")):
             if ref and all(n in ref for n in names):
-                return [float(ref[n]) for n in names]
+                return [float(ref[n]) for n in names], source
         return None
 
     def reference_point(self, complete: list[optuna.trial.FrozenTrial]) -> tuple[list[float] | None, str | None]:
         """The hypervolume reference point (minimization orientation) and its source."""
         names = self.spec.value_names
-        if self.spec.reference_point and all(n in self.spec.reference_point for n in names):
-            return self._oriented([self.spec.reference_point[n] for n in names]), "spec"
-        ref = self.resolved.objective.reference_point
-        if ref and all(n in ref for n in names):
-            return self._oriented([float(ref[n]) for n in names]), "objective"
+        stated = self._stated_reference()
+        if stated is not None:
+            return self._oriented(stated[0]), stated[1]
         row = self.store.get_study(self.name)
         if row is not None and row.reference_point_json:
             return json.loads(row.reference_point_json), row.reference_point_source

@@ -1,8 +1,9 @@
 """The ``auto`` sampler policy and the model-then-evolution sampler it uses for large budgets.
 
 ``auto`` picks a Gaussian-process sampler (Optuna's GPSampler core aimed at the study's
-reference point, with hpod's Sobol startup) while a model pays for itself, and hands over to NSGA-II seeded with the
-model phase's best trials once the budget grows past what a GP can fit cheaply.
+reference point, with hpod's Sobol startup) while a model pays for itself, and hands
+over to NSGA-II seeded with the model phase's best trials once the budget grows past
+what a GP can fit cheaply.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def build_gp_sampler(
     reference_point: list[float] | None = None,
 ) -> optuna.samplers.GPSampler:
     """hpod's GP sampler (:class:`~hpod.daemon.samplers._gp.HpodGPSampler`: Optuna's GPSampler
-    aimed at the study's reference point) after a scrambled-Sobol
-    startup design instead of uniform random points.
+    aimed at the study's reference point) after a scrambled-Sobol startup design instead
+    of uniform random points.
 
     GPSampler reads ``FrozenTrial.constraints`` itself (Optuna 5) and treats running
     trials as pending points, so neither a ``constraints_func`` nor extra batching is needed.

@@ -81,10 +81,7 @@ def _options_schema(name: str, n_objectives: int) -> dict[str, _Check]:
             "multivariate": _boolean,
             "constant_liar": _boolean,
         },
-        "gp": {
-            "n_startup_trials": _int_at_least(1),
-            "deterministic_objective": _boolean,
-        },
+        "gp": {"n_startup_trials": _int_at_least(1), "deterministic_objective": _boolean},
         "random": {},
         "qlognehvi": {
             "n_startup_trials": _int_at_least(2),

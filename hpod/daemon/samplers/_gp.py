@@ -104,7 +104,7 @@ def _reference_point_hook(loss_reference: np.ndarray) -> Iterator[None]:
         yield
         return
     previous = getattr(_active, "loss_reference", None)
-    _active.loss_reference = np.asarray(loss_reference, dtype=float)
+    _active.loss_reference = loss_reference
     try:
         yield
     finally:
