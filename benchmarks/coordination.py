@@ -22,7 +22,6 @@ per trial, leases, events and the controller's tell/summary per trial.
 
 from __future__ import annotations
 
-from benchmarks._machine import describe_machine
 import argparse
 import json
 import multiprocessing
@@ -37,6 +36,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from benchmarks._machine import describe_machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -87,7 +88,7 @@ def _hpod() -> str:
 
 
 def hpod_rate(url: str, workers: int, n_trials: int, tmp: Path) -> dict[str, Any]:
-    from hpod.daemon.store import Store
+    from hpod.store import Store
 
     Store(url).close()
     spec = _spec(tmp / f"spec-{uuid.uuid4().hex[:6]}.yaml", "coord", n_trials)
@@ -116,7 +117,7 @@ def hpod_rate(url: str, workers: int, n_trials: int, tmp: Path) -> dict[str, Any
 
 
 def _claimer(url: str, name: str, out: Any) -> None:
-    from hpod.daemon.store import Store
+    from hpod.store import Store
 
     store = Store(url, create=False, pool_size=1)
     latencies = []
@@ -131,7 +132,7 @@ def _claimer(url: str, name: str, out: Any) -> None:
 
 
 def claim_latency(url: str, workers: int, jobs_per_worker: int) -> dict[str, Any]:
-    from hpod.daemon.store import Store
+    from hpod.store import Store
 
     store = Store(url)
     for i in range(workers * jobs_per_worker):

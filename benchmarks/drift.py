@@ -12,7 +12,6 @@ Results: benchmarks/results/drift.json and drift.md.
 
 from __future__ import annotations
 
-from benchmarks._machine import describe_machine
 import argparse
 import json
 import re
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._machine import describe_machine
 from hpod.monitors.drift import Monitor, TextFeatures, text_features
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ at the 15 s scrape interval, far inside the 10 s scrape timeout).
 
 from __future__ import annotations
 
-from benchmarks._machine import describe_machine
 import argparse
 import json
 import statistics
@@ -21,7 +20,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from hpod.daemon.exporter import (
+from benchmarks._machine import describe_machine
+from hpod.http.exporter import (
     DriftSnapshot,
     HpodCollector,
     RetuneSnapshot,

@@ -11,7 +11,6 @@ optimizer state, activations). Results: benchmarks/results/lora.json and lora.md
 
 from __future__ import annotations
 
-from benchmarks._machine import describe_machine
 import argparse
 import json
 import resource
@@ -20,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks._machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"

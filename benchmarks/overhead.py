@@ -16,7 +16,6 @@ and .md (``--quick``: benchmarks/results/quick/, asserts nothing about speed).
 
 from __future__ import annotations
 
-from benchmarks._machine import describe_machine
 import argparse
 import io
 import json
@@ -27,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from benchmarks._machine import describe_machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PG_ADMIN_URL = os.environ.get("HPOD_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -87,10 +88,10 @@ def _bare_optuna(url: str, n_trials: int) -> dict[str, Any]:
 def _hpod(url: str, state_dir: Path, n_trials: int) -> dict[str, Any]:
     from rich.console import Console
 
-    from hpod.daemon.executor import parse_slots
-    from hpod.daemon.runner import run_foreground
-    from hpod.daemon.store import Store
+    from hpod.core.runner import run_foreground
+    from hpod.execution.executor import parse_slots
     from hpod.spec import parse_spec, resolve
+    from hpod.store import Store
 
     spec = parse_spec({
         "name": "overhead", "objective": {"name": "benchmarks.overhead:constant"},

@@ -8,7 +8,6 @@ problem's known maximum. Writes benchmarks/results/samplers.{json,md} and sample
 
 from __future__ import annotations
 
-from benchmarks._machine import describe_machine
 import argparse
 import json
 import os
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._machine import describe_machine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROBLEMS = ("branin_currin", "dtlz2_d6_m2", "vehicle_safety", "zdt1_d6")
@@ -51,7 +52,12 @@ TRACE_STEP = 5
 
 
 def _problem(name: str) -> Any:
-    from botorch.test_functions.multi_objective import DTLZ2, ZDT1, BraninCurrin, VehicleSafety
+    from botorch.test_functions.multi_objective import (
+        DTLZ2,
+        ZDT1,
+        BraninCurrin,
+        VehicleSafety,
+    )
 
     factories = {
         "branin_currin": lambda: BraninCurrin(),
@@ -76,7 +82,7 @@ def _sampler(method: str, *, seed: int, problem: Any, budget: int) -> Any:
     import optuna
 
     if method.startswith("hpod "):
-        from hpod.daemon.samplers import create_sampler
+        from hpod.core.samplers import create_sampler
 
         choice = create_sampler(
             method.removeprefix("hpod ").split(" ")[0],
@@ -104,7 +110,7 @@ def run_one(problem_name: str, method: str, noise: bool, seed: int, budget: int)
     import optuna
     import torch
 
-    from hpod.daemon.pareto import hypervolume
+    from hpod.core.pareto import hypervolume
 
     # One worker per core: more threads per process only contend on a 2-core machine.
     torch.set_num_threads(1)

@@ -29,7 +29,6 @@ synthetic ones.
 
 from __future__ import annotations
 
-from benchmarks._machine import describe_machine
 import argparse
 import json
 import os
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._machine import describe_machine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: What the studies optimize; time is the constraint (two objectives keep the GP of
@@ -116,10 +117,10 @@ def run_study(spec_dict: dict[str, Any], state_dir: Path, slots: int = 2, limit_
               cache_dir: Path | None = None) -> Any:
     """Run one study to its budget; ``cache_dir`` is linked as the state dir's cache (the
     trained tiny T5 base is shared by every study instead of trained per state dir)."""
-    from hpod.daemon.controller import Controller
-    from hpod.daemon.executor import LocalExecutor, Slot
-    from hpod.daemon.store import Store
+    from hpod.core.controller import Controller
+    from hpod.execution.executor import LocalExecutor, Slot
     from hpod.spec import parse_spec, resolve
+    from hpod.store import Store
 
     spec = parse_spec(spec_dict)
     if cache_dir is not None:
@@ -204,7 +205,7 @@ def _outcomes(engine: Any, store: Any, method: str) -> list[tuple[float, float, 
     if method != "pbt":
         return [tuple(float(t.user_attrs["hpod.metrics"][n]) for n in OUTCOME)  # type: ignore[misc]
                 for t in trials.values()]
-    from hpod.daemon.strategies import pbt_state
+    from hpod.core.strategies import pbt_state
 
     events = pbt_state(store, engine.name).get("events", [])
     by_key = {(e["member"], e["generation"]): e for e in events if e.get("trial") in trials}
@@ -222,7 +223,7 @@ def _outcomes(engine: Any, store: Any, method: str) -> list[tuple[float, float, 
 
 
 def _hypervolume(points: list[tuple[float, float, float]], ideal: np.ndarray, ref: np.ndarray) -> float:
-    from hpod.daemon.pareto import hypervolume
+    from hpod.core.pareto import hypervolume
 
     if not points:
         return 0.0
@@ -248,7 +249,7 @@ def _run_method(problem: str, method: str, seed: int, setup: dict[str, Any], roo
     points: list[tuple[float, float, float]] = []
     n_trials, spent = 0, 0.0
     if method == "lambda_sweep":
-        from hpod.daemon.strategies import scalarized_front
+        from hpod.core.strategies import scalarized_front
 
         for lam in LAMBDAS:
             name = f"{problem}-{method}-{seed}-{lam:g}"

@@ -14,7 +14,7 @@ import torch
 assert torch.cuda.is_available(), "no CUDA device visible: run this on a GPU machine"
 print("GPU:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| CUDA", torch.version.cuda)
 PYEOF
-HPOD=("$PY" -m hpod.daemon.cli)
+HPOD=("$PY" -m hpod.cli.commands)
 "${HPOD[@]}" run examples/gpu-check.yaml --state-dir "$DIR"
 "${HPOD[@]}" trials gpu-check --json --state-dir "$DIR" > "$DIR/trials.json"
 "$PY" scripts/gpu_check_table.py "$DIR/trials.json" benchmarks/results/gpu-check.json

@@ -19,6 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hpod.errors import UsageError
+from hpod.http.server import parse_address
+from hpod.store import default_state_dir
 
 __all__ = ["DaemonConfig", "load_config", "resolve_token", "CONFIG_KEYS", "CREDENTIAL_NAME", "DEFAULT_API",
            "DEFAULT_METRICS"]
@@ -75,9 +77,10 @@ class DaemonConfig(BaseModel):
             if len(v) <= 5:
                 raise ValueError("unix: needs a socket path, e.g. unix:/run/hpod/api.sock")
             return v
-        host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected HOST:PORT (e.g. {DEFAULT_API}) or unix:/path, got {v!r}")
+        try:
+            parse_address(v, what="api")
+        except UsageError as exc:
+            raise ValueError(f"{exc} (or unix:/path)") from None
         return v
 
     @field_validator("metrics")
@@ -85,10 +88,8 @@ class DaemonConfig(BaseModel):
     def _metrics(cls, v: str | None) -> str | None:
         if v in (None, "", "off", "none"):
             return None
-        from hpod.daemon.exporter import parse_metrics_address
-
         try:
-            parse_metrics_address(v)  # type: ignore[arg-type]
+            parse_address(v, what="metrics address", default_host="0.0.0.0")  # type: ignore[arg-type]
         except UsageError as exc:
             raise ValueError(str(exc)) from None
         return v
@@ -178,7 +179,6 @@ def load_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None
     if isinstance(merged.get("gpus"), list):
         merged["gpus"] = ",".join(str(g) for g in merged["gpus"])
     if "state_dir" not in merged:
-        from hpod.daemon.store import default_state_dir
 
         merged["state_dir"] = default_state_dir(None)
         origin["state_dir"] = "default"

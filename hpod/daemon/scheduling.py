@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from hpod.daemon.store import Store, WorkerRow
 from hpod.errors import StorageError
+from hpod.store import Store, WorkerRow
 
 if TYPE_CHECKING:
     from hpod.spec import ScheduleSpec

@@ -22,18 +22,45 @@ from concurrent.futures import Future
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from hpod.daemon._sd_notify import sd_notify, watchdog_interval
 from hpod import __version__
+from hpod.core.controller import Controller
+from hpod.core.monitoring import MonitorService, monitor_states
+from hpod.core.retune import RetunePolicy, retune_snapshots, retune_states
+from hpod.core.runner import pid_alive_on_this_node
+from hpod.core.views import event_dict, study_rows
+from hpod.daemon._sd_notify import sd_notify, watchdog_interval
 from hpod.daemon.config import DaemonConfig, resolve_token
-from hpod.daemon.scheduling import DaemonScheduler, RetuneHook, RetuneRequest, spec_files, window_open
-from hpod.errors import HpodError, StorageError
+from hpod.daemon.scheduling import (
+    DaemonScheduler,
+    RetuneHook,
+    RetuneRequest,
+    spec_files,
+    window_open,
+)
+from hpod.daemon.serving import DaemonServing
+from hpod.errors import HpodError, StorageError, UsageError
+from hpod.execution.executor import HEAVY_PRELOAD, LocalExecutor, parse_slots
+from hpod.http.api import ApiContext, create_app, submit_study
+from hpod.http.exporter import (
+    DriftSnapshot,
+    HpodCollector,
+    RetuneSnapshot,
+    Snapshot,
+    StudySnapshot,
+    TrialObserver,
+    start_metrics_server,
+)
+from hpod.http.server import start_server
+from hpod.monitors.gpu import gpu_snapshot
+from hpod.spec import load_spec, parse_spec
+from hpod.store import Store
 
 if TYPE_CHECKING:
-    from hpod.daemon.controller import Controller
-    from hpod.daemon.engine import Engine
-    from hpod.daemon.exporter import Snapshot, TrialObserver
-    from hpod.daemon.store import EventRow, JobRow, Store
+    from hpod.core.controller import Controller
+    from hpod.core.engine import Engine
+    from hpod.http.exporter import Snapshot, TrialObserver
     from hpod.spec import StudySpec
+    from hpod.store import EventRow, JobRow, Store
 
 __all__ = ["Daemon", "run_daemon", "EVENT_HANDLER_KINDS"]
 
@@ -134,9 +161,6 @@ class Daemon:
         """Open the store, recover, start the servers and the scheduler."""
         from prometheus_client import CollectorRegistry
 
-        from hpod.daemon.controller import Controller
-        from hpod.daemon.exporter import HpodCollector, TrialObserver, start_metrics_server
-        from hpod.daemon.store import Store
 
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +197,6 @@ class Daemon:
         if cfg.metrics:
             self._metrics_server = start_metrics_server(cfg.metrics, self.registry)
         self._start_api()
-        from hpod.daemon._daemon_serving import DaemonServing
 
         self.serving = DaemonServing(store, cfg.state_dir, self.token)
         self.scheduler.start()
@@ -183,8 +206,6 @@ class Daemon:
         """The retune policy (drift alarms, schedule, ``hpod retune``) and the drift
         monitors: monitors run on the scheduler thread (they only read sources and
         append ``drift_detected`` events); retunes run on the main loop."""
-        from hpod.daemon.monitoring import MonitorService
-        from hpod.daemon.retune import RetunePolicy
 
         assert self.scheduler is not None
         self.retune_policy = RetunePolicy(store, self.config.state_dir, activate=self._activate_new_version)
@@ -202,7 +223,6 @@ class Daemon:
         return len(ex.slots) if ex is not None else 0
 
     def _make_executor(self, store: Store) -> Any:
-        from hpod.daemon.executor import HEAVY_PRELOAD, LocalExecutor, parse_slots
 
         slots = parse_slots(self.config.gpus, self.config.cpu_slots)
         if not slots:
@@ -220,9 +240,6 @@ class Daemon:
                              codecarbon=self.config.codecarbon)
 
     def _start_api(self) -> None:
-        import uvicorn
-
-        from hpod.daemon.api import ApiContext, create_app
 
         assert self.store is not None and self.token is not None
         ctx = ApiContext(store=self.store, token=self.token, status=self.status, registry=self.registry,
@@ -231,31 +248,12 @@ class Daemon:
                          add_observations=self.monitor_service.add_observations
                          if self.monitor_service is not None else None)
         app = create_app(ctx)
-        api = self.config.api
-        kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "off",
-                                  "timeout_graceful_shutdown": 5}
-        if api.startswith("unix:"):
-            path = api[5:]
-            try:
-                os.unlink(path)  # a stale socket of a crashed daemon
-            except FileNotFoundError:
-                pass
-            kwargs["uds"] = path
-        else:
-            host, _, port = api.rpartition(":")
-            kwargs.update(host=host.strip("[]") or "127.0.0.1", port=int(port))
-        server = uvicorn.Server(uvicorn.Config(app, **kwargs))
-        thread = threading.Thread(target=server.run, name="hpod-api", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise HpodError(f"the control API could not listen on {api} (in use, or not an address of "
-                                "this host?); set --api / HPOD_API")
-            time.sleep(0.02)
-        if api.startswith("unix:"):
-            os.chmod(api[5:], 0o660)
-        self._api_server, self._api_thread = server, thread
+        try:
+            served = start_server(app, self.config.api, name="hpod-api", what="the control API (--api / HPOD_API)",
+                                  lifespan="off")
+        except UsageError as exc:
+            raise HpodError(str(exc)) from None
+        self._api_server, self._api_thread = served.server, served.thread
 
     def shutdown(self) -> None:
         """Stop starting trials, give running ones the grace period, release the rest."""
@@ -414,7 +412,6 @@ class Daemon:
     # ================================================================== studies
     def _activate(self, spec: StudySpec | str, *, paused: bool = False) -> Engine:
         """Drive a study: register it, recover its orphans, tell what finished, prepare its objective."""
-        from hpod.daemon.runner import pid_alive_on_this_node
 
         assert self.controller is not None
         executor = self.controller.executor
@@ -481,7 +478,6 @@ class Daemon:
                  engine.summary().hypervolume)
 
     def _schedule_from_row(self, row: Any) -> None:
-        from hpod.spec import parse_spec
 
         assert self.scheduler is not None
         if row.state in ("cancelled", "failed"):
@@ -506,8 +502,6 @@ class Daemon:
 
     def _scan_spec_dir(self) -> None:
         """Submit specs of the spec directory that are new or changed."""
-        from hpod.daemon.api import submit_study
-        from hpod.spec import load_spec
 
         spec_dir = self.config.spec_dir
         if spec_dir is None or self.store is None:
@@ -568,7 +562,6 @@ class Daemon:
         return data if isinstance(data, dict) else {}
 
     def _on_submitted(self, ev: EventRow) -> str:
-        from hpod.spec import parse_spec
 
         assert self.controller is not None and self.store is not None
         payload = self._payload(ev)
@@ -653,8 +646,6 @@ class Daemon:
     # ================================================================== views
     def status(self) -> dict[str, Any]:
         """What ``GET /v1/status`` and ``hpod status`` show (called from the API thread)."""
-        from hpod.daemon.cli import _study_rows
-        from hpod.monitors.gpu import gpu_snapshot
 
         assert self.store is not None
         store = self.store
@@ -670,7 +661,7 @@ class Daemon:
         workers = [{"name": w.name, "node": w.node, "state": w.state, "slots": w.slots, "gpus": w.gpus,
                     "current": json.loads(w.current_json or "[]"), "last_heartbeat": w.last_heartbeat,
                     "heartbeat_age_seconds": max(0.0, now - w.last_heartbeat)} for w in store.workers()]
-        studies = _study_rows(store)
+        studies = study_rows(store)
         controller = self.controller
         for st in studies:
             st["next_run"] = self.scheduler.next_run(st["name"]) if self.scheduler is not None else None
@@ -679,7 +670,7 @@ class Daemon:
             st["window"] = spec_schedule.get("window")
             st["active"] = controller is not None and st["name"] in controller.engines
             st["preparing"] = st["name"] in self._preparing
-        events = [_event_dict(e) for e in store.events(limit=20, newest=True)]
+        events = [event_dict(e) for e in store.events(limit=20, newest=True)]
         return {
             "daemon": {"version": __version__, "pid": os.getpid(), "node": self.node, "started_at": self.started_at,
                        "uptime_seconds": now - self.started_at, "api": self.config.api, "metrics": self.config.metrics,
@@ -690,16 +681,14 @@ class Daemon:
             "slots": slots,
             "workers": workers,
             "studies": studies,
-            "monitors": monitor_rows(store),
-            "retunes": _retune_states(store),
+            "monitors": monitor_states(store),
+            "retunes": retune_states(store),
             "serving": self.serving.status() if self.serving is not None else [],
             "events": events,
         }
 
     def _snapshot(self) -> Snapshot:
         """The exporter's view of the store (called on each scrape, from the metrics threads)."""
-        from hpod.daemon.exporter import DriftSnapshot, RetuneSnapshot, Snapshot, StudySnapshot
-        from hpod.monitors.gpu import gpu_snapshot
 
         assert self.store is not None
         store = self.store
@@ -724,8 +713,7 @@ class Daemon:
         for w in store.workers():
             workers[w.state] = workers.get(w.state, 0) + 1
         drift = [DriftSnapshot(m["study"], m["monitor"], float(m["score"]) if m.get("score") is not None
-                               else float("nan"), int(m.get("alarms_total") or 0)) for m in monitor_rows(store)]
-        from hpod.daemon.retune import retune_snapshots
+                               else float("nan"), int(m.get("alarms_total") or 0)) for m in monitor_states(store)]
 
         retunes: list[RetuneSnapshot] = retune_snapshots(store)
         gpu_indices = [s.gpu_index for s in self.controller.executor.slots if s.gpu_index is not None] \
@@ -751,31 +739,6 @@ def _in_background(fn: Callable[..., Any], *args: Any, name: str) -> Future[None
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
-
-
-def _event_dict(e: EventRow) -> dict[str, Any]:
-    try:
-        payload = json.loads(e.payload_json or "{}")
-    except ValueError:
-        payload = {}
-    if isinstance(payload, dict) and "spec" in payload:
-        payload = {k: v for k, v in payload.items() if k != "spec"}  # specs are long; GET the study for it
-    return {"id": e.id, "ts": e.ts, "kind": e.kind, "study": e.study, "trial_number": e.trial_number,
-            "payload": payload, "handled": e.handled, "source": e.source}
-
-
-def _retune_states(store: Store) -> list[dict[str, Any]]:
-    from hpod.daemon.retune import retune_states
-
-    return retune_states(store)
-
-
-def monitor_rows(store: Store) -> list[dict[str, Any]]:
-    """Drift monitors' last state from ``hpod_state`` rows keyed ``monitor:<name>``
-    (:func:`hpod.daemon.monitoring.monitor_states`, which the monitors write)."""
-    from hpod.daemon.monitoring import monitor_states
-
-    return monitor_states(store)
 
 
 def _configure_logging(level: str) -> None:

@@ -1,300 +1,96 @@
-"""The serving endpoint: ``POST /v1/summarize`` with a study's selected adapter.
+"""The daemon's serving endpoints: one ``POST /v1/summarize`` server per study whose
+spec sets ``serving.enabled``, on its ``serving.address``.
 
-The served trial is the study's stored serving choice (``serving`` state, written
-by the retune policy when a retune wins) or, before any, the spec's selection
-policy applied to the newest version with a feasible trial. A background thread
-polls that choice; a new model is loaded completely, then swapped in under a lock:
-a request holds the model it started with, so no in-flight request is dropped or
-fails during a swap. The inputs' features (never the text, unless
-``serving.record_text``) are recorded for the study's ``served`` data monitors.
-
-Auth is the control API's: ``Authorization: Bearer <token>`` compared with
-``hmac.compare_digest``. Bodies over ``serving.max_body_bytes`` get 413; malformed
-JSON 400; a body of the wrong shape 422 — each with a message saying what to send.
+A study starts being served once it has a trial to serve (checked every few seconds);
+after a retune the serving app itself follows the new selection.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-# FastAPI reads route signatures' annotations from this module's globals
-from starlette.requests import Request
-
-from hpod.daemon._selection import current_serving, put_serving, select_trial
-from hpod.daemon.monitoring import base_study_name, record_served
 from hpod.errors import HpodError, UsageError
+from hpod.http.server import start_server
+from hpod.http.serving import create_serving_app
+from hpod.spec import parse_spec
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from hpod.daemon.store import Store
-    from hpod.spec import StudySpec
-
-__all__ = ["Predictor", "ServedModel", "ModelHolder", "create_serving_app", "load_t5_lora_predictor",
-           "initial_selection", "parse_summarize_body"]
+__all__ = ["DaemonServing"]
 
 log = logging.getLogger(__name__)
+_RETRY_SECONDS = 10.0
 
 
-class Predictor(Protocol):
-    """A loaded model: ``summarize(texts)`` returns one summary per text (thread-safe)."""
-
-    def summarize(self, texts: Sequence[str]) -> list[str]: ...
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A predictor and the selection it was loaded from (``study``, ``trial``...)."""
-
-    selection: dict[str, Any]
-    predictor: Predictor
-    loaded_at: float
-
-    @property
-    def label(self) -> dict[str, Any]:
-        return {"study": self.selection.get("study"), "trial": self.selection.get("trial"),
-                "policy": self.selection.get("policy")}
+@dataclass
+class _Served:
+    address: str
+    server: Any
+    thread: threading.Thread
+    started_at: float
 
 
-class _T5LoraPredictor:
-    def __init__(self, model: Any, tokenizer: Any, options: Any):
-        self.model, self.tokenizer, self.options = model, tokenizer, options
+class DaemonServing:
+    """Starts and stops the serving servers of the studies that ask for one.
 
-    def summarize(self, texts: Sequence[str]) -> list[str]:
-        from hpod.objectives.t5_lora.train import generate_summaries
+    Driven by the daemon's main loop (``ensure``) and its shutdown (``stop``)."""
 
-        return generate_summaries(self.model, self.tokenizer, list(texts), self.options, "cpu")
+    def __init__(self, store: Any, state_dir: Path, token: str):
+        self.store = store
+        self.state_dir = state_dir
+        self.token = token
+        self.served: dict[str, _Served] = {}
+        self.waiting: dict[str, str] = {}
+        self._next_try: dict[str, float] = {}
+        self._last_check = 0.0
 
+    def ensure(self) -> None:
+        """Start servers for enabled studies that have something to serve."""
+        if time.monotonic() - self._last_check < 2.0:
+            return
+        self._last_check = time.monotonic()
 
-def load_t5_lora_predictor(spec: StudySpec, selection: dict[str, Any], cache_dir: Path) -> Predictor:
-    """Base + the selected trial's LoRA adapter (seed 0's), in eval mode on CPU."""
-    from hpod.objectives.t5_lora.options import parse_options
-    from hpod.objectives.t5_lora.tools import load_adapter_model
-
-    if spec.objective.name != "t5_lora":
-        raise UsageError(f"study {spec.name!r}: serving summaries needs a t5_lora study "
-                         f"(objective is {spec.objective.name!r})")
-    artifact = selection.get("artifact_dir")
-    if not artifact:
-        raise UsageError(f"trial {selection.get('trial')} of {selection.get('study')} saved no artifacts")
-    model, tokenizer, _ = load_adapter_model(Path(artifact), spec.objective.params, cache_dir)
-    return _T5LoraPredictor(model, tokenizer, parse_options(spec.objective.params))
-
-
-Loader = Callable[["StudySpec", dict[str, Any], Path], Predictor]
-
-
-def initial_selection(store: Store, base: str) -> dict[str, Any]:
-    """The stored serving choice, or the policy's pick in the newest version that has
-    one (recorded as the serving choice). Raises UsageError when no version has a
-    feasible completed trial."""
-    served = current_serving(store, base)
-    if served is not None:
-        return served
-    rows = sorted((r for r in store.list_studies() if base_study_name(r.name) == base),
-                  key=lambda r: r.version, reverse=True)
-    if not rows:
-        raise UsageError(f"no study named {base!r}; `hpod status` lists the studies")
-    from hpod.spec import parse_spec
-
-    base_spec = parse_spec(json.loads(rows[-1].spec_json))
-    for row in rows:
-        pick, _ = select_trial(store, row.name, policy=base_spec.serving.policy)
-        if pick is not None:
-            return put_serving(store, base, pick, reason="initial")
-    raise UsageError(f"study {base!r} has no feasible completed trial to serve yet")
-
-
-class ModelHolder:
-    """The served model, swapped without disturbing in-flight requests.
-
-    ``current`` is read without a lock (one reference read); :meth:`swap` loads the
-    new model first and only then replaces the reference under a lock, so a request
-    that took the old model finishes with it."""
-
-    def __init__(self, store: Store, base: str, cache_dir: Path, *, loader: Loader):
-        self.store, self.base, self.cache_dir, self.loader = store, base, Path(cache_dir), loader
-        self._lock = threading.Lock()
-        self.current: ServedModel | None = None
-        self.swaps = 0
-        self.last_error: str | None = None
-
-    def _spec_of(self, study: str) -> StudySpec:
-        from hpod.spec import parse_spec
-
-        row = self.store.get_study(study)
-        return parse_spec(json.loads(row.spec_json))  # type: ignore[union-attr]
-
-    def load(self, selection: dict[str, Any]) -> ServedModel:
-        spec = self._spec_of(selection["study"])
-        predictor = self.loader(spec, selection, self.cache_dir)
-        return ServedModel(selection=selection, predictor=predictor, loaded_at=time.time())
-
-    def swap(self, selection: dict[str, Any]) -> ServedModel:
-        """Load ``selection`` fully, then make it current; returns it."""
-        served = self.load(selection)
-        with self._lock:
-            self.current = served
-            self.swaps += 1
-        log.info("serving %s: now %s trial %s", self.base, selection.get("study"), selection.get("trial"))
-        return served
-
-    def refresh(self) -> bool:
-        """Swap when the stored serving choice changed. True when it swapped."""
-        wanted = current_serving(self.store, self.base) if self.current is not None \
-            else initial_selection(self.store, self.base)
-        if wanted is None:
-            return False
-        now = self.current
-        if now is not None and (now.selection.get("study"), now.selection.get("trial")) == \
-                (wanted.get("study"), wanted.get("trial")):
-            return False
-        self.swap(wanted)
-        return True
-
-
-class _Poller:
-    def __init__(self, holder: ModelHolder, interval: float):
-        self.holder, self.interval = holder, interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="hpod-serving-poll", daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
+        for row in self.store.list_studies():
+            if row.parent is not None or row.name in self.served or row.state == "cancelled":
+                continue
+            if time.monotonic() < self._next_try.get(row.name, 0.0):
+                continue
             try:
-                self.holder.refresh()
-                self.holder.last_error = None
-            except Exception as exc:  # keep serving the old model; say why in /v1/serving
-                self.holder.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("serving %s: cannot load the new selection (%s); still serving the old one",
-                            self.holder.base, exc)
+                spec = parse_spec(json.loads(row.spec_json))
+            except HpodError:
+                continue
+            if not spec.serving.enabled:
+                continue
+            try:
+                self._start(row.name, spec.serving.address)
+                self.waiting.pop(row.name, None)
+            except UsageError as exc:  # nothing to serve yet, or a bad address
+                self.waiting[row.name] = str(exc)
+                self._next_try[row.name] = time.monotonic() + _RETRY_SECONDS
 
+    def _start(self, study: str, address: str) -> None:
 
-def parse_summarize_body(raw: bytes, *, max_texts: int) -> list[str]:
-    """``{"texts": [..]}`` or ``{"text": ".."}`` -> texts. Raises ValueError (message
-    for a 422) or json.JSONDecodeError (400)."""
-    data = json.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError(f'the body must be a JSON object {{"texts": ["..."]}} (found {type(data).__name__})')
-    unknown = sorted(set(data) - {"texts", "text"})
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; send {{\"texts\": [\"...\"]}} or {{\"text\": \"...\"}}")
-    if ("texts" in data) == ("text" in data):
-        raise ValueError('send exactly one of "texts" (a list of strings) or "text" (a string)')
-    texts = data["texts"] if "texts" in data else [data["text"]]
-    if not isinstance(texts, list) or not texts:
-        raise ValueError('"texts" must be a non-empty list of strings')
-    if len(texts) > max_texts:
-        raise ValueError(f'"texts" holds {len(texts)} items; at most serving.max_texts={max_texts} per request')
-    for i, t in enumerate(texts):
-        if not isinstance(t, str) or not t.strip():
-            raise ValueError(f'texts[{i}] must be a non-empty string (found {type(t).__name__})')
-    return texts
+        app = create_serving_app(self.store, study, state_dir=self.state_dir, token=self.token)
+        served = start_server(app, address, name=f"hpod-serve-{study}", what=f"serving {study!r} (serving.address)")
+        server, thread = served.server, served.thread
+        self.served[study] = _Served(address=address, server=server, thread=thread, started_at=time.time())
+        log.info("serving %s on http://%s/v1/summarize", study, address)
+        self.store.append_event("serving_switched", study=study, payload={"address": address, "started": True},
+                                handled=True)
 
+    def status(self) -> list[dict[str, Any]]:
+        rows = [{"study": s, "address": v.address, "since": v.started_at, "state": "serving"}
+                for s, v in self.served.items()]
+        rows += [{"study": s, "address": None, "state": "waiting", "reason": r} for s, r in self.waiting.items()]
+        return rows
 
-def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
-                       loader: Loader | None = None, poll_seconds: float = 2.0,
-                       cache_dir: Path | None = None) -> FastAPI:
-    """The serving app for ``study`` (its submitted name; versions are followed).
-
-    ``token``: the Bearer token clients must send (the control API's). The first
-    model is loaded here (UsageError when nothing can be served); the poll thread
-    starts and stops with the app's lifespan. Routes: ``POST /v1/summarize``,
-    ``GET /v1/serving`` (what is served, swaps, last load error), ``GET /healthz``.
-    """
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
-
-    if not token:
-        raise UsageError("serving needs a token: the control API's token file is missing or empty")
-    if poll_seconds <= 0:
-        raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
-    base = base_study_name(study)
-    holder = ModelHolder(store, base, cache_dir or Path(state_dir) / "cache",
-                         loader=loader or load_t5_lora_predictor)
-    holder.refresh()
-    poller = _Poller(holder, poll_seconds)
-
-    def base_spec() -> StudySpec:
-        return holder._spec_of(base)
-
-    limits = base_spec().serving
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> Any:
-        poller.thread.start()
-        try:
-            yield
-        finally:
-            poller.stop.set()
-
-    app = FastAPI(title=f"hpod serving: {base}", lifespan=lifespan)
-    app.state.holder = holder
-    app.state.poller = poller
-    expected = f"Bearer {token}".encode()
-
-    def error(status: int, message: str) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"detail": message}, status_code=status, headers=headers)
-
-    def authorized(request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"ok": holder.current is not None}
-
-    @app.get("/v1/serving")
-    async def serving_info(request: Request) -> Any:
-        if not authorized(request):
-            return error(401, "missing or wrong bearer token")
-        cur = holder.current
-        return {"study": base, "serving": cur.selection if cur else None, "swaps": holder.swaps,
-                "last_error": holder.last_error}
-
-    @app.post("/v1/summarize")
-    async def summarize(request: Request) -> Any:
-        if not authorized(request):
-            return error(401, "missing or wrong bearer token")
-        limit = limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return error(413, f"body of {declared} bytes exceeds serving.max_body_bytes={limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return error(413, f"body exceeds serving.max_body_bytes={limit}")
-            chunks.append(chunk)
-        try:
-            texts = parse_summarize_body(b"".join(chunks), max_texts=limits.max_texts)
-        except json.JSONDecodeError as exc:
-            return error(400, f"the body is not JSON ({exc.msg} at position {exc.pos}); "
-                              'send {"texts": ["..."]}')
-        except UnicodeDecodeError:
-            return error(400, "the body is not UTF-8 JSON")
-        except ValueError as exc:
-            return error(422, str(exc))
-        served = holder.current  # this request keeps this model even if a swap happens now
-        if served is None:
-            return error(503, "no model loaded yet")
-        summaries = await run_in_threadpool(served.predictor.summarize, texts)
-        try:
-            await run_in_threadpool(record_served, store, base_spec(), texts)
-        except HpodError as exc:  # monitoring must never fail a request
-            log.warning("serving %s: input features not recorded (%s)", base, exc)
-        return {"summaries": summaries, "model": served.label}
-
-    return app
+    def stop(self) -> None:
+        for served in self.served.values():
+            served.server.should_exit = True
+        for served in self.served.values():
+            served.thread.join(timeout=10)
+        self.served.clear()

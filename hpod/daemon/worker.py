@@ -30,10 +30,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hpod.core.engine import trial_handlers
 from hpod.daemon._sd_notify import sd_notify, watchdog_interval
-from hpod.daemon.executor import LocalExecutor, Slot
-from hpod.daemon.store import Store
 from hpod.errors import StorageError
+from hpod.execution.executor import LocalExecutor, Slot
+from hpod.spec import parse_spec, resolve
+from hpod.store import Store
 
 __all__ = ["Worker", "WorkerStats", "default_worker_name"]
 
@@ -76,7 +78,6 @@ class _Preparer:
         threading.Thread(target=self._prepare, args=(study,), name=f"hpod-prepare-{study}", daemon=True).start()
 
     def _prepare(self, study: str) -> None:
-        from hpod.spec import parse_spec, resolve
 
         try:
             row = self.store.get_study(study)
@@ -154,7 +155,6 @@ class Worker:
     def _install_trial_handlers(self, study: str, spec: Any) -> None:
         """The study's pruner / adaptive-seed handlers, as the controller installs them
         for its local executor (they read the study's trials from the shared store)."""
-        from hpod.daemon.strategies import trial_handlers
 
         report, seeds = trial_handlers(self.store, spec, self.state_dir)
         if report is not None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hpod.monitors._drift_spec import DEFAULT_OPTIONS, DEFAULT_THRESHOLDS
+from hpod.spec._monitors import DEFAULT_OPTIONS, DEFAULT_THRESHOLDS
 
 __all__ = [
     "DriftResult",

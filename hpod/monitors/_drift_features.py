@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hpod.errors import DataError
+
 __all__ = [
     "DEFAULT_BUCKETS",
     "TextFeatures",
@@ -188,7 +190,6 @@ def features_from_path(
     last line is left for the next call. Raises :class:`~hpod.errors.DataError` when
     the path is missing or a record is not JSON or lacks ``text_field``.
     """
-    from hpod.errors import DataError
 
     root = Path(path)
     if root.is_dir():

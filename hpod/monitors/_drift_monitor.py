@@ -31,7 +31,7 @@ from hpod.monitors._drift_detectors import (
     vocabulary_drift,
 )
 from hpod.monitors._drift_features import TextFeatures, as_features, bucket_matrix
-from hpod.monitors._drift_spec import MonitorSpec
+from hpod.spec._monitors import MonitorSpec
 
 __all__ = ["Monitor", "MonitorCheck", "STATE_VERSION"]
 

@@ -31,7 +31,7 @@ from hpod.monitors._drift_features import (
     text_features,
 )
 from hpod.monitors._drift_monitor import STATE_VERSION, Monitor, MonitorCheck
-from hpod.monitors._drift_spec import (
+from hpod.spec._monitors import (
     COST_DETECTORS,
     DATA_DETECTORS,
     DEFAULT_OPTIONS,

@@ -12,9 +12,9 @@ must not rely on state shared with other trials except through files under
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
 import inspect
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -15,13 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter
 
-from hpod.daemon.api import ApiContext, create_app
+from hpod.core.monitoring import MonitorService
 from hpod.daemon.config import load_config, resolve_token
-from hpod.daemon.monitoring import MonitorService
 from hpod.daemon.scheduling import DaemonScheduler, mark_lost_workers, window_open
-from hpod.daemon.store import Store
 from hpod.errors import UsageError
+from hpod.http.api import ApiContext, create_app
 from hpod.spec import parse_spec
+from hpod.store import Store
 
 TOKEN = "t0k3n-" + "a" * 40
 SPEC = {

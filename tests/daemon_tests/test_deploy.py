@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from hpod.daemon.exporter import (
+from hpod.http.exporter import (
     DriftSnapshot,
     HpodCollector,
     RetuneSnapshot,

@@ -12,17 +12,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from hpod.daemon.exporter import (
+from hpod.errors import UsageError
+from hpod.http.exporter import (
     DriftSnapshot,
     HpodCollector,
     RetuneSnapshot,
     Snapshot,
     StudySnapshot,
     TrialObserver,
-    parse_metrics_address,
     start_metrics_server,
 )
-from hpod.errors import UsageError
+from hpod.http.server import parse_address
 from hpod.monitors.gpu import GpuReading
 
 GiB = 2**30
@@ -233,22 +233,22 @@ def test_collector_uses_only_the_registry_it_is_given() -> None:
     ],
 )
 def test_metrics_address_forms(address, expected) -> None:
-    assert parse_metrics_address(address) == expected
+    assert parse_address(address, what="metrics address", default_host="0.0.0.0") == expected
 
 
 @pytest.mark.parametrize(
     ("address", "message"),
     [
-        ("9464", "metrics address must be HOST:PORT"),
-        ("unix:/run/hpod/metrics.sock", "unix sockets are not supported"),
-        ("127.0.0.1:http", "port must be an integer, got 'http'"),
-        ("127.0.0.1:70000", "port must be in 0..65535, got 70000"),
+        ("9464", "metrics address: expected HOST:PORT"),
+        ("unix:/run/hpod/metrics.sock", "expected HOST:PORT"),
+        ("127.0.0.1:http", "port must be an integer in 0..65535, found 'http'"),
+        ("127.0.0.1:70000", "port must be an integer in 0..65535, found '70000'"),
         ("::1:9464", "IPv6 host in brackets"),
     ],
 )
 def test_bad_metrics_addresses_are_usage_errors(address, message) -> None:
     with pytest.raises(UsageError, match=message):
-        parse_metrics_address(address)
+        parse_address(address, what="metrics address", default_host="0.0.0.0")
 
 
 def scrape(url: str) -> str:

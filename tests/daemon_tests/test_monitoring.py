@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hpod.daemon.monitoring import MonitorService, monitor_states, record_served
-from hpod.daemon.store import Store
+from hpod.core.monitoring import MonitorService, monitor_states, record_served
 from hpod.errors import UsageError
 from hpod.spec import parse_spec
+from hpod.store import Store
 
 
 def _register(tmp_path: Path, monitors: list[dict[str, Any]], **extra: Any) -> tuple[Store, Any]:

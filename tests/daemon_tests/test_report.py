@@ -15,13 +15,13 @@ import yaml
 from hpod_testing import ROOT, SUPPORT, run_cli
 from rich.console import Console
 
-from hpod.daemon.executor import parse_slots
-from hpod.daemon.pareto import hypervolume
-from hpod.daemon.report import build_report, load_report_data, report_html, select_trial
-from hpod.daemon.runner import run_foreground
-from hpod.daemon.store import Store
+from hpod.core.pareto import hypervolume
+from hpod.core.runner import run_foreground
 from hpod.errors import StudyNotFound, UsageError
+from hpod.execution.executor import parse_slots
+from hpod.report import build_report, load_report_data, report_html, select_trial
 from hpod.spec import parse_spec, resolve
+from hpod.store import Store
 
 EXAMPLE = ROOT / "examples" / "synthetic-4obj.yaml"
 HERE = Path(__file__).resolve().parent
@@ -165,7 +165,7 @@ def test_knee_is_the_balanced_trade_off():
 
 
 def test_hypervolume_curve_ignores_infeasible_and_dominated_trials():
-    from hpod.daemon.report._data import hypervolume_curve
+    from hpod.report._data import hypervolume_curve
 
     ref = [4.0, 4.0]
     trials = [(0, [3.0, 3.0]), (1, None), (2, [3.5, 3.5]), (3, [1.0, 2.0]), (4, [2.0, 1.0])]

@@ -16,12 +16,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from hpod.daemon.exporter import HpodCollector, Snapshot
-from hpod.daemon.monitoring import MonitorService, drift_snapshots, monitor_states
-from hpod.daemon.retune import RetunePolicy, pareto_configurations, retune_snapshots, retune_states
-from hpod.daemon.store import Store
+from hpod.core.monitoring import MonitorService, drift_snapshots, monitor_states
+from hpod.core.retune import (
+    RetunePolicy,
+    pareto_configurations,
+    retune_snapshots,
+    retune_states,
+)
 from hpod.errors import UsageError
+from hpod.http.exporter import HpodCollector, Snapshot
 from hpod.spec import parse_spec, resolve
+from hpod.store import Store
 
 CNNDM = Path(__file__).resolve().parents[2].parent / "shared/data/cnndm_sample_100.jsonl"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -60,8 +65,8 @@ def _spec(incoming: Path, **retune: Any) -> dict[str, Any]:
 
 
 def _run(store: Store, state_dir: Path, spec: Any) -> None:
-    from hpod.daemon.executor import parse_slots
-    from hpod.daemon.runner import run_foreground
+    from hpod.core.runner import run_foreground
+    from hpod.execution.executor import parse_slots
 
     outcome = run_foreground(resolve(spec), store=store, state_dir=state_dir, slots=parse_slots(None, 1),
                              console=Console(file=io.StringIO()), codecarbon=False)
@@ -143,7 +148,7 @@ def test_shift_fires_once_and_starts_one_warm_started_retune(tmp_path: Path, art
 
     from typer.testing import CliRunner
 
-    from hpod.daemon.cli import app
+    from hpod.cli._common import app
 
     monkeypatch.setenv("HPOD_API", "127.0.0.1:9")  # nothing listens: the database path
     result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)], env={"COLUMNS": "200"})
@@ -250,11 +255,11 @@ def test_daemon_retune_requests_are_acted_on_once(tmp_path: Path) -> None:
 def test_serve_command_is_registered_and_checks_its_address() -> None:
     from typer.testing import CliRunner
 
-    from hpod.daemon._cli_serve import parse_listen_address
-    from hpod.daemon.cli import app
+    from hpod.cli._common import app
+    from hpod.http.server import parse_address
 
-    assert parse_listen_address("0.0.0.0:8766") == ("0.0.0.0", 8766)
+    assert parse_address("0.0.0.0:8766", what="--api") == ("0.0.0.0", 8766)
     with pytest.raises(UsageError, match="HOST:PORT"):
-        parse_listen_address("localhost")
+        parse_address("localhost", what="--api")
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0 and "summarize" in result.output

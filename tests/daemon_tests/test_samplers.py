@@ -6,11 +6,20 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState
 
-from hpod.daemon.pareto import hypervolume
-from hpod.daemon.samplers import SAMPLER_NAMES, QLogNEHVISampler, SamplerChoice, create_sampler
+from hpod.core.pareto import hypervolume
+from hpod.core.samplers import (
+    SAMPLER_NAMES,
+    QLogNEHVISampler,
+    SamplerChoice,
+    create_sampler,
+)
 from hpod.errors import SpecError
 
 MIXED_SPACE = {

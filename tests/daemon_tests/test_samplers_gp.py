@@ -9,9 +9,9 @@ import optuna
 import pytest
 import torch
 
-from hpod.daemon.samplers import _gp, create_sampler
-from hpod.daemon.samplers._gp import HpodGPSampler, reference_hook_available
-from hpod.daemon.samplers._startup import SobolStartupSampler
+from hpod.core.samplers import _gp, create_sampler
+from hpod.core.samplers._gp import HpodGPSampler, reference_hook_available
+from hpod.core.samplers._startup import SobolStartupSampler
 
 
 def test_installed_optuna_has_the_reference_point_hook() -> None:
@@ -128,9 +128,9 @@ def test_spec_reference_point_reaches_auto_and_gp_and_qlognehvi() -> None:
 
 
 def test_engine_aims_auto_at_the_reference_point_the_objective_or_spec_states(tmp_path) -> None:
-    from hpod.daemon.engine import Engine
-    from hpod.daemon.store import Store
+    from hpod.core.engine import Engine
     from hpod.spec import parse_spec
+    from hpod.store import Store
 
     store = Store.for_state_dir(tmp_path)
 

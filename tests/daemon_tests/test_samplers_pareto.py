@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpod.daemon.pareto import derive_reference_point, hypervolume, non_dominated_mask
+from hpod.core.pareto import derive_reference_point, hypervolume, non_dominated_mask
 
 
 def test_non_dominated_mask_keeps_the_front_and_duplicates() -> None:
@@ -62,7 +62,7 @@ def test_derived_reference_point_is_nadir_plus_ten_percent_of_range() -> None:
 def test_knee_is_the_front_point_nearest_the_scaled_ideal_corner():
     import numpy as np
 
-    from hpod.daemon.pareto import knee_index
+    from hpod.core.pareto import knee_index
 
     # units differ by 1e9: scaling makes the balanced point the knee, not the extremes
     front = np.array([[0.0, 4e9], [1.0, 1e9], [4.0, 0.0]])

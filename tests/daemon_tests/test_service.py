@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hpod.daemon._sd_notify import sd_notify, watchdog_interval as _watchdog_interval
+from hpod.daemon._sd_notify import sd_notify
+from hpod.daemon._sd_notify import watchdog_interval as _watchdog_interval
 
 
 def test_sd_notify_sends_datagrams_and_never_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from hpod.daemon.store import Store
 from hpod.spec import parse_spec
+from hpod.store import Store
 
 TOKEN = "test-token-0123456789"
 PARAMS = {"model": "tiny", "base_steps": 10, "max_new_tokens": 8, "cpu_threads": 1,
@@ -24,7 +24,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     import optuna
     import uvicorn
 
-    from hpod.daemon.serving import create_serving_app
+    from hpod.http.serving import create_serving_app
     from hpod.objectives.t5_lora.model import apply_lora, load_base_model
     from hpod.objectives.t5_lora.options import parse_options
 
@@ -67,7 +67,7 @@ def _client(url: str, token: str = TOKEN) -> Any:
 
 
 def test_swap_under_concurrent_load_drops_nothing(served: dict[str, Any]) -> None:
-    from hpod.daemon._selection import current_serving
+    from hpod.core.selection import current_serving
 
     store, holder = served["store"], served["app"].state.holder
     assert current_serving(store, "sum")["trial"] == 0  # min-loss picked the 0.9 trial

@@ -13,11 +13,10 @@ from typing import Any
 import optuna
 import pytest
 
-from hpod.daemon.controller import Controller
-from hpod.daemon.engine import Engine, feasible, trial_record
-from hpod.daemon.executor import LocalExecutor, Slot
-from hpod.daemon.store import Store
-from hpod.daemon.strategies import (
+from hpod.core.controller import Controller
+from hpod.core.engine import Engine
+from hpod.core.records import feasible, trial_record
+from hpod.core.strategies import (
     EarlyStopping,
     MOASHAPruner,
     lagrange_multipliers,
@@ -27,7 +26,9 @@ from hpod.daemon.strategies import (
     pbt_state,
 )
 from hpod.errors import SpecError
+from hpod.execution.executor import LocalExecutor, Slot
 from hpod.spec import parse_spec, resolve
+from hpod.store import Store
 
 COST_OBJECTIVES = [{"name": "loss"}, {"name": "time_seconds"}, {"name": "energy_joules"}]
 
@@ -143,9 +144,9 @@ def test_scalarized_study_on_training_cost_ends_with_a_feasible_best_trial(tmp_p
     assert summary.best["scalarized"] == pytest.approx(best.values[0])
     assert summary.best["time_seconds"] <= 800
     # `hpod status` shows the multipliers; the exporter reads the same function.
-    from hpod.daemon.cli import _study_rows
+    from hpod.core.views import study_rows
 
-    row = next(r for r in _study_rows(store) if r["name"] == "scal")
+    row = next(r for r in study_rows(store) if r["name"] == "scal")
     assert row["strategy"]["kind"] == "scalarized"
     assert set(row["strategy"]["multipliers"]) == {"time_seconds <= 800"}
     assert lagrange_multipliers(store, "scal") == row["strategy"]["multipliers"]
@@ -197,9 +198,9 @@ def test_pbt_of_six_members_exploits_explores_and_improves_the_median(tmp_path: 
     resumed = json.loads((Path(nxt.user_attrs["hpod.pbt"]["resume_from"]) / "state.json").read_text())
     donor_state = json.loads((Path(first["donor_checkpoint"]) / "state.json").read_text())
     assert resumed == donor_state
-    from hpod.daemon.cli import _study_rows
+    from hpod.core.views import study_rows
 
-    row = next(r for r in _study_rows(store) if r["name"] == "pbt")
+    row = next(r for r in study_rows(store) if r["name"] == "pbt")
     assert row["strategy"]["exploits"] == 6
 
 
@@ -299,7 +300,7 @@ def test_mo_pruning_stops_trials_and_cuts_the_energy_spent(tmp_path: Path) -> No
 
 
 def test_worker_side_handlers_prune_and_decide_seeds_from_the_store(tmp_path: Path) -> None:
-    from hpod.daemon.strategies import trial_handlers
+    from hpod.core.engine import trial_handlers
 
     spec = parse_spec({"name": "remote", "objective": {"name": "synthetic:training_cost"},
                        "objectives": [{"name": "loss"}, {"name": "time_seconds"}], "budget": {"n_trials": 5},

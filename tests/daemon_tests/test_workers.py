@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from hpod_testing import cli_env, hpod_bin
 
-from hpod.daemon.controller import Controller
-from hpod.daemon.engine import Engine
-from hpod.daemon.executor import parse_slots
-from hpod.daemon.store import Store
+from hpod.core.controller import Controller
+from hpod.core.engine import Engine
 from hpod.daemon.worker import Worker
+from hpod.execution.executor import parse_slots
 from hpod.spec import parse_spec
+from hpod.store import Store
 
 
 def _spec(name: str, *, n_trials: int = 4, seconds: float = 0.0, sampler: str = "random",
@@ -190,7 +190,7 @@ def test_status_lists_workers_with_node_slots_trials_and_lost_state(tmp_path: Pa
     store.heartbeat_worker("gone", slots=1, state="idle", current=[])
     from sqlalchemy import update
 
-    from hpod.daemon.store import WorkerRow
+    from hpod.store import WorkerRow
 
     with store.session() as s:  # its last heartbeat was a minute ago
         s.execute(update(WorkerRow).where(WorkerRow.name == "gone").values(last_heartbeat=time.time() - 60))

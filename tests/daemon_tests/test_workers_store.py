@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hpod_pg import database_outage, fresh_database
 
-from hpod.daemon.store import StorageUnreachable, Store, retry_storage
 from hpod.errors import StorageError, StorageUrlError
+from hpod.store import StorageUnreachable, Store, retry_storage
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

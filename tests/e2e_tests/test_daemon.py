@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import signal
 import time
-from datetime import datetime, timedelta
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-
-from hpod.daemon.store import Store
-
 from daemon_harness import DaemonProcess, wait_for, write_spec  # noqa: E402
+
+from hpod.store import Store
 
 
 @pytest.fixture()
@@ -217,7 +216,7 @@ def test_resubmitting_a_running_study_with_a_larger_budget_keeps_its_running_tri
 
 
 def test_events_left_unhandled_before_a_start_are_acted_on_once(daemon: DaemonProcess, tmp_path: Path) -> None:
-    from hpod.daemon.api import submit_study
+    from hpod.http.api import submit_study
     from hpod.spec import load_spec
 
     spec = load_spec(write_spec(tmp_path / "pending.yaml", "e2e-pending", n_trials=2, sleep_seconds=0.0))

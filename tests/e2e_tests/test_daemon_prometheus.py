@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from daemon_harness import DaemonProcess, free_port, wait_for, write_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

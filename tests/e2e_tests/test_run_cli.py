@@ -16,7 +16,7 @@ import pytest
 import yaml
 from hpod_testing import ROOT, cli_env, hpod_bin, run_cli
 
-from hpod.daemon.pareto import non_dominated_mask
+from hpod.core.pareto import non_dominated_mask
 
 EXAMPLE = ROOT / "examples" / "synthetic-4obj.yaml"
 TRIAL_KEYS = {"number", "state", "values", "params", "constraints", "feasible", "measurements", "seeds"}

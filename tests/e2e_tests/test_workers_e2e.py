@@ -60,7 +60,7 @@ class Cluster:
         self.procs[key].wait(30)
 
     def store(self) -> Any:
-        from hpod.daemon.store import Store
+        from hpod.store import Store
 
         if self._store is None:
             self._store = Store(self.url, create=False)
@@ -104,7 +104,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    from hpod.daemon.store import Store
+    from hpod.store import Store
 
     with fresh_database() as url:
         Store(url).close()  # the tables, as a controller that ran before would have left them

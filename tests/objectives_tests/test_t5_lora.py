@@ -18,7 +18,11 @@ from hpod.objectives.base import TrialContext
 from hpod.objectives.t5_lora import DEFAULT_BASELINE, T5LoraObjective, parse_options
 from hpod.objectives.t5_lora.data import load_splits, synthetic_corpus
 from hpod.objectives.t5_lora.metrics import summary_metrics
-from hpod.objectives.t5_lora.tools import compare_table, export_adapter, summarize_with_adapter
+from hpod.objectives.t5_lora.tools import (
+    compare_table,
+    export_adapter,
+    summarize_with_adapter,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpod.objectives.base import register_objective
-from hpod.objectives.t5_lora._objective import ADAPTER_INFO_FILE, DEFAULT_BASELINE, T5LoraObjective
+from hpod.objectives.t5_lora._objective import (
+    ADAPTER_INFO_FILE,
+    DEFAULT_BASELINE,
+    T5LoraObjective,
+)
 from hpod.objectives.t5_lora.options import DataOptions, T5LoraOptions, parse_options
 
 __all__ = [

@@ -9,9 +9,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpod.objectives.base import LORA_EXPERIMENT_SPACE, BaseObjective, Measurement, TrialContext
+from hpod.objectives.base import (
+    LORA_EXPERIMENT_SPACE,
+    BaseObjective,
+    Measurement,
+    TrialContext,
+)
 from hpod.objectives.t5_lora.data import check_data, load_splits
+from hpod.objectives.t5_lora.metrics import summary_metrics
+from hpod.objectives.t5_lora.model import (
+    apply_lora,
+    count_parameters,
+    ensure_tiny_base,
+    load_base_model,
+)
 from hpod.objectives.t5_lora.options import T5LoraOptions, parse_options
+from hpod.objectives.t5_lora.train import (
+    Hyperparameters,
+    artifact_subdir,
+    generate_summaries,
+    seed_everything,
+    train_lora,
+)
 
 __all__ = ["T5LoraObjective", "DEFAULT_BASELINE", "ADAPTER_INFO_FILE"]
 
@@ -73,20 +92,10 @@ class T5LoraObjective(BaseObjective):
     def prepare(self, cache_dir: Path) -> None:
         """Train and cache the tiny base (a no-op for a Hugging Face model)."""
         if self.options.is_tiny:
-            from hpod.objectives.t5_lora.model import ensure_tiny_base
 
             ensure_tiny_base(self.options, Path(cache_dir))
 
     def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]:
-        from hpod.objectives.t5_lora.metrics import summary_metrics
-        from hpod.objectives.t5_lora.model import apply_lora, count_parameters, load_base_model
-        from hpod.objectives.t5_lora.train import (
-            Hyperparameters,
-            artifact_subdir,
-            generate_summaries,
-            seed_everything,
-            train_lora,
-        )
 
         options = self.options
         hp = Hyperparameters.from_params(ctx.params)

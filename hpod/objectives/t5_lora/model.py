@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpod.errors import SpecError
 from hpod.objectives.t5_lora.options import OPTIONS_PATH, T5LoraOptions
+from hpod.objectives.t5_lora.train import configure_torch, train_full
 
 if TYPE_CHECKING:
     from torch import nn
@@ -118,7 +119,6 @@ def ensure_tiny_base(options: T5LoraOptions, cache_dir: Path) -> Path:
         return target
     import torch
 
-    from hpod.objectives.t5_lora.train import configure_torch, train_full
 
     configure_torch(options)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,6 @@ def load_base_model(options: T5LoraOptions, cache_dir: Path) -> tuple[Any, Any, 
     """
     from transformers import AutoModelForSeq2SeqLM
 
-    from hpod.objectives.t5_lora.train import configure_torch
 
     configure_torch(options)
     tokenizer = load_tokenizer(options)

@@ -13,7 +13,9 @@ from typing import Any
 
 from hpod.errors import UsageError
 from hpod.objectives.t5_lora._objective import ADAPTER_INFO_FILE, DEFAULT_BASELINE
+from hpod.objectives.t5_lora.model import load_base_model
 from hpod.objectives.t5_lora.options import parse_options
+from hpod.objectives.t5_lora.train import generate_summaries
 
 __all__ = ["DEFAULT_BASELINE", "EXPORT_INFO_FILE", "COMPARE_ROWS", "export_adapter", "load_adapter_model",
            "summarize_with_adapter", "compare_table"]
@@ -45,7 +47,6 @@ def load_adapter_model(artifact_dir: Path, objective_params: Mapping[str, Any], 
     """(PeftModel in eval mode, tokenizer, base reference) for a saved trial adapter."""
     from peft import PeftModel
 
-    from hpod.objectives.t5_lora.model import load_base_model
 
     artifact_dir = _check_adapter_dir(artifact_dir)
     options = parse_options(objective_params)
@@ -109,7 +110,6 @@ def summarize_with_adapter(artifact_dir: Path, texts: Sequence[str], objective_p
     prefix, beams and length apply)."""
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, got a single str")
-    from hpod.objectives.t5_lora.train import generate_summaries
 
     options = parse_options(objective_params)
     model, tokenizer, _ = load_adapter_model(artifact_dir, objective_params, cache_dir, device)

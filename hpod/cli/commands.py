@@ -1,0 +1,126 @@
+"""The core commands: ``run``, ``trials``, ``pareto``, ``export``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hpod.cli._common import (
+    JsonOpt,
+    StateDirOpt,
+    StorageOpt,
+    _print_json,
+    app,
+    err,
+)
+from hpod.cli._render import (
+    print_pareto_table,
+    print_records,
+)
+from hpod.cli._storage import _open_store
+from hpod.core.runner import run_foreground
+from hpod.core.views import trial_records
+from hpod.errors import UsageError
+from hpod.execution.executor import parse_slots
+from hpod.spec import load_spec, resolve
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Study spec (YAML).")],
+    n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Override budget.n_trials.")] = None,
+    state_dir: StateDirOpt = None,
+    storage: StorageOpt = None,
+    cpu_slots: Annotated[Optional[int], typer.Option("--cpu-slots", min=0, help="Trials at once on CPU (0: controller only, "
+                                                           "remote `hpod worker`s run the trials).")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
+    no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
+) -> None:
+    """Run a study in the foreground (resumes an unfinished study of the same name)."""
+
+    spec = load_spec(spec_path)
+    if n_trials is not None:
+        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"n_trials": n_trials})})
+    resolved = resolve(spec)
+    resolved.objective.validate()
+    slots = parse_slots(gpus, cpu_slots)
+    store, sd = _open_store(state_dir, storage or spec.storage)
+    outcome = run_foreground(resolved, store=store, state_dir=sd, slots=slots, console=err,
+                             codecarbon=not no_codecarbon)
+    if outcome.interrupted:
+        err.print(f"interrupted: {outcome.finished} trials kept; run the same command to continue.")
+        raise typer.Exit(130)
+    print_pareto_table(store, spec.name)
+
+
+@app.command()
+def trials(study: Annotated[str, typer.Argument(help="Study name.")], state_dir: StateDirOpt = None,
+           storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """All trials of a study."""
+    store, _ = _open_store(state_dir, storage)
+    recs = trial_records(store, study)
+    if as_json:
+        _print_json(recs)
+        return
+    print_records(recs, title=f"trials of {study}")
+
+
+@app.command()
+def pareto(study: Annotated[str, typer.Argument(help="Study name.")], state_dir: StateDirOpt = None,
+           storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """The study's Pareto front: feasible, mutually non-dominated trials."""
+    store, _ = _open_store(state_dir, storage)
+    recs = trial_records(store, study, pareto_only=True)
+    if as_json:
+        _print_json(recs)
+        return
+    print_records(recs, title=f"Pareto front of {study}")
+
+
+@app.command("export")
+def export_cmd(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default stdout).")] = None,
+    state_dir: StateDirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Export every trial of a study as CSV or JSON."""
+    if fmt not in ("csv", "json"):
+        raise UsageError(f"--format: expected csv or json (found {fmt!r})")
+    store, _ = _open_store(state_dir, storage)
+    recs = trial_records(store, study)
+    if fmt == "json":
+        text = json.dumps(recs, indent=2, default=str)
+    else:
+        buf = io.StringIO()
+        value_names = sorted({k for r in recs if r["values"] for k in r["values"]})
+        param_names = sorted({k for r in recs for k in r["params"]})
+        metric_names = sorted({k for r in recs for k in r["metrics"]})
+        meas_names = sorted({k for r in recs for k in r["measurements"]})
+        w = csv.writer(buf)
+        w.writerow(["number", "state", "feasible", "fail_reason"] + [f"value.{n}" for n in value_names]
+                   + [f"param.{n}" for n in param_names] + [f"metric.{n}" for n in metric_names]
+                   + [f"method.{n}" for n in meas_names])
+        for r in recs:
+            w.writerow([r["number"], r["state"], r["feasible"], r["fail_reason"] or ""]
+                       + [(r["values"] or {}).get(n, "") for n in value_names]
+                       + [r["params"].get(n, "") for n in param_names]
+                       + [r["metrics"].get(n, "") for n in metric_names]
+                       + [(r["measurements"].get(n) or {}).get("method", "") for n in meas_names])
+        text = buf.getvalue()
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+        err.print(f"wrote {len(recs)} trials to {output}")
+
+

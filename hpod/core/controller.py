@@ -1,0 +1,234 @@
+"""The controller: drives the engines of active studies over one store.
+
+Each :meth:`Controller.step` tells Optuna what finished, expires lost leases (the
+trial is failed with reason ``worker_lost`` and its configuration re-queued),
+asks the samplers for as many configurations as there are idle slots — local ones
+and those of remote workers heartbeating in the ``hpod_workers`` table — and lets
+the local executor (if any) claim and run jobs. ``hpod run`` uses it for one study;
+the daemon uses it for every active study, sharing the slots fairly (the study
+with the fewest running trials relative to its priority asks first).
+
+Concurrency: one controller per database is the rule (it is the only writer of
+trial outcomes); it is driven by one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from hpod.core.engine import Engine
+from hpod.errors import StorageError
+from hpod.execution.executor import LocalExecutor
+from hpod.spec import ResolvedStudy, StudySpec, parse_spec, resolve
+from hpod.store import Store, worker_state
+
+__all__ = ["Controller"]
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class _Active:
+    engine: Engine
+    paused: bool = False
+
+
+class Controller:
+    """Engines of the active studies, the local executor, and lease expiry."""
+
+    def __init__(self, store: Store, state_dir: Path, *, executor: LocalExecutor | None,
+                 remote_workers: bool = True, lease_check_seconds: float = 2.0):
+        self.store = store
+        self.state_dir = state_dir
+        self.executor = executor
+        self.remote_workers = remote_workers
+        self.lease_check_seconds = lease_check_seconds
+        self.engines: dict[str, _Active] = {}
+        self._last_lease_check = 0.0
+        self._remote_capacity = (0.0, 0)
+        #: called after each study completes: (engine)
+        self.on_study_completed: list[Callable[[Engine], None]] = []
+        #: hooks the daemon adds to every engine it activates
+        self.engine_hooks: list[Callable[[Engine], None]] = []
+
+    # ------------------------------------------------------------------ studies
+    def activate(self, spec: StudySpec | str, *, resolved: ResolvedStudy | None = None,
+                 submitted_by: str = "daemon") -> Engine:
+        """Start driving a study (registering it if new). Idempotent."""
+        if isinstance(spec, str):
+            row = self.store.get_study(spec)
+            assert row is not None
+            spec = parse_spec(json.loads(row.spec_json))
+        active = self.engines.get(spec.name)
+        if active is not None:
+            return active.engine
+        parallel = len(self.executor.slots) if self.executor is not None else 1
+        engine = Engine(self.store, spec, state_dir=self.state_dir, resolved=resolved or resolve(spec),
+                        parallelism=max(1, parallel + self._remote_slots()))
+        engine.start(submitted_by=submitted_by)
+        if self.executor is not None:
+            # Pruning / early stopping and adaptive seeds answer the study's trial processes.
+            if engine.report_handler is not None:
+                self.executor.report_handlers[spec.name] = engine.report_handler
+            if engine.seed_handler is not None:
+                self.executor.seed_handlers[spec.name] = engine.seed_handler
+        for hook in self.engine_hooks:
+            hook(engine)
+        self.engines[spec.name] = _Active(engine)
+        return engine
+
+    def deactivate(self, name: str) -> None:
+        self.engines.pop(name, None)
+
+    def active_names(self) -> list[str]:
+        return list(self.engines)
+
+    # ------------------------------------------------------------------ capacity
+    def _remote_slots(self) -> int:
+        """Slots of remote workers with a fresh heartbeat (cached for a second)."""
+        if not self.remote_workers:
+            return 0
+        at, n = self._remote_capacity
+        if time.monotonic() - at < 1.0:
+            return n
+        try:
+            now = time.time()
+            own = self.executor.worker_name if self.executor is not None else None
+            n = sum(w.slots for w in self.store.workers()
+                    if worker_state(w, now) in ("idle", "busy")
+                    and w.name != own)
+        except StorageError:
+            n = 0
+        self._remote_capacity = (time.monotonic(), n)
+        return n
+
+    def capacity(self) -> int:
+        """Free local slots plus idle remote worker slots."""
+        local = len(self.executor.free_slots()) if self.executor is not None else 0
+        remote = self._remote_slots()
+        if remote:
+            busy_remote = len([j for j in self.store.jobs(states=["running"])
+                               if self.executor is None or j.worker != self.executor.worker_name])
+            remote = max(0, remote - busy_remote)
+        return local + remote
+
+    # ------------------------------------------------------------------ step
+    def expire_leases(self) -> int:
+        try:
+            lost = self.store.expire_leases()
+        except StorageError as exc:
+            log.warning("lease check failed: %s", exc)
+            return 0
+        for job in lost:
+            log.warning("trial %s/%d: lease expired on %s (worker_lost)", job.study, job.trial_number, job.worker)
+        return len(lost)
+
+    def step(self, *, start_new: bool = True, studies: Iterable[str] | None = None) -> bool:
+        """One round of collect / expire / ask / run. Returns True when anything happened."""
+        busy = False
+        now = time.monotonic()
+        if now - self._last_lease_check >= self.lease_check_seconds:
+            self._last_lease_check = now
+            busy |= self.expire_leases() > 0
+        completed = []
+        for name, active in list(self.engines.items()):
+            try:
+                told = active.engine.collect()
+            except StorageError as exc:
+                log.warning("study %s: cannot collect results (will retry): %s", name, exc)
+                continue
+            busy |= bool(told)
+            if active.engine.done():
+                completed.append(name)
+        for name in completed:
+            engine = self.engines.pop(name).engine
+            engine.finish("completed")
+            for cb in self.on_study_completed:
+                cb(engine)
+        if start_new:
+            busy |= self._ask(studies)
+        if self.executor is not None:
+            names = list(studies) if studies is not None else list(self.engines)
+            finished = self.executor.poll(studies=names, start_new=start_new)
+            busy |= bool(finished)
+        return busy
+
+    def _ask(self, studies: Iterable[str] | None) -> bool:
+        """Queue one configuration per free slot, fairly across studies. A database
+        outage here skips this round (the next step retries)."""
+        try:
+            return self._ask_unsafe(studies)
+        except StorageError as exc:
+            log.warning("cannot ask for new trials (will retry): %s", exc)
+        except SQLAlchemyError as exc:  # Optuna's own sessions report outages this way
+            log.warning("cannot ask for new trials (will retry): %s", str(exc).splitlines()[0])
+        except Exception as exc:
+            if type(exc).__name__ != "StorageInternalError":  # optuna.exceptions, imported lazily
+                raise
+            log.warning("cannot ask for new trials (will retry): %s", exc)
+        return False
+
+    def _ask_unsafe(self, studies: Iterable[str] | None) -> bool:
+        allowed = set(studies) if studies is not None else None
+        candidates = [a.engine for n, a in self.engines.items()
+                      if not a.paused and (allowed is None or n in allowed) and a.engine.budget_exhausted() is None]
+        if not candidates:
+            return False
+        queued = sum(1 for _ in self.store.jobs(states=["queued"]))
+        free = self.capacity() - queued
+        if free <= 0:
+            return False
+        # In flight (running + queued) per study, counted here rather than re-read
+        # from the database after every ask.
+        inflight = {e.name: e.summary().running for e in candidates}
+        asked = False
+        # Fair share: fewest in flight per unit of priority first.
+        while free > 0 and candidates:
+            candidates.sort(key=lambda e: (inflight[e.name] / (1 + max(0, e.spec.priority)), -e.spec.priority))
+            engine = candidates[0]
+            cap = engine.spec.max_concurrency
+            if cap is not None and inflight[engine.name] >= cap:
+                candidates.pop(0)
+                continue
+            jobs = engine.ask(1)
+            if not jobs:
+                candidates.pop(0)
+                continue
+            inflight[engine.name] += len(jobs)
+            asked = True
+            free -= len(jobs)
+        return asked
+
+    def wait(self, timeout: float) -> None:
+        if self.executor is not None and self.executor.running:
+            self.executor.wait(timeout)
+        else:
+            time.sleep(timeout)
+
+    def stop(self, *, reason: str, grace_seconds: float = 0.0,
+             should_abort: Callable[[], bool] | None = None) -> None:
+        """Stop local trials (after the grace period) and record them as ``reason``."""
+        if self.executor is not None:
+            self.executor.stop(reason=reason, grace_seconds=grace_seconds, should_abort=should_abort)
+        for active in self.engines.values():
+            try:
+                active.engine.collect()
+                active.engine.update_store_summary()
+            except StorageError as exc:
+                log.warning("cannot record the stop of %s: %s", active.engine.name, exc)
+
+    def snapshot_running(self) -> list[dict[str, Any]]:
+        if self.executor is None:
+            return []
+        return [{"slot": rt.slot.name, "gpu_index": rt.slot.gpu_index, "study": rt.job.study,
+                 "trial": rt.job.trial_number, "started_at": rt.started_at}
+                for rt in self.executor.running.values()]

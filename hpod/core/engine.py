@@ -1,0 +1,461 @@
+"""The ask/tell loop of one study: sampler choice, jobs, constraints, the front.
+
+The engine asks the sampler for configurations and turns each into a job in the
+store; whoever runs jobs (the local executor, remote workers) writes the outcome
+back; the engine then tells Optuna (values, constraints via ``trial.set_constraint``,
+measurements with provenance as user attributes), re-queues configurations whose
+trial failed for infrastructure reasons, appends events, and keeps the study's
+summary (counts, Pareto front size, hypervolume, best values) up to date.
+
+The study's strategy (``spec.strategy``: pareto, scalarized, pbt; see
+:mod:`hpod.core.strategies`) may pick the sampler, queue jobs itself, turn metrics
+into the told values and act after each tell; ``report_handler`` (pruning, early
+stopping) and ``seed_handler`` (adaptive seeds) are what the executor that runs the
+study's trials calls with intermediate reports and after each seed.
+
+Concurrency: one engine per study in one controller process; it is the only
+writer of the study's Optuna trials' outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpod.core.pareto import derive_reference_point, hypervolume, non_dominated_mask
+from hpod.core.records import FAIL_REASON_ATTR, feasible
+from hpod.core.samplers import create_sampler
+from hpod.core.strategies import PBTStrategy, ScalarizedStrategy, Strategy
+from hpod.core.strategies._pruning import create_report_handler
+from hpod.core.strategies._seeds import AdaptiveSeeds
+from hpod.execution._trial_child import INFRA_REASONS
+from hpod.spec import ResolvedStudy, StudySpec, resolve
+from hpod.store import JobRow, Store, config_key
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["Engine", "StudySummary", "create_strategy", "trial_handlers"]
+
+log = logging.getLogger(__name__)
+_REF_MIN_TRIALS = 5
+
+
+@dataclass
+class StudySummary:
+    name: str
+    counts: dict[str, int]
+    finished: int
+    running: int
+    pareto: list[int]
+    hypervolume: float | None
+    reference_point: list[float] | None
+    best: dict[str, float]
+    energy_spent_joules: float
+    infra_failures: int
+    objective_failures: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Ask/tell for one study, backed by the store's jobs."""
+
+    def __init__(self, store: Store, spec: StudySpec, *, state_dir: Path, parallelism: int = 1,
+                 resolved: ResolvedStudy | None = None):
+        self.store = store
+        self.spec = spec
+        self.state_dir = state_dir
+        self.resolved = resolved or resolve(spec)
+        self.parallelism = max(1, parallelism)
+        self.constraints = spec.parsed_constraints()
+        self.distributions = self.resolved.distributions()
+        self._study: optuna.Study | None = None
+        self.sampler_name: str | None = None
+        self.sampler_reason: str | None = None
+        self.started_at = time.time()
+        #: called after each told trial: (engine, frozen trial, job)
+        self.on_told: list[Callable[[Engine, Any, JobRow], None]] = []
+        #: called with the seconds a sampler took to suggest one configuration
+        self.on_suggest: list[Callable[[str, float], None]] = []
+        self._summary: StudySummary | None = None
+        self._hv_cache: tuple[Any, float | None] = (None, None)
+        self.strategy: Strategy = create_strategy(self)
+        self._report_handler: Any = None
+        self._seed_handler: Any = None
+
+    @property
+    def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
+        """The pruner / early stopping of ``spec.pruner`` as an executor report handler, or None."""
+        if self._report_handler is None and self.spec.pruner.kind != "none":
+
+            self._report_handler = create_report_handler(self.spec, self.store)
+        return self._report_handler  # type: ignore[no-any-return]
+
+    @property
+    def seed_handler(self) -> Callable[[JobRow, int, dict[str, float]], bool] | None:
+        """Adaptive seeds: ``(job, seed_index, values) -> run another seed?``, or None."""
+        if self._seed_handler is None and self.spec.seeds_adaptive is not None:
+
+            self._seed_handler = AdaptiveSeeds(self)
+        return self._seed_handler  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = self._load()
+        return self._study
+
+    def _load(self) -> optuna.Study:
+
+        choice = self.strategy.create_sampler() or create_sampler(
+            self.spec.sampler.name, dict(self.spec.sampler.options), directions=self.spec.directions,
+            n_trials=self.spec.budget.n_trials, n_params=len(self.distributions), parallelism=self.parallelism,
+            seed=self.spec.sampler.seed, has_constraints=bool(self.constraints),
+            reference_point=self.stated_reference_point(),
+        )
+        self.sampler_name, self.sampler_reason = choice.name, choice.reason
+        study = self.store.load_optuna_study(self.spec.name, sampler=choice.sampler)
+        self.store.update_study(self.spec.name, sampler_name=choice.name, sampler_reason=choice.reason)
+        return study
+
+    def start(self, *, submitted_by: str = "cli") -> bool:
+        """Register the study (or find it) and recover orphans. Returns True when new."""
+        row, created = self.store.register_study(self.spec, state="running")
+        if created:
+            self.store.append_event("study_submitted", study=self.name,
+                                    payload={"by": submitted_by, "objective": self.spec.objective.name}, handled=True)
+        elif row is not None and row.state not in ("running",):
+            self.store.update_study(self.name, state="running")
+        _ = self.study
+        return created
+
+    def recover_orphans(self, *, alive: Callable[[JobRow], bool]) -> int:
+        """Fail and re-queue this study's trials that a dead process left RUNNING.
+
+        ``alive(job)`` says whether the job's holder may still be running it (e.g. its
+        lease has not expired, or its pid is alive on this node)."""
+        import optuna
+
+        n = 0
+        # Every job of the study, whatever its state: a job that already holds an outcome
+        # (done / failed / lost) is not an orphan; `collect` tells Optuna about it.
+        by_trial = {j.trial_id: j for j in self.store.jobs(self.name)}
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            job = by_trial.get(t._trial_id)
+            if job is not None and (job.state not in ("running", "queued") or alive(job)):
+                continue
+            if job is not None:
+                self.store.release_jobs([job.id], reason="orphaned")  # type: ignore[list-item]
+            else:
+                self._fail_trial(t._trial_id, "orphaned")
+                self._requeue(dict(t.params), t.number, attempt=1)
+            n += 1
+        return n
+
+    # ------------------------------------------------------------------ budget
+    def summary(self, *, refresh: bool = False) -> StudySummary:
+        if self._summary is None or refresh:
+            self._summary = self._compute_summary()
+        return self._summary
+
+    def remaining_trials(self) -> int | None:
+        n = self.spec.budget.n_trials
+        if n is None:
+            return None
+        s = self.summary()
+        return max(0, n - s.finished - s.running)
+
+    def budget_exhausted(self) -> str | None:
+        """Why no new trial may start, or None."""
+        b = self.spec.budget
+        s = self.summary()
+        if b.n_trials is not None and s.finished >= b.n_trials:
+            return "n_trials"
+        if b.energy_joules is not None and s.energy_spent_joules >= b.energy_joules:
+            return "energy_joules"
+        if b.timeout_seconds is not None and time.time() - self.started_at >= b.timeout_seconds:
+            return "timeout_seconds"
+        return self.strategy.budget_exhausted()
+
+    def done(self) -> bool:
+        s = self.summary()
+        return self.budget_exhausted() is not None and s.running == 0
+
+    # ------------------------------------------------------------------ ask
+    def ask(self, n: int = 1) -> list[JobRow]:
+        """Ask the sampler for up to ``n`` configurations within the budget and queue them."""
+        if self.budget_exhausted() is not None:
+            return []
+        remaining = self.remaining_trials()
+        if remaining is not None:
+            n = min(n, remaining)
+        own = self.strategy.ask(max(0, n))
+        if own is not None:
+            if own:
+                self._summary = None
+            return own
+        jobs = []
+        for _ in range(max(0, n)):
+            t0 = time.perf_counter()
+            trial = self.study.ask(self.distributions)
+            elapsed = time.perf_counter() - t0
+            for cb in self.on_suggest:
+                cb(self.name, elapsed)
+            params = dict(trial.params)
+            retry_of = trial.user_attrs.get("hpod.retry_of")
+            attempt = int(trial.user_attrs.get("hpod.attempt", 1))
+            trial.set_user_attr("hpod.ask", {"attempt": attempt, "config_key": config_key(params),
+                                             "suggest_seconds": elapsed, "retry_of": retry_of,
+                                             "sampler": self.sampler_name if retry_of is None else "requeued"})
+            job = self.store.create_job(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
+                                        params=params, attempt=attempt, priority=self.spec.priority)
+            jobs.append(job)
+        if jobs:
+            self._summary = None
+        return jobs
+
+    def _requeue(self, params: dict[str, Any], number: int, *, attempt: int) -> bool:
+        if attempt > self.spec.budget.max_retries:
+            log.warning("study %s: configuration of trial %d failed %d times; not re-queued",
+                        self.name, number, attempt)
+            return False
+        self.study.enqueue_trial(params, user_attrs={"hpod.retry_of": number, "hpod.attempt": attempt + 1})
+        return True
+
+    # ------------------------------------------------------------------ tell
+    def collect(self) -> list[optuna.trial.FrozenTrial]:
+        """Tell Optuna about every finished job of this study; returns the told trials."""
+        told = []
+        for job in self.store.jobs_to_tell(self.name):
+            frozen = self._tell(job)
+            self.store.mark_told(job.id)  # type: ignore[arg-type]
+            if frozen is not None:
+                told.append(frozen)
+                try:
+                    self.strategy.after_tell(frozen, job)
+                except Exception:
+                    log.exception("study %s: strategy %s failed after trial %d", self.name, self.strategy.kind,
+                                  frozen.number)
+                for cb in self.on_told:
+                    try:
+                        cb(self, frozen, job)
+                    except Exception:
+                        log.exception("on_told callback failed")
+        if told:
+            self._summary = None
+            self.update_store_summary()
+        return told
+
+    def _fail_trial(self, trial_id: int, reason: str) -> optuna.trial.FrozenTrial | None:
+        import optuna
+
+        storage = self.store.optuna_storage
+        if storage.get_trial(trial_id).state.is_finished():
+            return None
+        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        return storage.get_trial(trial_id)
+
+    def _tell(self, job: JobRow) -> optuna.trial.FrozenTrial | None:
+        import optuna
+
+        storage = self.store.optuna_storage
+        current = storage.get_trial(job.trial_id)
+        if current.state.is_finished():
+            return None  # told before a crash; idempotent
+        info = {"worker": job.worker, "job_id": job.id}
+        if job.state in ("lost", "cancelled") or job.result_json is None:
+            reason = job.fail_reason or "unknown failure"
+            storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
+            frozen = self._fail_trial(job.trial_id, reason)
+            requeued = False
+            if job.state == "lost" and reason in INFRA_REASONS:
+                own = self.strategy.requeue_lost(job, reason)
+                requeued = own if own is not None else \
+                    self._requeue(json.loads(job.params_json), job.trial_number, attempt=job.attempt)
+            self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
+                                    payload={"reason": reason, "requeued": requeued, "worker": job.worker,
+                                             "infrastructure": reason in INFRA_REASONS}, handled=True)
+            return frozen
+        result = json.loads(job.result_json)
+        # Few attributes, few commits: each user attribute is one transaction in Optuna.
+        for key, attr in (("metrics", "hpod.metrics"), ("measurements", "hpod.measurements"),
+                          ("seeds", "hpod.seeds")):
+            storage.set_trial_user_attr(job.trial_id, attr, result.get(key, {}))
+        info.update({k: result.get(k) for k in ("metrics_std", "energy_spent_joules", "notes", "artifact_dir")})
+        info["intermediate"] = (result.get("intermediate") or [])[-100:]
+        storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
+        metrics = result.get("metrics", {})
+        trial = optuna.trial.Trial(self.study, job.trial_id)
+        if result.get("pruned"):
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self.store.append_event("trial_pruned", study=self.name, trial_number=job.trial_number,
+                                    payload={"energy_spent_joules": result.get("energy_spent_joules")},
+                                    handled=True)
+            return storage.get_trial(job.trial_id)
+        missing = [n for n in self.spec.objective_names if n not in metrics]
+        missing += [c.metric for c in self.constraints if c.metric not in metrics]
+        if missing:
+            reason = f"objective did not report {', '.join(sorted(set(missing)))} (it reported: " \
+                     f"{', '.join(sorted(metrics)) or 'nothing'})"
+            frozen = self._fail_trial(job.trial_id, reason)
+            self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
+                                    payload={"reason": reason, "requeued": False}, handled=True)
+            return frozen
+        for c in self.constraints:
+            trial.set_constraint(c.text, c.violation(metrics[c.metric]))
+        values = self.strategy.values(metrics, job)
+        self.study.tell(trial, values)
+        frozen = storage.get_trial(job.trial_id)
+        self.store.append_event(
+            "trial_completed", study=self.name, trial_number=job.trial_number,
+            payload={"values": dict(zip(self.spec.value_names, values)), "feasible": feasible(frozen),
+                     "worker": job.worker}, handled=True)
+        return frozen
+
+    # ------------------------------------------------------------------ summary
+    def _oriented(self, values: list[float]) -> list[float]:
+        return [v if d == "minimize" else -v for v, d in zip(values, self.spec.directions)]
+
+    def stated_reference_point(self) -> list[float] | None:
+        """The reference point the spec or the objective states, in the values' own
+        directions (what the model-based samplers aim at); ``None`` when neither states
+        a full one, or the study is scalarized."""
+        stated = self._stated_reference()
+        return None if stated is None else stated[0]
+
+    def _stated_reference(self) -> tuple[list[float], str] | None:
+        names = self.spec.value_names
+        for ref, source in ((self.spec.reference_point, "spec"), (self.resolved.objective.reference_point, "objective")):
+            if ref and all(n in ref for n in names):
+                return [float(ref[n]) for n in names], source
+        return None
+
+    def reference_point(self, complete: list[optuna.trial.FrozenTrial]) -> tuple[list[float] | None, str | None]:
+        """The hypervolume reference point (minimization orientation) and its source."""
+        names = self.spec.value_names
+        stated = self._stated_reference()
+        if stated is not None:
+            return self._oriented(stated[0]), stated[1]
+        row = self.store.get_study(self.name)
+        if row is not None and row.reference_point_json:
+            return json.loads(row.reference_point_json), row.reference_point_source
+        if len(complete) < _REF_MIN_TRIALS:
+            return None, None
+
+        pts = np.array([self._oriented(list(t.values)) for t in complete[:max(_REF_MIN_TRIALS, 2 * len(names))]])
+        derived = [float(v) for v in derive_reference_point(pts)]
+        return derived, "derived"
+
+    def _compute_summary(self) -> StudySummary:
+        import optuna
+
+
+        trials = self.study.get_trials(deepcopy=False)
+        counts: dict[str, int] = {}
+        infra = objective_failures = 0
+        energy = 0.0
+        for t in trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+            energy += float((t.user_attrs.get("hpod.info") or {}).get("energy_spent_joules") or 0.0)
+            if t.state == optuna.trial.TrialState.FAIL:
+                if t.user_attrs.get(FAIL_REASON_ATTR) in INFRA_REASONS:
+                    infra += 1
+                else:
+                    objective_failures += 1
+        finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + objective_failures
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None]
+        ok = [t for t in complete if feasible(t)]
+        pareto: list[int] = []
+        hv: float | None = None
+        ref, _ = self.reference_point(complete)
+        best: dict[str, float] = {}
+        if ok:
+            pts = np.array([self._oriented(list(t.values)) for t in ok])
+            mask = non_dominated_mask(pts)
+            pareto = [t.number for t, m in zip(ok, mask) if m]
+            for i, (name, d) in enumerate(zip(self.spec.value_names, self.spec.directions)):
+                col = [t.values[i] for t in ok]
+                best[name] = float(min(col) if d == "minimize" else max(col))
+            if self.strategy.kind == "scalarized":
+                # F alone says little to a user: show the components of the best trial too.
+                top = min(ok, key=lambda t: t.values[0])
+                metrics = top.user_attrs.get("hpod.metrics") or {}
+                best.update({n: float(metrics[n]) for n in self.spec.objective_names if n in metrics})
+            key = (tuple(pareto), tuple(ref) if ref is not None else None)
+            if ref is not None and key == self._hv_cache[0]:
+                hv = self._hv_cache[1]
+            elif ref is not None:
+                try:
+                    hv = hypervolume(pts[mask], np.array(ref))
+                    self._hv_cache = (key, hv)
+                except ValueError as exc:
+                    log.warning("hypervolume failed: %s", exc)
+        running = counts.get("RUNNING", 0)
+        return StudySummary(name=self.name, counts=counts, finished=finished, running=running, pareto=pareto,
+                            hypervolume=hv, reference_point=ref, best=best, energy_spent_joules=energy,
+                            infra_failures=infra, objective_failures=objective_failures,
+                            extra={"strategy": self.strategy.public_state()})
+
+    def update_store_summary(self) -> StudySummary:
+        s = self.summary(refresh=True)
+        fields: dict[str, Any] = dict(
+            hypervolume=s.hypervolume, pareto_front_size=len(s.pareto), energy_spent_joules=s.energy_spent_joules,
+            counts_json=json.dumps(s.counts), best_json=json.dumps(s.best), last_activity_at=time.time(),
+        )
+        strategy_state = s.extra.get("strategy")
+        if strategy_state is not None:
+            fields["strategy_json"] = json.dumps(strategy_state, default=float)
+        row = self.store.get_study(self.name)
+        if s.reference_point is not None and row is not None and row.reference_point_json is None:
+            _, source = self.reference_point([])
+            fields["reference_point_json"] = json.dumps(s.reference_point)
+            fields["reference_point_source"] = source or "derived"
+        self.store.update_study(self.name, **fields)
+        return s
+
+    def finish(self, state: str = "completed") -> None:
+        s = self.update_store_summary()
+        self.store.update_study(self.name, state=state)
+        if state == "completed":
+            self.store.append_event("study_completed", study=self.name, payload={
+                "finished": s.finished, "hypervolume": s.hypervolume, "pareto_front_size": len(s.pareto),
+                "reason": self.budget_exhausted()}, handled=True)
+
+
+def is_finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def create_strategy(engine: Engine) -> Strategy:
+    """The strategy the spec names (``strategy.kind``), bound to ``engine``."""
+    kind = engine.spec.strategy.kind
+    if kind == "scalarized":
+        return ScalarizedStrategy(engine)
+    if kind == "pbt":
+        return PBTStrategy(engine)
+    return Strategy(engine)
+
+
+def trial_handlers(store: Any, spec: Any, state_dir: Any) -> tuple[Any, Any]:
+    """``(report_handler, seed_handler)`` of a study, for an executor outside the
+    controller's process (``hpod worker``): install them as
+    ``executor.report_handlers[spec.name]`` / ``executor.seed_handlers[spec.name]``.
+    Either is None when the study has no pruner / no adaptive seeds. They read the
+    study's trials from the shared store, so their view is as fresh as the database."""
+
+    engine = Engine(store, spec, state_dir=state_dir)
+    return engine.report_handler, engine.seed_handler

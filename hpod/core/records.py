@@ -1,0 +1,60 @@
+"""A trial as users and tools see it: the JSON record the CLI and the API return, and
+whether it is feasible."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from hpod.spec import parse_spec
+from hpod.store import Store
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["FAIL_REASON_ATTR", "feasible", "study_records", "trial_record"]
+
+FAIL_REASON_ATTR = "hpod.fail_reason"
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0 for v in (trial.constraints or {}).values())
+
+
+def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str]) -> dict[str, Any]:
+    """A trial as the JSON the CLI and the API return."""
+    attrs = trial.user_attrs
+    info = attrs.get("hpod.info") or {}
+    values = (
+        {name: float(v) for name, v in zip(objective_names, trial.values)} if trial.values is not None else None
+    )
+    constraints = {k: float(v) for k, v in (trial.constraints or {}).items()}
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "values": values,
+        "params": dict(trial.params),
+        "constraints": constraints,
+        "feasible": trial.state.name == "COMPLETE" and all(v <= 0 for v in constraints.values()),
+        "metrics": attrs.get("hpod.metrics", {}),
+        "metrics_std": info.get("metrics_std") or {},
+        "measurements": attrs.get("hpod.measurements", {}),
+        "seeds": attrs.get("hpod.seeds", []),
+        "fail_reason": attrs.get(FAIL_REASON_ATTR),
+        "attempt": (attrs.get("hpod.ask") or {}).get("attempt", attrs.get("hpod.attempt", 1)),
+        "worker": info.get("worker"),
+        "energy_spent_joules": info.get("energy_spent_joules") or 0.0,
+        "artifact_dir": info.get("artifact_dir"),
+        "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
+        "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
+        "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
+    }
+
+
+def study_records(store: Store, name: str) -> tuple[list[str], list[Any]]:
+    """(objective names, frozen trials) of a stored study."""
+    row = store.get_study(name)
+    assert row is not None
+    spec = parse_spec(json.loads(row.spec_json))
+    study = store.load_optuna_study(name)
+    return spec.value_names, study.get_trials(deepcopy=False)

@@ -1,0 +1,21 @@
+"""hpod's samplers: ``create_sampler`` turns a spec's sampler section into an Optuna sampler.
+
+Names: ``auto``, ``nsga2``, ``qlognehvi`` (hpod's BoTorch qLogNEHVI sampler), ``tpe``,
+``gp``, ``random``. Heavy libraries (torch, botorch) load only when a model is fitted.
+"""
+
+from __future__ import annotations
+
+from hpod.core.samplers._auto import ModelThenEvolutionSampler
+from hpod.core.samplers._factory import SAMPLER_NAMES, SamplerChoice, create_sampler
+from hpod.core.samplers._qlognehvi import QLogNEHVISampler
+from hpod.core.samplers._startup import SobolStartupSampler
+
+__all__ = [
+    "SAMPLER_NAMES",
+    "ModelThenEvolutionSampler",
+    "QLogNEHVISampler",
+    "SamplerChoice",
+    "SobolStartupSampler",
+    "create_sampler",
+]

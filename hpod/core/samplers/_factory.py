@@ -1,0 +1,285 @@
+"""Build an Optuna sampler from a spec's ``sampler.name`` and ``sampler.options``.
+
+Every sampler reads constraints from ``FrozenTrial.constraints`` (Optuna 5; hpod sets
+them with ``trial.set_constraint``), so no deprecated ``constraints_func`` is passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from hpod.core.samplers._auto import (
+    DEFAULT_SWITCH_AFTER,
+    MAX_GP_OBJECTIVES,
+    MAX_GP_PARAMS,
+    ModelThenEvolutionSampler,
+    auto_startup_trials,
+    build_gp_sampler,
+)
+from hpod.core.samplers._qlognehvi import QLogNEHVISampler
+from hpod.errors import SpecError
+
+__all__ = ["SAMPLER_NAMES", "SamplerChoice", "create_sampler"]
+
+SAMPLER_NAMES = ("auto", "nsga2", "qlognehvi", "tpe", "gp", "random")
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """The sampler to give ``optuna.create_study``, the name it goes by (for ``auto``, what
+    ``auto`` picked) and a sentence saying why, for the engine to record."""
+
+    sampler: optuna.samplers.BaseSampler
+    name: str
+    reason: str
+
+
+# One validator per option: returns an error text (what is allowed) or None when valid.
+_Check = Callable[[Any], "str | None"]
+
+
+def _int_at_least(low: int) -> _Check:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        return None if ok else f"an integer >= {low}"
+
+    return check
+
+
+def _probability(allow_none: bool = False) -> _Check:
+    def check(value: Any) -> str | None:
+        if value is None and allow_none:
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+        return None if ok else "a number in [0, 1]" + (" or null" if allow_none else "")
+
+    return check
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _number_list(length: int) -> _Check:
+    def check(value: Any) -> str | None:
+        ok = (
+            isinstance(value, (list, tuple))
+            and len(value) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        )
+        return None if ok else f"a list of {length} numbers (one per objective)"
+
+    return check
+
+
+def _options_schema(name: str, n_objectives: int) -> dict[str, _Check]:
+    schemas: dict[str, dict[str, _Check]] = {
+        "nsga2": {
+            "population_size": _int_at_least(2),
+            "mutation_prob": _probability(allow_none=True),
+            "crossover_prob": _probability(),
+            "swapping_prob": _probability(),
+        },
+        "tpe": {
+            "n_startup_trials": _int_at_least(0),
+            "n_ei_candidates": _int_at_least(1),
+            "multivariate": _boolean,
+            "constant_liar": _boolean,
+        },
+        "gp": {"n_startup_trials": _int_at_least(1), "deterministic_objective": _boolean},
+        "random": {},
+        "qlognehvi": {
+            "n_startup_trials": _int_at_least(2),
+            "num_restarts": _int_at_least(1),
+            "raw_samples": _int_at_least(1),
+            "mc_samples": _int_at_least(1),
+            "max_iterations": _int_at_least(1),
+            "reference_point": _number_list(n_objectives),
+        },
+        "auto": {
+            "n_startup_trials": _int_at_least(1),
+            "switch_after": _int_at_least(2),
+            "population_size": _int_at_least(2),
+            "deterministic_objective": _boolean,
+        },
+    }
+    return schemas[name]
+
+
+def _validated_options(name: str, options: Mapping[str, Any] | None, n_objectives: int) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise SpecError("sampler.options", "must be a mapping of option names to values", found=options)
+    schema = _options_schema(name, n_objectives)
+    for key, value in options.items():
+        if key not in schema:
+            allowed = ", ".join(sorted(schema)) or f"none (sampler {name!r} takes no options)"
+            raise SpecError(f"sampler.options.{key}", f"unknown option for sampler {name!r}", allowed=allowed)
+        problem = schema[key](value)
+        if problem is not None:
+            raise SpecError(f"sampler.options.{key}", "invalid value", found=value, allowed=problem)
+    return dict(options)
+
+
+def create_sampler(
+    name: str,
+    options: Mapping[str, Any] | None,
+    *,
+    directions: list[str],
+    n_trials: int | None,
+    n_params: int,
+    parallelism: int = 1,
+    seed: int | None = None,
+    has_constraints: bool = False,
+    reference_point: list[float] | None = None,
+) -> SamplerChoice:
+    """Build the sampler a study spec asks for.
+
+    Args:
+        name: one of ``auto``, ``nsga2``, ``qlognehvi``, ``tpe``, ``gp``, ``random``.
+        options: the spec's ``sampler.options`` (validated here; unknown keys rejected).
+        directions: ``"minimize"``/``"maximize"`` per objective.
+        n_trials: the trial budget, ``None`` when the study is bounded by time or energy only.
+        n_params: number of parameters in the search space.
+        parallelism: trials that may run at once (worker slots); batch-aware samplers
+            use it to size their startup design and to lie for pending trials.
+        seed: seeds the sampler; ``None`` for fresh randomness.
+        has_constraints: whether the spec declares constraints (informs ``auto``'s reason).
+        reference_point: the study's hypervolume reference point (one value per objective,
+            in the objectives' own directions) when the spec or the objective states one;
+            the model-based samplers (``auto``, ``gp``, ``qlognehvi``) aim their
+            hypervolume improvement at it. ``sampler.options.reference_point`` wins for
+            ``qlognehvi``.
+
+    Raises:
+        SpecError: ``sampler.name`` is unknown, or a ``sampler.options.<key>`` is unknown
+            or out of range.
+        ValueError: ``directions``, ``n_trials``, ``n_params`` or ``parallelism`` is invalid
+            (the engine passes them, not the user).
+    """
+    if name not in SAMPLER_NAMES:
+        raise SpecError("sampler.name", "unknown sampler", found=name, allowed=", ".join(SAMPLER_NAMES))
+    if not directions or any(d not in ("minimize", "maximize") for d in directions):
+        raise ValueError(f"directions must be a non-empty list of 'minimize'/'maximize'; got {directions!r}")
+    if n_trials is not None and (not isinstance(n_trials, int) or n_trials < 1):
+        raise ValueError(f"n_trials must be None or an integer >= 1; got {n_trials!r}")
+    if not isinstance(n_params, int) or n_params < 0:
+        raise ValueError(f"n_params must be an integer >= 0; got {n_params!r}")
+    if not isinstance(parallelism, int) or parallelism < 1:
+        raise ValueError(f"parallelism must be an integer >= 1; got {parallelism!r}")
+    if reference_point is not None and len(reference_point) != len(directions):
+        raise ValueError(
+            f"reference_point has {len(reference_point)} values for {len(directions)} objectives"
+        )
+    opts = _validated_options(name, options, len(directions))
+
+    if name == "auto":
+        return _choose_auto(
+            opts,
+            directions=directions,
+            n_trials=n_trials,
+            n_params=n_params,
+            parallelism=parallelism,
+            seed=seed,
+            has_constraints=has_constraints,
+            reference_point=reference_point,
+        )
+    if name == "nsga2":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, **opts)
+        return SamplerChoice(sampler, name, "requested in the spec")
+    if name == "tpe":
+        # Constant liar keeps concurrent workers from sampling the same region.
+        opts.setdefault("constant_liar", parallelism > 1)
+        return SamplerChoice(optuna.samplers.TPESampler(seed=seed, **opts), name, "requested in the spec")
+    if name == "gp":
+
+        sampler = build_gp_sampler(
+            n_params=n_params,
+            n_startup_trials=opts.get("n_startup_trials", auto_startup_trials(n_params, parallelism)),
+            seed=seed,
+            deterministic_objective=opts.get("deterministic_objective", False),
+            reference_point=reference_point,
+        )
+        return SamplerChoice(sampler, name, "requested in the spec")
+    if name == "random":
+        return SamplerChoice(optuna.samplers.RandomSampler(seed=seed), name, "requested in the spec")
+
+    opts.setdefault("n_startup_trials", max(auto_startup_trials(n_params, parallelism), 2))
+    if reference_point is not None:
+        opts.setdefault("reference_point", list(reference_point))
+    sampler = QLogNEHVISampler(n_params=max(n_params, 1), seed=seed, **opts)
+    return SamplerChoice(sampler, name, "requested in the spec")
+
+
+def _choose_auto(
+    opts: dict[str, Any],
+    *,
+    directions: list[str],
+    n_trials: int | None,
+    n_params: int,
+    parallelism: int,
+    seed: int | None,
+    has_constraints: bool,
+    reference_point: list[float] | None,
+) -> SamplerChoice:
+
+    n_objectives = len(directions)
+    population_size = opts.get("population_size", 50)
+    constrained = " with feasibility-weighted acquisition" if has_constraints else ""
+    if n_params == 0:
+        return SamplerChoice(optuna.samplers.RandomSampler(seed=seed), "random", "auto: no parameters to model")
+    if n_params > MAX_GP_PARAMS:
+        reason = (
+            f"auto: {n_params} parameters > {MAX_GP_PARAMS}, too many for a GP to learn within a typical "
+            "budget; multivariate TPE" + (" with constant liar for parallel workers" if parallelism > 1 else "")
+        )
+        tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=parallelism > 1)
+        return SamplerChoice(tpe, "tpe", reason)
+    if n_objectives > MAX_GP_OBJECTIVES:
+        reason = (
+            f"auto: {n_objectives} objectives > {MAX_GP_OBJECTIVES}; hypervolume acquisition cost grows "
+            f"exponentially with objectives, so NSGA-II (population {population_size})"
+        )
+        return SamplerChoice(
+            optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size), "nsga2", reason
+        )
+
+    n_startup = opts.get("n_startup_trials", auto_startup_trials(n_params, parallelism))
+    gp = build_gp_sampler(
+        n_params=n_params,
+        n_startup_trials=n_startup,
+        seed=seed,
+        deterministic_objective=opts.get("deterministic_objective", False),
+        reference_point=reference_point,
+    )
+    switch_after = opts.get("switch_after", DEFAULT_SWITCH_AFTER)
+    aimed = (
+        ", improvement measured at the study's reference point"
+        if reference_point is not None and n_objectives > 1
+        else ""
+    )
+    model_text = (
+        f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {n_startup} Sobol startup trials"
+        + (f", {parallelism} concurrent trials as pending points" if parallelism > 1 else "")
+        + ")"
+    )
+    if n_trials is not None and n_trials <= switch_after:
+        reason = f"auto: budget {n_trials} <= {switch_after} trials and {n_params} parameters: {model_text}"
+        return SamplerChoice(gp, "gp", reason)
+    budget = "no trial budget" if n_trials is None else f"budget {n_trials} > {switch_after} trials"
+    reason = (
+        f"auto: {budget}: {model_text} for the first {switch_after} trials, then NSGA-II "
+        f"(population {population_size}) seeded with the model phase's last {population_size} trials"
+    )
+    sampler = ModelThenEvolutionSampler(
+        gp,
+        optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size),
+        switch_after=switch_after,
+        population_size=population_size,
+    )
+    return SamplerChoice(sampler, "gp+nsga2", reason)

@@ -1,0 +1,177 @@
+"""What users and tools see of the store: study, trial, worker and event rows as JSON,
+and the snapshots the Prometheus collector exports. One shape, used by ``hpod status``,
+the control API and the exporter alike."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hpod.core.pareto import non_dominated_mask
+from hpod.core.records import study_records, trial_record
+from hpod.errors import StorageError
+from hpod.monitors.gpu import GpuReading
+from hpod.spec import parse_spec
+from hpod.store import EventRow, Store, worker_state
+
+__all__ = [
+    "DriftSnapshot",
+    "RetuneSnapshot",
+    "Snapshot",
+    "StudySnapshot",
+    "event_dict",
+    "pareto_numbers",
+    "study_rows",
+    "trial_records",
+    "worker_rows",
+]
+
+
+@dataclass
+class StudySnapshot:
+    """One study as the store sees it at scrape time.
+
+    ``trials_by_state`` uses Optuna's state names (``COMPLETE``, ``FAIL``, ``PRUNED``,
+    ``RUNNING``, ``WAITING``; others such as ``WORKER_LOST`` are exported as they come,
+    lower-cased). ``energy_joules_total`` is all energy the study's trials used, in
+    joules; ``last_activity_ts`` a Unix time in seconds; ``state`` one of
+    :data:`STUDY_STATES` (others are exported too).
+    """
+
+    name: str
+    trials_by_state: dict[str, int] = field(default_factory=dict)
+    running: int = 0
+    hypervolume: float | None = None
+    pareto_front_size: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    energy_joules_total: float = 0.0
+    energy_budget_joules: float | None = None
+    n_trials_budget: int | None = None
+    last_activity_ts: float | None = None
+    lagrange_multipliers: dict[str, float] = field(default_factory=dict)
+    state: str = "running"
+
+
+@dataclass
+class DriftSnapshot:
+    """A drift monitor's last score and how many alarms it has raised so far."""
+
+    study: str
+    monitor: str
+    score: float
+    alarms_total: int = 0
+
+
+@dataclass
+class RetuneSnapshot:
+    """How many retunes a study has started for one reason (``drift:data:length``, ``manual``, ...)."""
+
+    study: str
+    reason: str
+    count: int
+
+
+@dataclass
+class Snapshot:
+    """Everything the collector exports, read from the store once per scrape.
+
+    ``started_at`` is the daemon's start as a Unix time in seconds; ``workers_by_state``
+    counts workers (``idle``, ``busy``, ``lost``, ...); ``events_by_kind`` counts rows of
+    the events table by kind since the database was created.
+    """
+
+    version: str
+    started_at: float
+    studies: list[StudySnapshot] = field(default_factory=list)
+    workers_by_state: dict[str, int] = field(default_factory=dict)
+    gpus: list[GpuReading] = field(default_factory=list)
+    events_by_kind: dict[str, int] = field(default_factory=dict)
+    drift: list[DriftSnapshot] = field(default_factory=list)
+    retunes: list[RetuneSnapshot] = field(default_factory=list)
+
+
+
+def study_rows(store: Store) -> list[dict[str, Any]]:
+    rows = []
+    for r in store.list_studies():
+        spec = json.loads(r.spec_json)
+        counts = json.loads(r.counts_json) if r.counts_json else {}
+        rows.append({
+            "name": r.name,
+            "state": r.state,
+            "objective": spec.get("objective", {}).get("name"),
+            "objectives": {o["name"]: o.get("direction", "minimize") for o in spec.get("objectives", [])},
+            "n_trials": spec.get("budget", {}).get("n_trials"),
+            "trials": counts,
+            "failed": counts.get("FAIL", 0),
+            "best": json.loads(r.best_json) if r.best_json else {},
+            "hypervolume": r.hypervolume,
+            "pareto_front_size": r.pareto_front_size,
+            "energy_spent_joules": r.energy_spent_joules,
+            "sampler": r.sampler_name,
+            "sampler_reason": r.sampler_reason,
+            "parent": r.parent,
+            "version": r.version,
+            "reason": r.reason,
+            "last_activity": r.last_activity_at,
+            "message": r.message,
+            # scalarized: Lagrange multipliers and scales; pbt: generation, medians, exploits
+            "strategy": json.loads(r.strategy_json) if r.strategy_json else None,
+        })
+    return rows
+
+
+def worker_rows(store: Store) -> list[dict[str, Any]]:
+    """Rows of ``hpod_workers`` as JSON; a worker silent for longer than the controller
+    waits (WORKER_STALE_SECONDS) is shown as ``lost``."""
+    try:
+        rows = store.workers()
+    except StorageError:
+        return []
+    now = time.time()
+    result = []
+    for w in rows:
+        state = worker_state(w, now)
+        result.append({"name": w.name, "node": w.node, "pid": w.pid, "state": state, "slots": w.slots,
+                       "gpus": w.gpus, "studies": w.studies, "current": json.loads(w.current_json or "[]"),
+                       "last_heartbeat": w.last_heartbeat, "started_at": w.started_at})
+    return result
+
+
+def trial_records(store: Store, name: str, *, pareto_only: bool = False) -> list[dict[str, Any]]:
+    names, trials = study_records(store, name)
+    recs = [trial_record(t, names) for t in trials]
+    if pareto_only:
+        front = set(pareto_numbers(store, name, recs))
+        recs = [r for r in recs if r["number"] in front]
+    return recs
+
+
+def pareto_numbers(store: Store, name: str, recs: list[dict[str, Any]]) -> list[int]:
+
+    row = store.get_study(name)
+    spec = parse_spec(json.loads(row.spec_json))
+    # The study's Optuna values: the objectives, or F alone for a scalarized study.
+    targets = list(zip(spec.value_names, spec.directions))
+    ok = [r for r in recs if r["feasible"] and r["values"] is not None]
+    if not ok:
+        return []
+    pts = np.array([[r["values"][n] if d == "minimize" else -r["values"][n] for n, d in targets] for r in ok])
+    return [r["number"] for r, m in zip(ok, non_dominated_mask(pts)) if m]
+
+
+def event_dict(e: EventRow) -> dict[str, Any]:
+    try:
+        payload = json.loads(e.payload_json or "{}")
+    except ValueError:
+        payload = {}
+    if isinstance(payload, dict) and "spec" in payload:
+        payload = {k: v for k, v in payload.items() if k != "spec"}  # specs are long; GET the study for it
+    return {"id": e.id, "ts": e.ts, "kind": e.kind, "study": e.study, "trial_number": e.trial_number,
+            "payload": payload, "handled": e.handled, "source": e.source}
+
+

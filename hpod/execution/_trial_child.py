@@ -1,0 +1,196 @@
+"""The code that runs inside a trial's child process.
+
+The parent (executor) sends a payload; the child builds the objective, runs it once
+per seed under the meters, and sends back one ``("result", …)`` or ``("error", …)``
+message. Intermediate reports go up as ``("report", …)`` and wait for the parent's
+yes/no on stopping. A crash of the child costs this trial only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import statistics
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hpod.errors import TrialPruned
+from hpod.monitors.meters import TrialMeters
+from hpod.objectives.base import Measurement, TrialContext, create_objective
+
+__all__ = ["trial_main", "INFRA_REASONS"]
+
+#: Failure reasons that are not the configuration's fault: the trial is re-queued
+#: and does not count toward the budget.
+INFRA_REASONS = frozenset({"interrupted", "shutdown", "orphaned", "worker_lost"})
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed % (2**32))
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError) or "OutOfMemoryError" in name:
+        return f"out of memory ({name}: {str(exc).splitlines()[0] if str(exc) else ''})".rstrip(": )") + ")"
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{name}: {first}{where}"[:2000]
+
+
+def _seed_values(out: dict[str, Any], fig: Any) -> dict[str, float]:
+    values = {"time_seconds": float(fig.time_seconds), "memory_bytes": float(fig.memory_bytes),
+              "energy_joules": float(fig.energy_joules or 0.0)}
+    for name, v in out.items():
+        v = getattr(v, "value", v)
+        if isinstance(v, (int, float)):
+            values[name] = float(v)
+    return values
+
+
+def trial_main(payload: dict[str, Any], conn: Any) -> None:
+    """Entry point of the trial process (``multiprocessing`` target)."""
+    try:
+        result = _run(payload, conn)
+        conn.send(("result", result))
+    except BaseException as exc:  # noqa: BLE001 - everything becomes the trial's failure reason
+        try:
+            conn.send(("error", _describe(exc), traceback.format_exc()[-8000:]))
+        except Exception:
+            pass
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
+    gpu = payload.get("gpu_index")
+    if gpu is not None:
+        # Before CUDA initialises: this process sees exactly one GPU, as cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    objective = create_objective(payload["objective"]["name"], payload["objective"].get("params") or {})
+    artifact_dir = Path(payload["artifact_dir"])
+    cache_dir = Path(payload["cache_dir"])
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    objective.prepare(cache_dir)
+
+    provided = frozenset(getattr(objective, "provides", frozenset()))
+    meters = TrialMeters(
+        gpu_index=gpu,
+        use_codecarbon=bool(payload.get("codecarbon", True)) and bool(getattr(objective, "heavy", False))
+        and "energy_joules" not in provided,
+    )
+    seeds: list[int] = list(payload["seeds"])
+    per_seed: list[dict[str, Any]] = []
+    intermediate: list[list[Any]] = []
+    pruned = False
+
+    def hook(seed_index: int):  # type: ignore[no-untyped-def]
+        def report(step: int, values: dict[str, float]) -> bool:
+            intermediate.append([seed_index, step, values])
+            conn.send(("report", seed_index, step, values))
+            return bool(conn.recv())
+
+        return report
+
+    for i, seed in enumerate(seeds):
+        ctx = TrialContext(
+            params=dict(payload["params"]), seed=seed, seed_index=i, trial_number=payload["trial_number"],
+            study_name=payload["study"], artifact_dir=artifact_dir, cache_dir=cache_dir,
+            device="cuda" if gpu is not None else "cpu", report_hook=hook(i),
+            resume_from=Path(payload["resume_from"]) if payload.get("resume_from") else None,
+        )
+        _seed_everything(seed)
+        out: dict[str, Any]
+        with meters.section() as fig:
+            try:
+                out = dict(objective.run(ctx))
+            except TrialPruned:
+                pruned = True
+                out = dict(ctx.intermediate[-1][1]) if ctx.intermediate else {}
+        per_seed.append({"seed": seed, "out": out, "fig": fig})
+        if pruned:
+            break
+        if payload.get("adaptive_seeds") and i < len(seeds) - 1:
+            # Adaptive seeds: the parent says whether this configuration is worth another seed.
+            conn.send(("seed_done", i, _seed_values(out, fig)))
+            if not conn.recv():
+                break
+    meters.finish()
+
+    seeds_out: list[dict[str, Any]] = []
+    methods: dict[str, str] = {}
+    for entry in per_seed:
+        values: dict[str, float] = {}
+        for name, v in entry["out"].items():
+            if isinstance(v, Measurement):
+                values[name] = float(v.value)
+                methods[name] = v.method
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                values[name] = float(v)
+            elif isinstance(v, bool):
+                values[name] = float(v)
+        fig = entry["fig"]
+        if "time_seconds" not in provided or "time_seconds" not in values:
+            values["time_seconds"], methods["time_seconds"] = fig.time_seconds, "wall-clock"
+        if "memory_bytes" not in provided or "memory_bytes" not in values:
+            values["memory_bytes"], methods["memory_bytes"] = fig.memory_bytes, fig.memory_method
+        if "energy_joules" not in provided or "energy_joules" not in values:
+            values["energy_joules"] = float(fig.energy_joules or 0.0)
+            methods["energy_joules"] = fig.energy_method or "unmeasured"
+        seeds_out.append({"seed": entry["seed"], "values": values})
+
+    required = list(payload.get("required", []))
+    for name in required:
+        for s in seeds_out:
+            if name not in s["values"] and not pruned:
+                reported = ", ".join(sorted(s["values"])) or "nothing"
+                raise ValueError(f"objective did not report {name!r} (it reported: {reported})")
+            v = s["values"].get(name)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"objective returned {v} for {name!r} (seed {s['seed']})")
+
+    names = sorted(set().union(*(s["values"].keys() for s in seeds_out))) if seeds_out else []
+    metrics: dict[str, float] = {}
+    metrics_std: dict[str, float] = {}
+    for name in names:
+        vals = [s["values"][name] for s in seeds_out if name in s["values"]]
+        if name == "memory_bytes":
+            metrics[name] = max(vals)  # a resource need: the peak over seeds
+        else:
+            metrics[name] = statistics.fmean(vals)
+        metrics_std[name] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    measurements = {
+        name: {"value": metrics[name], "method": methods.get(name, "objective")}
+        for name in ("time_seconds", "memory_bytes", "energy_joules") if name in metrics
+    }
+    spent = sum(s["values"].get("energy_joules", 0.0) for s in seeds_out)
+    return {
+        "metrics": metrics,
+        "metrics_std": metrics_std,
+        "measurements": measurements,
+        "seeds": seeds_out,
+        "pruned": pruned,
+        "intermediate": intermediate[-200:],
+        "energy_spent_joules": spent,
+        "notes": meters.notes,
+        "artifact_dir": str(artifact_dir),
+    }

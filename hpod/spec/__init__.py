@@ -1,0 +1,55 @@
+"""The study spec and every section of it (pydantic models, validated where they enter).
+
+Imports only :mod:`hpod.errors` and :mod:`hpod.objectives`: reading a spec never loads
+the engine, the store or the monitors' libraries.
+"""
+
+from hpod.spec._monitors import (
+    MonitorKind,
+    MonitorSource,
+    MonitorSpec,
+    parse_duration_seconds,
+)
+from hpod.spec._strategies import (
+    AdaptiveSeedsSpec,
+    PrunerSpec,
+    StrategySpec,
+    normalize_seeds,
+)
+from hpod.spec._study import (
+    MEASURED_NAMES,
+    SAMPLER_NAMES,
+    SERVING_POLICIES,
+    Constraint,
+    ResolvedStudy,
+    RetuneSpec,
+    ServingSpec,
+    StudySpec,
+    load_spec,
+    parse_constraint,
+    parse_spec,
+    resolve,
+)
+
+__all__ = [
+    "MEASURED_NAMES",
+    "SAMPLER_NAMES",
+    "SERVING_POLICIES",
+    "AdaptiveSeedsSpec",
+    "Constraint",
+    "MonitorKind",
+    "MonitorSource",
+    "MonitorSpec",
+    "PrunerSpec",
+    "ResolvedStudy",
+    "RetuneSpec",
+    "ServingSpec",
+    "StrategySpec",
+    "StudySpec",
+    "load_spec",
+    "normalize_seeds",
+    "parse_constraint",
+    "parse_duration_seconds",
+    "parse_spec",
+    "resolve",
+]

@@ -1,0 +1,588 @@
+"""The study spec: what a user writes in YAML to describe a study.
+
+Validation happens where the spec enters (``load_spec`` / ``parse_spec``); every
+error is a :class:`~hpod.errors.SpecError` naming the field path, what was found and
+what is allowed. ``resolve`` then checks the spec against its objective (metric
+names, default search space) without running anything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hpod.errors import SpecError
+from hpod.objectives.base import create_objective
+from hpod.spec._monitors import MonitorSpec, parse_duration_seconds
+from hpod.spec._strategies import (
+    AdaptiveSeedsSpec,
+    PrunerSpec,
+    StrategySpec,
+    normalize_seeds,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpod.objectives.base import Objective
+
+__all__ = [
+    "MEASURED_NAMES",
+    "SAMPLER_NAMES",
+    "StudySpec",
+    "Constraint",
+    "ResolvedStudy",
+    "RetuneSpec",
+    "ServingSpec",
+    "SERVING_POLICIES",
+    "load_spec",
+    "parse_spec",
+    "parse_constraint",
+    "resolve",
+]
+
+#: What hpod's meters measure for every trial, whatever the objective.
+MEASURED_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
+SAMPLER_NAMES = ("auto", "nsga2", "qlognehvi", "tpe", "gp", "random")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (found low={self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log: true")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0 (found {self.step})")
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (found low={self.low})")
+        if self.step < 1:
+            raise ValueError(f"step must be >= 1 (found {self.step})")
+        if self.log and self.step != 1:
+            raise ValueError("step cannot be combined with log: true")
+        return self
+
+
+Scalar = Union[bool, int, float, str, None]
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Scalar]
+
+    @field_validator("choices")
+    @classmethod
+    def _nonempty(cls, v: list[Scalar]) -> list[Scalar]:
+        if not v:
+            raise ValueError("choices must not be empty")
+        if len(set(map(repr, v))) != len(v):
+            raise ValueError(f"choices must be distinct (found {v})")
+        return v
+
+
+class FixedParam(_Strict):
+    type: Literal["fixed"]
+    value: Scalar
+
+
+ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam, FixedParam], Field(discriminator="type")]
+
+
+class ObjectiveTarget(_Strict):
+    name: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class ObjectiveRef(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SamplerSpec(_Strict):
+    name: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SAMPLER_NAMES:
+            raise ValueError(f"unknown sampler {v!r}; allowed: {', '.join(SAMPLER_NAMES)}")
+        return v
+
+
+class Budget(_Strict):
+    n_trials: int | None = Field(default=None, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    energy_joules: float | None = Field(default=None, gt=0)
+    #: wall-clock limit for one trial; the trial fails with reason ``timeout``.
+    trial_timeout_seconds: float | None = Field(default=None, gt=0)
+    #: how often one configuration is re-queued after infrastructure failures.
+    max_retries: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Budget:
+        if self.n_trials is None and self.timeout_seconds is None and self.energy_joules is None:
+            raise ValueError("set at least one of n_trials, timeout_seconds, energy_joules")
+        return self
+
+
+class ScheduleSpec(_Strict):
+    """When the daemon runs a study.
+
+    ``cron`` (5-field crontab, e.g. ``"0 22 * * *"``) starts a scheduled retune of the
+    study each time it fires; ``window`` (``"22:00-06:00"``, local time or
+    ``timezone``) lets trials start only inside it (running trials finish).
+    """
+
+    cron: str | None = None
+    window: str | None = None
+    timezone: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as exc:
+            raise ValueError(f"invalid crontab {v!r}: {exc}") from None
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$", v):
+            raise ValueError(f"window must look like 22:00-06:00 (found {v!r})")
+        return v
+
+
+def _duration_seconds(v: float | str) -> float:
+
+    return float(v) if isinstance(v, (int, float)) else parse_duration_seconds(v)
+
+
+class RetuneSpec(_Strict):
+    """How the daemon retunes the study: a new version ``name@vN`` when a monitor fires,
+    on ``schedule.cron``, or on ``hpod retune``.
+
+    ``n_trials`` / ``timeout_seconds`` / ``energy_joules`` are the retune's own budget
+    (the parent's Pareto configurations, enqueued first, count towards it);
+    ``min_interval`` (seconds or ``"6h"``) is the least time between two retune starts
+    of the study; ``warm_start`` caps how many Pareto configurations are enqueued;
+    ``on`` lists the monitor kinds whose alarms start a retune; ``data_records`` caps
+    the labelled records of the new data window written for the retune.
+    """
+
+    enabled: bool = True
+    n_trials: int = Field(default=20, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    energy_joules: float | None = Field(default=None, gt=0)
+    min_interval: float | str = "1h"
+    warm_start: int = Field(default=20, ge=0, le=1000)
+    on: list[Literal["data", "performance", "cost"]] = Field(
+        default_factory=lambda: ["data", "performance", "cost"])
+    data_records: int = Field(default=2000, ge=4, le=10_000_000)
+
+    @field_validator("min_interval")
+    @classmethod
+    def _interval(cls, v: float | str) -> float | str:
+        try:
+            seconds = _duration_seconds(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if seconds < 0:
+            raise ValueError(f"min_interval must be >= 0 seconds (found {v!r})")
+        return v
+
+    @property
+    def min_interval_seconds(self) -> float:
+        return _duration_seconds(self.min_interval)
+
+
+SERVING_POLICIES = ("min-loss", "knee", "objective NAME")
+_POLICY_RE = re.compile(r"^(min-loss|knee|objective[ :]([A-Za-z_][A-Za-z0-9_.]*))$")
+
+
+class ServingSpec(_Strict):
+    """What ``hpod serve`` (and the daemon, when ``enabled``) serves for this study.
+
+    ``policy`` picks the served trial among feasible completed ones: ``min-loss``,
+    ``knee`` (the Pareto point closest to the ideal point after scaling each objective
+    to [0, 1]) or ``objective NAME`` (best on that metric). ``record_text`` keeps the
+    raw served text next to its features (off: features only). ``max_body_bytes`` and
+    ``max_texts`` bound one request.
+    """
+
+    enabled: bool = False
+    #: where the daemon serves this study (``hpod serve --api`` overrides it)
+    address: str = "127.0.0.1:8766"
+    policy: str = "min-loss"
+    record_text: bool = False
+    max_body_bytes: int = Field(default=1 << 20, ge=256, le=1 << 30)
+    max_texts: int = Field(default=32, ge=1, le=10_000)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        if not _POLICY_RE.match(v.strip()):
+            raise ValueError(f"unknown serving policy {v!r}; allowed: {', '.join(SERVING_POLICIES)}")
+        return v.strip()
+
+    @property
+    def policy_objective(self) -> str | None:
+        """The metric of an ``objective NAME`` policy, else None."""
+        m = _POLICY_RE.match(self.policy)
+        return m.group(2) if m else None
+
+
+class StudySpec(_Strict):
+    """A validated study spec. Field docs are in ``examples/synthetic-4obj.yaml``."""
+
+    name: str
+    description: str = ""
+    objective: ObjectiveRef
+    space: dict[str, ParamSpec | Scalar | list[Scalar]] = Field(default_factory=dict)
+    objectives: list[ObjectiveTarget] = Field(default_factory=lambda: [ObjectiveTarget(name="loss")])
+    constraints: list[str] = Field(default_factory=list)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    budget: Budget
+    seeds: int = Field(default=1, ge=1, le=100)
+    storage: str | None = None
+    reference_point: dict[str, float] | None = None
+    #: local trial slots this study may use at once (None: all the executor has)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    priority: int = 0
+    schedule: ScheduleSpec | None = None
+    #: drift monitors (see hpod.monitors.drift.MonitorSpec); `[{kind: data}]` is enough
+    monitors: list[MonitorSpec] = Field(default_factory=list)
+    #: how the study searches: pareto (default), scalarized, pbt (see StrategySpec)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    #: multi-objective pruning / early stopping (see PrunerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    #: set by ``seeds: {max: k, adaptive: true}``: add seeds only while a configuration
+    #: could still be on the front (``seeds`` is then the most seeds a trial gets)
+    seeds_adaptive: AdaptiveSeedsSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_mapping(cls, data: Any) -> Any:
+        return normalize_seeds(data)
+    #: drift-triggered / scheduled / manual retuning (see RetuneSpec)
+    retune: RetuneSpec = Field(default_factory=RetuneSpec)
+    #: the serving endpoint (see ServingSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                "must be 1-100 characters of letters, digits, '_', '.', '@', '-', starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[ObjectiveTarget]) -> list[ObjectiveTarget]:
+        if not v:
+            raise ValueError("at least one objective is needed")
+        names = [o.name for o in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective names must be distinct (found {names})")
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str]) -> list[str]:
+        for i, text in enumerate(v):
+            try:
+                parse_constraint(text)
+            except SpecError as exc:
+                raise ValueError(f"entry [{i}]: {str(exc).removeprefix('constraints: ')}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _strategy_names(self) -> StudySpec:
+        names = [o.name for o in self.objectives]
+        st = self.strategy
+        if st.kind == "scalarized":
+            if st.loss_metric is not None and st.loss_metric not in names:
+                raise ValueError(f"strategy.loss_metric {st.loss_metric!r} is not one of the objectives {names}")
+            for key in st.weights:
+                if key not in names:
+                    raise ValueError(f"strategy.weights.{key} is not one of the objectives {names}")
+        if st.kind == "pbt" and st.metric is not None and st.metric not in names:
+            raise ValueError(f"strategy.metric {st.metric!r} is not one of the objectives {names}")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        """Directions of the Optuna study's values (one ``minimize`` for a scalarized study)."""
+        if self.strategy.kind == "scalarized":
+            return ["minimize"]
+        return [o.direction for o in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The metrics every trial must report: the spec's objectives."""
+        return [o.name for o in self.objectives]
+
+    @property
+    def value_names(self) -> list[str]:
+        """Names of the Optuna study's values (``["scalarized"]`` for a scalarized study)."""
+        if self.strategy.kind == "scalarized":
+            return ["scalarized"]
+        return self.objective_names
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [parse_constraint(c) for c in self.constraints]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric op bound``; :meth:`violation` is Optuna's convention (≤ 0 feasible)."""
+
+    text: str
+    metric: str
+    op: str
+    bound: float
+
+    @property
+    def name(self) -> str:
+        return self.text
+
+    def violation(self, value: float) -> float:
+        if self.op in ("<=", "<"):
+            return float(value) - self.bound
+        return self.bound - float(value)
+
+
+_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_constraint(text: str) -> Constraint:
+    """Parse ``"memory_bytes <= 8e9"``. Raises SpecError for anything else."""
+    m = _CONSTRAINT_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise SpecError(
+            "constraints",
+            "cannot parse constraint",
+            found=text,
+            allowed="'<metric> <= <number>' or '<metric> >= <number>', e.g. 'memory_bytes <= 8e9'",
+        )
+    bound = float(m.group(3))
+    if not math.isfinite(bound):
+        raise SpecError("constraints", "bound must be finite", found=text)
+    return Constraint(text=text.strip(), metric=m.group(1), op=m.group(2), bound=bound)
+
+
+_UNION_LABELS = {"float", "int", "bool", "str", "categorical", "fixed", "FloatParam", "IntParam",
+                 "CategoricalParam", "FixedParam", "none"}
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif "[" in str(item) or str(item) in _UNION_LABELS:
+            continue  # pydantic's union-branch labels say nothing to a user
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+_ERROR_RANK = {"value_error": 0, "assertion_error": 0, "literal_error": 1, "extra_forbidden": 1,
+               "union_tag_invalid": 1, "missing": 2}
+
+
+def _first_error(exc: ValidationError) -> SpecError:
+    errors = list(enumerate(exc.errors()))
+    # The user's actual mistake first; type errors of other union branches last.
+    errors.sort(key=lambda ie: (_ERROR_RANK.get(ie[1]["type"], 3), ie[0]))
+    err = errors[0][1]
+    path = _loc_to_path(tuple(err["loc"]))
+    msg = err["msg"].removeprefix("Value error, ")
+    found = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return SpecError(path, "unknown field", allowed="see examples/synthetic-4obj.yaml for the fields")
+    if err["type"] == "missing":
+        return SpecError(path, "required field is missing")
+    if isinstance(found, (dict, list)) or "found" in msg:
+        found = None
+    return SpecError(path, msg, found=found)
+
+
+def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
+    if not isinstance(data, dict):
+        raise SpecError("", f"{source}: the spec must be a YAML mapping", found=type(data).__name__)
+    space = data.get("space")
+    if isinstance(space, dict):
+        for key, entry in space.items():
+            if isinstance(entry, dict) and "type" not in entry:
+                raise SpecError(
+                    f"space.{key}.type", "required field is missing", allowed="float, int, categorical, fixed"
+                )
+            if isinstance(entry, dict) and entry.get("type") not in ("float", "int", "categorical", "fixed"):
+                raise SpecError(
+                    f"space.{key}.type", "unknown parameter type", found=entry.get("type"),
+                    allowed="float, int, categorical, fixed",
+                )
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("", f"spec file not found: {p}") from None
+    except UnicodeDecodeError:
+        raise SpecError("", f"spec file is not UTF-8 text: {p}") from None
+    except OSError as exc:
+        raise SpecError("", f"cannot read spec file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError("", f"{p}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_spec(data, source=str(p))
+
+
+def _as_param(path: str, entry: Any) -> FloatParam | IntParam | CategoricalParam | FixedParam:
+    if isinstance(entry, (FloatParam, IntParam, CategoricalParam, FixedParam)):
+        return entry
+    if isinstance(entry, dict):
+        try:
+            from pydantic import TypeAdapter
+
+            return TypeAdapter(ParamSpec).validate_python(entry)
+        except ValidationError as exc:
+            err = _first_error(exc)
+            raise SpecError(f"{path}.{err.path}" if err.path else path, str(err).split(": ", 1)[-1]) from None
+    if isinstance(entry, list):
+        return CategoricalParam(type="categorical", choices=entry) if entry else _empty(path)
+    return FixedParam(type="fixed", value=entry)
+
+
+def _empty(path: str) -> CategoricalParam:
+    raise SpecError(path, "choices must not be empty", found=[])
+
+
+@dataclass
+class ResolvedStudy:
+    """A spec checked against its objective: the final search space and names."""
+
+    spec: StudySpec
+    objective: Objective
+    space: dict[str, FloatParam | IntParam | CategoricalParam | FixedParam]
+    metric_names: frozenset[str]
+
+    @property
+    def tunable(self) -> dict[str, FloatParam | IntParam | CategoricalParam]:
+        return {k: v for k, v in self.space.items() if not isinstance(v, FixedParam)}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return {k: v.value for k, v in self.space.items() if isinstance(v, FixedParam)}
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        import optuna
+
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for name, p in self.tunable.items():
+            if isinstance(p, FloatParam):
+                out[name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+            elif isinstance(p, IntParam):
+                out[name] = optuna.distributions.IntDistribution(p.low, p.high, log=p.log, step=p.step)
+            else:
+                out[name] = optuna.distributions.CategoricalDistribution(p.choices)
+        return out
+
+
+def resolve(spec: StudySpec, objective: Objective | None = None) -> ResolvedStudy:
+    """Build the objective, merge the search space and check every name.
+
+    Raises SpecError for an unknown objective, a parameter error, or an objective or
+    constraint name the objective does not report.
+    """
+
+    if objective is None:
+        objective = create_objective(spec.objective.name, spec.objective.params)
+    space: dict[str, FloatParam | IntParam | CategoricalParam | FixedParam] = {}
+    for key, entry in objective.default_space().items():
+        space[key] = _as_param(f"objective default space.{key}", entry)
+    for key, entry in spec.space.items():
+        space[key] = _as_param(f"space.{key}", entry)
+    if not any(not isinstance(p, FixedParam) for p in space.values()):
+        raise SpecError("space", "the search space has no tunable parameter", found=sorted(space))
+    declared = frozenset(objective.metric_names)
+    known = declared | frozenset(MEASURED_NAMES)
+    if declared:  # a plain user function may not declare its metrics; checked after trial 1 then
+        allowed = ", ".join(sorted(known))
+        for i, target in enumerate(spec.objectives):
+            if target.name not in known:
+                raise SpecError(f"objectives[{i}].name", "the objective does not report this metric",
+                                found=target.name, allowed=allowed)
+        for i, c in enumerate(spec.parsed_constraints()):
+            if c.metric not in known:
+                raise SpecError(f"constraints[{i}]", "the objective does not report this metric",
+                                found=c.metric, allowed=allowed)
+        if spec.reference_point:
+            for key in spec.reference_point:
+                if key not in spec.objective_names:
+                    raise SpecError(f"reference_point.{key}", "not one of the study's objectives",
+                                    found=key, allowed=", ".join(spec.objective_names))
+    return ResolvedStudy(spec=spec, objective=objective, space=space, metric_names=known)

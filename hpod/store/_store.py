@@ -1,0 +1,688 @@
+"""One database is the truth: Optuna's RDB tables and hpod's tables on one URL.
+
+:class:`Store` owns the process's single SQLAlchemy engine (Optuna's RDBStorage
+creates it; hpod's tables reuse it), so a process holds one pool.
+
+Concurrency: every method opens its own short transaction and may be called from
+any thread. Claiming a job is atomic across processes and nodes: PostgreSQL uses
+``SELECT … FOR UPDATE SKIP LOCKED``; SQLite serialises writers and the claim is a
+conditional ``UPDATE … WHERE state='queued'``. Results are fenced by a lease token:
+a worker whose lease expired cannot overwrite the re-run's result.
+
+Connections: one engine and pool per process (Optuna's RDBStorage creates it;
+hpod's tables reuse it), ``pool_pre_ping`` so connections a database restart
+killed are replaced on checkout, a bounded pool (``pool_size`` + 2 overflow,
+``pool_timeout``), and on PostgreSQL a connect timeout and TCP keepalives so a
+vanished server is noticed in seconds. Lease times on PostgreSQL come from the
+database's clock, so nodes with skewed clocks agree on when a lease expires.
+
+Errors: :class:`~hpod.errors.StorageUrlError` when the URL cannot be opened at all;
+:class:`StorageUnreachable` (both a StorageUrlError and a StorageError) when the
+server did not answer at open time; :class:`~hpod.errors.StorageError` for an
+outage (retry with backoff, e.g. :func:`retry_storage`);
+:class:`~hpod.errors.StudyNotFound` for an unknown study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
+
+from hpod.errors import SpecError, StorageError, StorageUrlError, StudyNotFound
+from hpod.store._tables import EventRow, JobRow, StateRow, StudyRow, WorkerRow
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpod.spec import StudySpec
+
+__all__ = ["Store", "StorageUnreachable", "default_state_dir", "default_storage_url", "config_key", "EVENT_KINDS",
+           "retry_storage", "is_disconnect", "WORKER_STALE_SECONDS", "worker_state"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class StorageUnreachable(StorageUrlError, StorageError):
+    """The database server did not answer when the store was opened.
+
+    A :class:`~hpod.errors.StorageUrlError` for one-shot commands (the CLI prints it
+    and exits 2) and a :class:`~hpod.errors.StorageError` for long-running processes
+    (workers wait and retry: the server may be restarting)."""
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a lost or refused database connection,
+    a pool timeout, or Optuna's wrapper around one: transient, worth a retry."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, StorageError)):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def retry_storage(fn: Callable[[], _T], *, what: str, deadline_seconds: float | None = None,
+                  initial_delay: float = 0.5, max_delay: float = 15.0,
+                  should_stop: Callable[[], bool] | None = None) -> _T:
+    """Call ``fn`` until it does not fail with a database outage.
+
+    Waits with exponential backoff and jitter (``initial_delay`` doubling up to
+    ``max_delay`` seconds) between tries, logging each failure with ``what``. Errors
+    that are not outages propagate at once. Raises the last StorageError when
+    ``deadline_seconds`` pass or ``should_stop()`` turns true.
+    """
+    if initial_delay <= 0 or max_delay < initial_delay:
+        raise ValueError(f"initial_delay must be > 0 and <= max_delay (found {initial_delay}, {max_delay})")
+    end = None if deadline_seconds is None else time.monotonic() + deadline_seconds
+    delay = initial_delay
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            if (end is not None and time.monotonic() + delay > end) or (should_stop is not None and should_stop()):
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"{what}: database unavailable: {str(exc).splitlines()[0]}") from exc
+            log.warning("%s: database unavailable (%s); retrying in %.1f s", what,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__, delay)
+            time.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(max_delay, delay * 2)
+
+EVENT_KINDS = (
+    "daemon_started", "study_submitted", "trial_started", "trial_completed", "trial_failed",
+    "trial_pruned", "study_completed", "drift_detected", "retune_started", "worker_joined",
+    "worker_lost", "daemon_stopping", "study_paused", "study_resumed", "study_cancelled",
+    "retune_completed", "serving_switched", "monitor_checked",
+)
+
+
+def default_state_dir(explicit: str | Path | None = None) -> Path:
+    """``--state-dir`` > ``$HPOD_STATE_DIR`` > ``$STATE_DIRECTORY`` (systemd) > the
+    platform's user state dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("HPOD_STATE_DIR") or os.environ.get("STATE_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("hpod"))
+
+
+def default_storage_url(state_dir: Path) -> str:
+    return f"sqlite:///{(state_dir / 'hpod.db').resolve()}"
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """A stable hash of a configuration (retries of one configuration share it)."""
+    blob = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+#: A worker silent for longer than this (seconds) is ``lost``: the controller stops
+#: counting its slots and ``hpod status`` and the metrics show it so.
+WORKER_STALE_SECONDS = 30.0
+
+
+def worker_state(worker: WorkerRow, now: float, *, stale_after: float = WORKER_STALE_SECONDS) -> str:
+    """A worker's state as users see it: ``idle``/``busy`` past ``stale_after`` seconds
+    without a heartbeat is ``lost``."""
+    if worker.state in ("idle", "busy") and now - worker.last_heartbeat > stale_after:
+        return "lost"
+    return worker.state
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, allow_nan=False) if value is not None else "null"
+
+
+class Store:
+    """Optuna RDB storage + hpod's tables on one SQLAlchemy engine."""
+
+    def __init__(self, url: str, *, pool_size: int = 5, create: bool = True, light: bool = False,
+                 application_name: str | None = None, connect_timeout: float = 10.0,
+                 pool_timeout: float = 30.0):
+        """Open the database at ``url``.
+
+        Args:
+            pool_size: connections kept open (PostgreSQL; plus at most 2 overflow).
+            create: create missing tables (Optuna's and hpod's).
+            light: read-only views: do not import Optuna until needed.
+            application_name: shown in ``pg_stat_activity`` (PostgreSQL), so an
+                operator can tell the controller's connections from each worker's.
+            connect_timeout: seconds to wait for a PostgreSQL server to answer.
+            pool_timeout: seconds to wait for a free pooled connection.
+        """
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1 (found {pool_size})")
+        if connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be > 0 seconds (found {connect_timeout})")
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.is_postgres = url.startswith("postgresql")
+        if self.is_sqlite:
+            self._check_sqlite_path(url)
+        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.is_sqlite:
+            # Several processes write one file: wait for the lock instead of failing at once.
+            engine_kwargs["connect_args"] = {"timeout": 60}
+        else:
+            engine_kwargs.update(pool_size=pool_size, max_overflow=2, pool_recycle=1800, pool_timeout=pool_timeout)
+        if self.is_postgres:
+            # Keepalives: a server that vanished (node lost, network cut) is noticed in
+            # ~20 s instead of the kernel's two hours.
+            engine_kwargs["connect_args"] = {
+                "connect_timeout": max(1, int(round(connect_timeout))),
+                "application_name": (application_name or "hpod")[:63],
+                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2,
+            }
+        self._engine_kwargs = engine_kwargs
+        self._optuna_storage: Any = None
+        if light:
+            # Read-only views (`hpod status`) skip importing Optuna: a fast start.
+            from sqlalchemy import create_engine
+
+            try:
+                self.engine = create_engine(url, **engine_kwargs)
+                with self.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except (ArgumentError, ImportError, ValueError) as exc:
+                raise StorageUrlError(f"storage URL {url!r} cannot be opened: {exc}") from None
+            except SQLAlchemyError as exc:
+                cls = StorageUnreachable if is_disconnect(exc) else StorageUrlError
+                raise cls(f"storage URL {self.safe_url!r} cannot be opened: "
+                          f"{str(exc).splitlines()[0]}") from None
+        else:
+            self.engine = self._open_optuna(create).engine
+        try:
+            if self.is_sqlite:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            if create and not light:
+                SQLModel.metadata.create_all(
+                    self.engine,
+                    tables=[t.__table__ for t in (StudyRow, EventRow, JobRow, WorkerRow, StateRow)],  # type: ignore[attr-defined]
+                )
+        except SQLAlchemyError as exc:
+            if not is_disconnect(exc):
+                raise
+            raise StorageUnreachable(f"storage URL {self.safe_url!r} cannot be opened: "
+                                     f"{str(exc).splitlines()[0]}") from None
+
+    def _open_optuna(self, create: bool = True) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        url = self.url
+        try:
+            self._optuna_storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=self._engine_kwargs, skip_table_creation=not create
+            )
+        except (ArgumentError, ImportError, ModuleNotFoundError, ValueError) as exc:
+            raise StorageUrlError(
+                f"storage URL {url!r} cannot be opened: {exc}. Use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST:PORT/DB"
+            ) from None
+        except (OperationalError, SQLAlchemyError) as exc:
+            cls = StorageUnreachable if is_disconnect(exc) else StorageUrlError
+            raise cls(f"storage URL {self.safe_url!r} cannot be opened: {exc.__class__.__name__}: "
+                      f"{str(exc).splitlines()[0]}") from None
+        except Exception as exc:
+            # Optuna wraps driver errors (StorageInternalError) while opening its tables.
+            root = _root_cause(exc)
+            if is_disconnect(exc):
+                raise StorageUnreachable(f"storage URL {self.safe_url!r} cannot be opened: "
+                                         f"{_first_line(root)}") from None
+            if not create and isinstance(exc.__cause__, ProgrammingError):
+                # A worker started before any controller created the tables: wait for it.
+                raise StorageUnreachable(f"storage URL {self.safe_url!r} has no hpod tables yet (start the "
+                                         f"controller first): {_first_line(root)}") from None
+            raise
+        return self._optuna_storage
+
+    @property
+    def optuna_storage(self) -> Any:
+        """Optuna's RDBStorage (created on first use in a light store)."""
+        if self._optuna_storage is None:
+            self._open_optuna(create=False)
+        return self._optuna_storage
+
+    @staticmethod
+    def _check_sqlite_path(url: str) -> None:
+        path = url.split(":///", 1)[-1] if ":///" in url else ""
+        if not path or path == ":memory:":
+            return
+        parent = Path(path).expanduser().parent
+        if not parent.exists():
+            raise StorageUrlError(f"storage URL {url!r}: directory {parent} does not exist")
+
+    @classmethod
+    def for_state_dir(cls, state_dir: Path, url: str | None = None, *, light: bool = False) -> Store:
+        if url is None:
+            if light and not (state_dir / "hpod.db").exists():
+                raise StorageUrlError(f"no hpod database in {state_dir} (set --state-dir, HPOD_STATE_DIR "
+                                      "or --storage)")
+            state_dir.mkdir(parents=True, exist_ok=True)
+            url = default_storage_url(state_dir)
+        return cls(url, light=light)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A short transaction; a lost connection, a refused one or a pool timeout
+        becomes :class:`~hpod.errors.StorageError` (the pool drops the dead connection,
+        so the next call reconnects)."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                with session.begin():
+                    yield session
+        except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
+            raise StorageError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StorageError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
+            raise
+
+    def _now_expr(self) -> Any:
+        """Current epoch seconds for lease arithmetic: the database's clock on
+        PostgreSQL (nodes agree whatever their clocks say), this process's on SQLite
+        (one node)."""
+        if self.is_postgres:
+            return func.extract("epoch", func.clock_timestamp())
+        return _now()
+
+    def db_time(self) -> float:
+        """The database's current time in epoch seconds (this process's on SQLite)."""
+        if not self.is_postgres:
+            return _now()
+        with self.session() as s:
+            return float(s.scalar(select(self._now_expr())))
+
+    # ------------------------------------------------------------------ studies
+    def register_study(self, spec: StudySpec, *, state: str = "queued", parent: str | None = None,
+                       version: int = 1, reason: str | None = None) -> tuple[StudyRow, bool]:
+        """Create the study (Optuna + registry) or return the existing one.
+
+        Returns ``(row, created)``. An existing study must have the same objectives
+        and directions; otherwise SpecError (a different study needs another name).
+        """
+        import optuna
+
+        existing = self.check_compatible(spec)
+        if existing is not None:
+            with self.session() as s:
+                row = s.get(StudyRow, spec.name)
+                assert row is not None
+                row.spec_json = spec.model_dump_json()
+                row.priority = spec.priority
+                row.updated_at = _now()
+            return self.get_study(spec.name), False  # type: ignore[return-value]
+        optuna.create_study(
+            storage=self.optuna_storage, study_name=spec.name, directions=spec.directions, load_if_exists=True
+        )
+        now = _now()
+        row = StudyRow(name=spec.name, spec_json=spec.model_dump_json(), state=state, priority=spec.priority,
+                       parent=parent, version=version, reason=reason, created_at=now, updated_at=now)
+        with self.session() as s:
+            s.add(row)
+        return row, True
+
+    def check_compatible(self, spec: StudySpec) -> StudyRow | None:
+        """The stored study of ``spec.name`` (None if new); SpecError when it has other
+        objectives or directions: a different study needs another name."""
+        existing = self.get_study(spec.name, missing_ok=True)
+        if existing is not None:
+            old = json.loads(existing.spec_json)
+            old_targets = [(o["name"], o.get("direction", "minimize")) for o in old.get("objectives", [])]
+            new_targets = [(o.name, o.direction) for o in spec.objectives]
+            if old_targets != new_targets:
+                raise SpecError("objectives", f"study {spec.name!r} exists with objectives {old_targets}; "
+                                "give the spec another name to start a different study", found=new_targets)
+        return existing
+
+    def get_study(self, name: str, *, missing_ok: bool = False) -> StudyRow | None:
+        with self.session() as s:
+            row = s.get(StudyRow, name)
+        if row is None and not missing_ok:
+            raise StudyNotFound(f"no study named {name!r} in {self.safe_url}; `hpod status` lists the studies")
+        return row
+
+    def list_studies(self) -> list[StudyRow]:
+        with self.session() as s:
+            return list(s.scalars(select(StudyRow).order_by(StudyRow.created_at)))
+
+    def update_study(self, name: str, **fields: Any) -> None:
+        fields.setdefault("updated_at", _now())
+        with self.session() as s:
+            s.execute(update(StudyRow).where(StudyRow.name == name).values(**fields))
+
+    def load_optuna_study(self, name: str, sampler: Any = None) -> optuna.Study:
+        import optuna
+
+        try:
+            return optuna.load_study(study_name=name, storage=self.optuna_storage, sampler=sampler)
+        except KeyError:
+            raise StudyNotFound(f"no study named {name!r} in {self.safe_url}") from None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without a password."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return self.url
+
+    # ------------------------------------------------------------------ events
+    def append_event(self, kind: str, *, study: str | None = None, trial_number: int | None = None,
+                     payload: dict[str, Any] | None = None, source: str | None = None,
+                     handled: bool = False) -> int:
+        row = EventRow(ts=_now(), kind=kind, study=study, trial_number=trial_number,
+                       payload_json=_dumps(payload or {}), source=source or _node_name(), handled=handled)
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            assert row.id is not None
+            return row.id
+
+    def events(self, *, study: str | None = None, after_id: int = 0, limit: int = 200,
+               kinds: Iterable[str] | None = None, newest: bool = False) -> list[EventRow]:
+        q = select(EventRow).where(EventRow.id > after_id)  # type: ignore[operator]
+        if study:
+            q = q.where(or_(EventRow.study == study, EventRow.study.like(f"{study}@%")))  # type: ignore[union-attr]
+        if kinds:
+            q = q.where(EventRow.kind.in_(list(kinds)))  # type: ignore[attr-defined]
+        q = q.order_by(EventRow.id.desc() if newest else EventRow.id).limit(limit)  # type: ignore[union-attr]
+        with self.session() as s:
+            rows = list(s.scalars(q))
+        return list(reversed(rows)) if newest else rows
+
+    def unhandled_events(self, kinds: Iterable[str] | None = None) -> list[EventRow]:
+        q = select(EventRow).where(EventRow.handled == False)  # noqa: E712
+        if kinds:
+            q = q.where(EventRow.kind.in_(list(kinds)))  # type: ignore[attr-defined]
+        with self.session() as s:
+            return list(s.scalars(q.order_by(EventRow.id)))  # type: ignore[arg-type]
+
+    def mark_handled(self, event_id: int) -> bool:
+        """Mark an event handled; False if another process did it first (idempotence)."""
+        with self.session() as s:
+            res = s.execute(update(EventRow).where(EventRow.id == event_id, EventRow.handled == False)  # noqa: E712
+                            .values(handled=True))
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def event_counts(self) -> dict[str, int]:
+        with self.session() as s:
+            return {k: int(n) for k, n in s.execute(select(EventRow.kind, func.count()).group_by(EventRow.kind))}
+
+    # ------------------------------------------------------------------ jobs
+    def create_job(self, *, study: str, trial_id: int, trial_number: int, params: dict[str, Any],
+                   attempt: int = 1, priority: int = 0) -> JobRow:
+        row = JobRow(study=study, trial_id=trial_id, trial_number=trial_number, params_json=_dumps(params),
+                     config_key=config_key(params), attempt=attempt, priority=priority, created_at=_now())
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def claim_job(self, worker: str, *, lease_seconds: float, studies: Iterable[str] | None = None,
+                  exclude_studies: Iterable[str] | None = None) -> JobRow | None:
+        """Atomically claim the next queued job (highest priority, oldest first).
+
+        Exactly one caller gets a given job, across threads, processes and nodes: on
+        PostgreSQL the candidate row is locked ``FOR UPDATE SKIP LOCKED`` (concurrent
+        claimers skip it instead of queueing behind the lock), and on every database
+        the claim itself is ``UPDATE … WHERE state='queued'``, so a lost race changes
+        no row. The claim gets a fresh lease token (the fence for :meth:`finish_job`)
+        and a lease of ``lease_seconds`` from the database's clock.
+        """
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0 (found {lease_seconds})")
+        study_list = list(studies) if studies is not None else None
+        if study_list is not None and not study_list:
+            return None
+        token = uuid.uuid4().hex
+        q = select(JobRow.id).where(JobRow.state == "queued")
+        if study_list is not None:
+            q = q.where(JobRow.study.in_(study_list))  # type: ignore[attr-defined]
+        if exclude_studies:
+            q = q.where(JobRow.study.not_in(list(exclude_studies)))  # type: ignore[attr-defined]
+        q = q.order_by(JobRow.priority.desc(), JobRow.id).limit(1)  # type: ignore[attr-defined]
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        for _ in range(5):
+            with self.session() as s:
+                job_id = s.scalar(q)
+                if job_id is None:
+                    return None
+                now = self._now_expr()
+                res = s.execute(
+                    update(JobRow).where(JobRow.id == job_id, JobRow.state == "queued").values(
+                        state="running", worker=worker, lease_token=token, claimed_at=now,
+                        heartbeat_at=now, lease_expires_at=now + lease_seconds)
+                )
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    return s.get(JobRow, job_id)
+        return None
+
+    def renew_leases(self, worker: str, tokens: dict[int, str], *, lease_seconds: float) -> set[int]:
+        """Renew the leases this worker holds; returns the job ids it still holds
+        (a job missing from the answer was expired and handed to someone else)."""
+        if not tokens:
+            return set()
+        held: set[int] = set()
+        with self.session() as s:
+            now = self._now_expr()
+            for job_id, token in tokens.items():
+                res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
+                                                     JobRow.state == "running")
+                                .values(heartbeat_at=now, lease_expires_at=now + lease_seconds))
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    held.add(job_id)
+        return held
+
+    def finish_job(self, job_id: int, token: str, *, result: dict[str, Any] | None = None,
+                   fail_reason: str | None = None) -> bool:
+        """Store a job's outcome if ``token`` still holds its lease. False: the lease
+        was lost (expired and re-queued) and the result is dropped.
+
+        Idempotent for its holder: storing the same outcome again after a lost
+        acknowledgement (the commit reached the database, the answer did not) returns
+        True instead of dropping it."""
+        state = "done" if result is not None else "failed"
+        with self.session() as s:
+            res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
+                                                 JobRow.state == "running")
+                            .values(state=state, result_json=_dumps(result) if result is not None else None,
+                                    fail_reason=fail_reason, finished_at=_now(), lease_expires_at=None))
+            if res.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+            again = s.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.id == job_id, JobRow.lease_token == token, JobRow.state == state))
+            return bool(again)
+
+    def expire_leases(self, *, now: float | None = None) -> list[JobRow]:
+        """Mark running jobs whose lease expired as ``lost`` (reason ``worker_lost``);
+        returns them. ``now`` defaults to the database's clock."""
+        with self.session() as s:
+            cutoff = self._now_expr() if now is None else now
+            q = select(JobRow).where(JobRow.state == "running", JobRow.lease_expires_at < cutoff)  # type: ignore[operator]
+            if self.is_postgres:
+                q = q.with_for_update(skip_locked=True)
+            rows = list(s.scalars(q))
+            finished = _now()
+            for row in rows:
+                row.state, row.fail_reason, row.finished_at = "lost", "worker_lost", finished
+        return rows
+
+    def release_jobs(self, job_ids: Iterable[int], *, reason: str, worker: str | None = None) -> None:
+        """Give up running jobs this process holds (shutdown / interrupt).
+
+        With ``worker``, only jobs that worker still holds are released: a job whose
+        lease expired and was handed on is left alone."""
+        ids = list(job_ids)
+        if not ids:
+            return
+        with self.session() as s:
+            q = update(JobRow).where(JobRow.id.in_(ids), JobRow.state.in_(["running", "queued"]))  # type: ignore[union-attr,attr-defined]
+            if worker is not None:
+                q = q.where(JobRow.worker == worker)
+            s.execute(q.values(state="lost", fail_reason=reason, finished_at=_now(), lease_expires_at=None))
+
+    def queued_studies(self) -> set[str]:
+        """Names of the studies that have queued jobs."""
+        with self.session() as s:
+            return set(s.scalars(select(JobRow.study).where(JobRow.state == "queued").distinct()))
+
+    def cancel_queued(self, study: str, *, reason: str = "cancelled") -> int:
+        with self.session() as s:
+            res = s.execute(update(JobRow).where(JobRow.study == study, JobRow.state == "queued")
+                            .values(state="cancelled", fail_reason=reason, finished_at=_now()))
+            return int(res.rowcount)  # type: ignore[attr-defined]
+
+    def jobs_to_tell(self, study: str) -> list[JobRow]:
+        with self.session() as s:
+            q = select(JobRow).where(JobRow.study == study, JobRow.told == False,  # noqa: E712
+                                     JobRow.state.in_(["done", "failed", "lost", "cancelled"]))  # type: ignore[attr-defined]
+            return list(s.scalars(q.order_by(JobRow.id)))  # type: ignore[arg-type]
+
+    def mark_told(self, job_id: int) -> None:
+        with self.session() as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(told=True))
+
+    def jobs(self, study: str | None = None, states: Iterable[str] | None = None) -> list[JobRow]:
+        q = select(JobRow)
+        if study:
+            q = q.where(JobRow.study == study)
+        if states:
+            q = q.where(JobRow.state.in_(list(states)))  # type: ignore[attr-defined]
+        with self.session() as s:
+            return list(s.scalars(q.order_by(JobRow.id)))  # type: ignore[arg-type]
+
+    def job_for_trial(self, trial_id: int) -> JobRow | None:
+        with self.session() as s:
+            return s.scalar(select(JobRow).where(JobRow.trial_id == trial_id))
+
+    def attempts_of(self, study: str, key: str) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(JobRow)
+                                .where(JobRow.study == study, JobRow.config_key == key)) or 0)
+
+    # ------------------------------------------------------------------ workers
+    def heartbeat_worker(self, name: str, *, slots: int, state: str, current: list[dict[str, Any]],
+                         gpus: str | None = None, studies: str | None = None) -> bool:
+        """Upsert this worker's row. Returns True when the row was new (worker joined)."""
+        now = _now()
+        with self.session() as s:
+            row = s.get(WorkerRow, name)
+            created = row is None or row.state in ("lost", "stopped")
+            if row is None:
+                row = WorkerRow(name=name, node=_node_name(), started_at=now)
+                s.add(row)
+            if created:
+                row.started_at = now
+            row.pid, row.slots, row.state, row.gpus, row.studies = os.getpid(), slots, state, gpus, studies
+            row.node = _node_name()
+            row.last_heartbeat = now
+            row.current_json = _dumps(current)
+        return created
+
+    def workers(self) -> list[WorkerRow]:
+        with self.session() as s:
+            return list(s.scalars(select(WorkerRow).order_by(WorkerRow.name)))
+
+    def workers_by_state(self, *, stale_after: float = WORKER_STALE_SECONDS) -> dict[str, int]:
+        """Workers counted by :func:`worker_state` (for ``hpod_workers{state}``)."""
+        now = _now()
+        out: dict[str, int] = {}
+        for w in self.workers():
+            state = worker_state(w, now, stale_after=stale_after)
+            out[state] = out.get(state, 0) + 1
+        return out
+
+    def mark_workers_lost(self, *, older_than: float) -> list[WorkerRow]:
+        cutoff = _now() - older_than
+        with self.session() as s:
+            rows = list(s.scalars(select(WorkerRow).where(WorkerRow.state.in_(["idle", "busy"]),  # type: ignore[attr-defined]
+                                                          WorkerRow.last_heartbeat < cutoff)))
+            for r in rows:
+                r.state = "lost"
+        return rows
+
+    def set_worker_state(self, name: str, state: str) -> None:
+        with self.session() as s:
+            s.execute(update(WorkerRow).where(WorkerRow.name == name).values(state=state, current_json="[]"))
+
+    # ------------------------------------------------------------------ keyed state
+    def get_state(self, study: str, key: str, default: Any = None) -> Any:
+        with self.session() as s:
+            row = s.get(StateRow, (study, key))
+        return json.loads(row.value_json) if row is not None else default
+
+    def put_state(self, study: str, key: str, value: Any) -> None:
+        with self.session() as s:
+            row = s.get(StateRow, (study, key))
+            if row is None:
+                s.add(StateRow(study=study, key=key, value_json=_dumps(value), updated_at=_now()))
+            else:
+                row.value_json, row.updated_at = _dumps(value), _now()
+
+    def states(self, key_prefix: str) -> list[StateRow]:
+        with self.session() as s:
+            return list(s.scalars(select(StateRow).where(StateRow.key.like(f"{key_prefix}%"))))  # type: ignore[attr-defined]
+
+    def ping(self) -> None:
+        with self.session() as s:
+            s.execute(text("SELECT 1"))
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = 0
+    while exc.__cause__ is not None and seen < 10:
+        exc = exc.__cause__
+        seen += 1
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text_ = str(exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__
+
+
+def _node_name() -> str:
+    return os.environ.get("HPOD_NODE_NAME") or socket.gethostname()
