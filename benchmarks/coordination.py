@@ -93,7 +93,7 @@ def hpod_rate(url: str, workers: int, n_trials: int, tmp: Path) -> dict[str, Any
     Store(url).close()
     spec = _spec(tmp / f"spec-{uuid.uuid4().hex[:6]}.yaml", "coord", n_trials)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HPOD_API": "127.0.0.1:1"}
-    logs = open(tmp / "hpod.log", "a")
+    logs = open(tmp / "hpod.log", "a")  # noqa: SIM115 - shared by the worker processes, closed in finally
     procs = [subprocess.Popen([_hpod(), "worker", "--storage", url, "--cpu-slots", "1", "--name", f"w{i}",
                                "--state-dir", str(tmp / f"w{i}"), "--poll-seconds", "0.02", "--no-codecarbon"],
                               env=env, stdout=logs, stderr=subprocess.STDOUT) for i in range(workers)]
@@ -150,7 +150,7 @@ def claim_latency(url: str, workers: int, jobs_per_worker: int) -> dict[str, Any
         p.join(60)
     lat.sort()
     return {"claims": len(lat), "median_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]}
+            "p99_ms": 1000 * lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]}
 
 
 def _optuna_worker(url: str, n_trials: int) -> None:

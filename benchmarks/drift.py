@@ -89,7 +89,9 @@ class TextStream:
             doc = [sentences[j] for j in rng.integers(len(sentences), size=len(sentences))]
             doc = doc[: max(1, round(len(doc) * keep))]
             doc = [
-                " ".join(rng.choice(_LEGAL_WORDS, size=len(s.split()))).capitalize() + "." if rng.random() < replace else s
+                " ".join(rng.choice(_LEGAL_WORDS, size=len(s.split()))).capitalize() + "."
+                if rng.random() < replace
+                else s
                 for s in doc
             ]
             docs.append(text_features(" ".join(doc)))
@@ -113,7 +115,8 @@ def run_data(articles: list[list[str]], seed: int, far_windows: int, delay_windo
     in_dist = [stream.window() for _ in range(far_windows)]
     shifted = {
         (kind, size): [
-            stream.window(keep=value) if kind == "length" else stream.window(replace=value) for _ in range(delay_windows)
+            stream.window(keep=value) if kind == "length" else stream.window(replace=value)
+            for _ in range(delay_windows)
         ]
         for kind in ("length", "vocabulary")
         for size, value in SHIFTS[kind].items()
@@ -165,7 +168,9 @@ def run_performance(seed: int, far_windows: int, delay_windows: int) -> list[dic
         for size, step in SHIFTS["performance"].items():
             windows = [rng.normal(mean + step * sd, sd, size=WINDOW) for _ in range(delay_windows)]
             delay = _delay(Monitor(spec, reference), windows)
-            rows.append(_row(detector, "performance", size, seed, detection_delay_windows=delay, detected=delay is not None))
+            rows.append(
+                _row(detector, "performance", size, seed, detection_delay_windows=delay, detected=delay is not None)
+            )
     return rows
 
 
@@ -190,7 +195,9 @@ def run_cost(seed: int, far_windows: int, delay_windows: int) -> list[dict[str, 
     for size, change in SHIFTS["cost"].items():
         windows = [joules * (1 + change) * (1 + noise * rng.standard_normal(3)) for _ in range(delay_windows)]
         delay = _delay(Monitor(spec, reference), windows)
-        rows.append(_row("relative_change", "cost", size, seed, detection_delay_windows=delay, detected=delay is not None))
+        rows.append(
+            _row("relative_change", "cost", size, seed, detection_delay_windows=delay, detected=delay is not None)
+        )
     return rows
 
 
@@ -240,7 +247,10 @@ def markdown(summary: list[dict[str, Any]], info: dict[str, Any]) -> str:
         "(0.5 / 1 / 2); cost = relative energy change (+10 % / +20 % / +30 %, threshold 15 %). "
         "MMD rows use a fixed random projection of bucket frequencies as the embedding.",
         "",
-        "| detector | stream | shift | false_alarm_rate | window_over_threshold_rate | detection_delay_windows | detected_fraction |",
+        (
+            "| detector | stream | shift | false_alarm_rate | window_over_threshold_rate | detection_delay_windows "
+            "| detected_fraction |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for row in summary:
@@ -251,8 +261,9 @@ def markdown(summary: list[dict[str, Any]], info: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "false_alarm_rate = alarms fired / in-distribution windows; window_over_threshold_rate = windows over threshold "
-        "before confirmation; detection_delay_windows = mean windows to the alarm over the seeds that detected "
+        "false_alarm_rate = alarms fired / in-distribution windows; "
+        "window_over_threshold_rate = windows over threshold before confirmation; "
+        "detection_delay_windows = mean windows to the alarm over the seeds that detected "
         "(– = never within the horizon).",
     ]
     return "\n".join(lines) + "\n"

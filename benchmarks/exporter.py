@@ -116,7 +116,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {row['studies']} | {row['scrape_ms_median']:.1f} | {row['scrape_ms_max']:.1f} | {row['bytes'] / 1024:.0f} |"
+            f"| {row['studies']} | {row['scrape_ms_median']:.1f} | {row['scrape_ms_max']:.1f} "
+            f"| {row['bytes'] / 1024:.0f} |"
         )
     gpu = result["gpu"]
     lines += [

@@ -107,8 +107,8 @@ def run(quick: bool, threads: int, steps: int | None) -> dict[str, Any]:
             raise SystemExit(f"configuration {job['rank'] or 'full'} failed:\n{out.stderr[-3000:]}")
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"  {row['method']:<18} {row['seconds_per_step']:.3f} s/step, peak {row['peak_rss_bytes'] / 2**20:.0f} MiB",
-              flush=True)
+        peak_mib = row["peak_rss_bytes"] / 2**20
+        print(f"  {row['method']:<18} {row['seconds_per_step']:.3f} s/step, peak {peak_mib:.0f} MiB", flush=True)
     full = rows[0]
     for row in rows:
         row["trainable_ratio"] = row["trainable_parameters"] / full["trainable_parameters"]
@@ -118,7 +118,7 @@ def run(quick: bool, threads: int, steps: int | None) -> dict[str, Any]:
     return {
         "benchmark": "lora",
         "machine": machine(),
-        "settings": {k: v for k, v in settings.items()},
+        "settings": dict(settings.items()),
         "memory_method": "rss-peak: ru_maxrss of a fresh process per configuration; growth = peak - RSS after build",
         "rows": rows,
     }
@@ -141,7 +141,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['method']} | {r['trainable_parameters']:,} | {r['trainable_share']:.2%} | {r['seconds_per_step']:.3f} "
+            f"| {r['method']} | {r['trainable_parameters']:,} | {r['trainable_share']:.2%} "
+            f"| {r['seconds_per_step']:.3f} "
             f"| {r['peak_rss_bytes'] / 2**20:.0f} | {r['rss_growth_bytes'] / 2**20:.0f} | {r['trainable_ratio']:.4f} "
             f"| {r['time_ratio']:.2f} | {r['peak_memory_ratio']:.2f} | {r['memory_growth_ratio']:.2f} |"
         )

@@ -215,7 +215,7 @@ def _timed(mode: str, iterations: int) -> dict[str, Any]:
     fig = meters.sections[0]
     # Split the cost: start (tracker construction), the work itself (slowed by the
     # tracker's thread competing for the cores), and finish (tracker stop + energy).
-    return {"seconds": seconds, "init_seconds": t1 - t0, "section_seconds": t2 - t1, 
+    return {"seconds": seconds, "init_seconds": t1 - t0, "section_seconds": t2 - t1,
             "finish_seconds": seconds - (t2 - t0),
             "measured_seconds": fig.time_seconds, "energy_joules": fig.energy_joules,
             "energy_method": fig.energy_method, "memory_method": fig.memory_method, "notes": meters.notes}
@@ -309,7 +309,8 @@ def markdown(result: dict[str, Any]) -> str:
     fixed = max(r["median_fixed_seconds"] for r in mo["modes"].values())
     lines += [
         "",
-        f"Meter start + stop, timed directly: at most {fixed:.2f} s per trial ({100 * fixed / mo['bare_seconds']:.1f} % "
+        f"Meter start + stop, timed directly: at most {fixed:.2f} s per trial "
+        f"({100 * fixed / mo['bare_seconds']:.1f} % "
         f"of the bare trial). Repeats of one mode differ by up to {spread:.0f} % on this shared machine, so "
         "differences between the medians within that spread are the machine's load, not the meters.",
     ]

@@ -60,9 +60,9 @@ def _problem(name: str) -> Any:
     )
 
     factories = {
-        "branin_currin": lambda: BraninCurrin(),
+        "branin_currin": BraninCurrin,
         "dtlz2_d6_m2": lambda: DTLZ2(dim=6, num_objectives=2),
-        "vehicle_safety": lambda: VehicleSafety(),
+        "vehicle_safety": VehicleSafety,
         "zdt1_d6": lambda: ZDT1(dim=6),
     }
     return factories[name]()
@@ -260,7 +260,8 @@ def _default_size_estimate(rows: list[dict[str, Any]], workers: int) -> str:
 
 
 def _median_gap(rows: list[dict[str, Any]], problem: str, method: str, noise: bool, budget: int) -> float | None:
-    runs = [r["log10_hv_gap"] for r in rows if (r["problem"], r["method"], r["noise"], r["budget"]) == (problem, method, noise, budget)]
+    key = (problem, method, noise, budget)
+    runs = [r["log10_hv_gap"] for r in rows if (r["problem"], r["method"], r["noise"], r["budget"]) == key]
     return float(np.median(runs)) if runs else None
 
 

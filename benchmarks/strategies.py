@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             runs += mine
             settings[problem] = {"seeds": args.seeds, "trials_worth": worth, "quick": args.quick, "machine": info,
                                  "command": command, "wall_seconds": time.perf_counter() - t0,
-                                 **{k: v for k, v in setup.items()}}
+                                 **dict(setup.items())}
     total = time.perf_counter() - started
     result = {"machine": info, "wall_seconds": total, "problems": settings, "rows": rows,
               "runs": [{k: v for k, v in r.items() if k != "points"} | {"outcomes": len(r["points"])} for r in runs]}
@@ -426,7 +426,10 @@ def _markdown(result: dict[str, Any]) -> str:
          "reference point common to a problem's runs (90th percentiles of loss and energy over all runs). "
          "Mean ± std over seeds."),
         "",
-        "| problem | command | machine | seeds | budget K | T (s) | energy budget (J) | energy measured by | wall (s) |",
+        (
+            "| problem | command | machine | seeds | budget K | T (s) | energy budget (J) | energy measured by "
+            "| wall (s) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for problem, p in result["problems"].items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,9 +26,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: $HPOD_STATE_DIR "
+StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: $HPOD_STATE_DIR "
                                                                            "or the user state dir).")]
-StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Database URL (default: $HPOD_STORAGE or "
+StorageOpt = Annotated[str | None, typer.Option("--storage", help="Database URL (default: $HPOD_STORAGE or "
                                                                       "sqlite in the state dir).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 

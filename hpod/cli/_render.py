@@ -188,8 +188,9 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
         for col in ("worker", "node", "state", "slots", "current", "last heartbeat"):
             t.add_column(col)
         for w in workers:
+            current = ", ".join(str(c) for c in w.get("current", [])) or "–"
             t.add_row(w["name"], w.get("node", ""), w.get("state", ""), str(w.get("slots", "")),
-                      ", ".join(str(c) for c in w.get("current", [])) or "–", f"{w.get('heartbeat_age_seconds', 0):.0f}s ago")
+                      current, f"{w.get('heartbeat_age_seconds', 0):.0f}s ago")
         console.print(t)
     studies = status.get("studies") or []
     print_studies(studies)

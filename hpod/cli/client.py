@@ -15,7 +15,7 @@ from rich.console import Console
 from hpod.errors import DaemonUnreachable, UsageError
 from hpod.store import default_state_dir
 
-__all__ = ["ApiClient", "try_status", "DEFAULT_API"]
+__all__ = ["DEFAULT_API", "ApiClient", "try_status"]
 
 DEFAULT_API = "127.0.0.1:8765"
 

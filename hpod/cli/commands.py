@@ -7,7 +7,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,12 +34,13 @@ from hpod.spec import load_spec, resolve
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Study spec (YAML).")],
-    n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Override budget.n_trials.")] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Override budget.n_trials.")] = None,
     state_dir: StateDirOpt = None,
     storage: StorageOpt = None,
-    cpu_slots: Annotated[Optional[int], typer.Option("--cpu-slots", min=0, help="Trials at once on CPU (0: controller only, "
-                                                           "remote `hpod worker`s run the trials).")] = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
+    cpu_slots: Annotated[int | None, typer.Option(
+        "--cpu-slots", min=0,
+        help="Trials at once on CPU (0: controller only, remote `hpod worker`s run the trials).")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
     no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
 ) -> None:
     """Run a study in the foreground (resumes an unfinished study of the same name)."""
@@ -87,7 +88,7 @@ def pareto(study: Annotated[str, typer.Argument(help="Study name.")], state_dir:
 def export_cmd(
     study: Annotated[str, typer.Argument(help="Study name.")],
     fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default stdout).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")] = None,
     state_dir: StateDirOpt = None,
     storage: StorageOpt = None,
 ) -> None:

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -25,30 +25,30 @@ from hpod.daemon.service import run_daemon
 from hpod.errors import DaemonUnreachable, UsageError
 from hpod.spec import load_spec
 
-ApiOpt = Annotated[Optional[str], typer.Option("--api", help="Daemon API address (default: $HPOD_API or "
+ApiOpt = Annotated[str | None, typer.Option("--api", help="Daemon API address (default: $HPOD_API or "
                                                              "127.0.0.1:8765; unix:/path for a socket).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @app.command()
 def daemon(
-    config: Annotated[Optional[Path], typer.Option("--config", help="Settings file (TOML or YAML).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Settings file (TOML or YAML).")] = None,
     state_dir: StateDirOpt = None,
     storage: StorageOpt = None,
-    api: Annotated[Optional[str], typer.Option("--api", help="API address HOST:PORT or unix:/path "
+    api: Annotated[str | None, typer.Option("--api", help="API address HOST:PORT or unix:/path "
                                                              "(default 127.0.0.1:8765; $HPOD_API).")] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Prometheus address HOST:PORT, or 'off' "
-                                                                     "(default 127.0.0.1:9464; $HPOD_METRICS).")] = None,
-    token_file: Annotated[Optional[Path], typer.Option("--token-file", help="Bearer token file; created with mode "
-                                                                            "0600 if absent ($HPOD_TOKEN_FILE).")] = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
-    cpu_slots: Annotated[Optional[int], typer.Option("--cpu-slots", min=0, help="CPU trial slots without GPUs "
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="Prometheus address HOST:PORT, or 'off' (default 127.0.0.1:9464; $HPOD_METRICS).")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="Bearer token file; created with mode 0600 if absent ($HPOD_TOKEN_FILE).")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
+    cpu_slots: Annotated[int | None, typer.Option("--cpu-slots", min=0, help="CPU trial slots without GPUs "
                                                      "(0: controller only, for remote workers).")] = None,
-    spec_dir: Annotated[Optional[Path], typer.Option("--spec-dir", help="Directory of study specs to run "
+    spec_dir: Annotated[Path | None, typer.Option("--spec-dir", help="Directory of study specs to run "
                                                                         "(re-read on SIGHUP or change).")] = None,
-    grace_seconds: Annotated[Optional[float], typer.Option("--grace-seconds", min=0, help="On SIGTERM, how long "
+    grace_seconds: Annotated[float | None, typer.Option("--grace-seconds", min=0, help="On SIGTERM, how long "
                                                            "running trials may finish (default 300).")] = None,
-    log_level: Annotated[Optional[str], typer.Option("--log-level", help="debug, info, warning, error.")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
     no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
 ) -> None:
     """Run the hpod daemon: schedules studies, runs trials, serves the control API and /metrics."""
@@ -160,7 +160,7 @@ def _print_events(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 @app.command()
 def events(
-    study: Annotated[Optional[str], typer.Option("--study", help="Only this study (and its versions).")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Only this study (and its versions).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
     after: Annotated[int, typer.Option("--after", min=0, help="Only events after this id.")] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, max=5000, help="At most this many (without --follow: "
@@ -232,4 +232,4 @@ def _db_reader(state_dir: Path | None, storage: str | None) -> Any:
     return read
 
 
-__all__ = ["daemon", "submit", "pause", "resume", "cancel", "retune", "events"]
+__all__ = ["cancel", "daemon", "events", "pause", "resume", "retune", "submit"]

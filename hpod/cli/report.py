@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,9 +16,9 @@ from hpod.report import FORMATS, build_report
 @app.command()
 def report(
     study: Annotated[str, typer.Argument(help="Study name.")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory to write into "
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Directory to write into "
                                                     "(default: ./hpod-report-STUDY).")] = None,
-    fmt: Annotated[Optional[list[str]], typer.Option(
+    fmt: Annotated[list[str] | None, typer.Option(
         "--format", help="html (one self-contained page, images inline) or png (the figures only); "
                          "repeat or give both (html,png) for a page that links PNG files next to it "
                          "(the default).")] = None,

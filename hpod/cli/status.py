@@ -31,7 +31,7 @@ def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: J
             print_daemon_status(daemon_status, out)
         return
 
-    store, sd = _open_store(state_dir, storage, light=True)
+    store, _sd = _open_store(state_dir, storage, light=True)
     studies = study_rows(store)
     monitors, retunes = monitor_states(store), retune_states(store)
     workers = worker_rows(store)

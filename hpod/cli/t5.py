@@ -7,7 +7,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -36,10 +36,14 @@ from hpod.objectives.t5_lora.tools import (
 )
 from hpod.spec import parse_spec, resolve
 
-__all__ = ["compare_study", "COMPARE_KEY"]
+__all__ = ["COMPARE_KEY", "compare_study"]
 
 #: state key holding the last comparison (the report shows it)
 COMPARE_KEY = "compare"
+
+
+def _fmt4(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4g}"
 
 
 def _load(store: Any, study: str) -> Any:
@@ -77,7 +81,7 @@ def _chosen(store: Any, study: str, spec: Any, *, trial: int | None, policy: str
 def export_adapter_cmd(
     study: Annotated[str, typer.Argument(help="Study name.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write (must not exist or be empty).")],
-    trial: Annotated[Optional[int], typer.Option("--trial", help="Trial number (default: --policy).")] = None,
+    trial: Annotated[int | None, typer.Option("--trial", help="Trial number (default: --policy).")] = None,
     policy: Annotated[str, typer.Option("--policy", help="knee | min-loss | 'objective NAME'.")] = "knee",
     merge: Annotated[bool, typer.Option("--merge", help="Also write the merged model.")] = False,
     state_dir: StateDirOpt = None,
@@ -175,9 +179,9 @@ def compare_study(store: Any, state_dir: Path, study: str, *, baseline: str = "d
 def compare(
     study: Annotated[str, typer.Argument(help="Study name.")],
     baseline: Annotated[str, typer.Option("--baseline", help="'default' or 'trial N'.")] = "default",
-    trial: Annotated[Optional[int], typer.Option("--trial", help="Best trial (default: --policy).")] = None,
+    trial: Annotated[int | None, typer.Option("--trial", help="Best trial (default: --policy).")] = None,
     policy: Annotated[str, typer.Option("--policy", help="knee | min-loss | 'objective NAME'.")] = "knee",
-    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this JSONL/CSV/Parquet file.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Evaluate on this JSONL/CSV/Parquet file.")] = None,
     as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
     storage: StorageOpt = None,
@@ -193,8 +197,7 @@ def compare(
         t.add_column(col, justify="right" if col != "metric" else "left")
     for r in report["rows"]:
         change = f"{r['change_percent']:+.1f} %" if r.get("change_percent") is not None else "–"
-        fmt = (lambda v: "–" if v is None else f"{v:.4g}")
-        t.add_row(r["metric"], fmt(r["baseline"]), fmt(r["best"]), change)
+        t.add_row(r["metric"], _fmt4(r["baseline"]), _fmt4(r["best"]), change)
     out.print(t)
     if report["sample"]:
         s = report["sample"]

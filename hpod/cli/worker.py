@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,27 +20,28 @@ __all__ = ["worker"]
 
 @app.command()
 def worker(
-    storage: Annotated[Optional[str], typer.Option(
+    storage: Annotated[str | None, typer.Option(
         "--storage", help="Database URL shared with the controller, e.g. postgresql+psycopg://hpod@db:5432/hpod "
                           "(default: $HPOD_STORAGE).")] = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
-    cpu_slots: Annotated[Optional[int], typer.Option("--cpu-slots", min=1, help="Trials at once on CPU "
+    gpus: Annotated[str | None, typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
+    cpu_slots: Annotated[int | None, typer.Option("--cpu-slots", min=1, help="Trials at once on CPU "
                                                      "(default 1 without --gpus).")] = None,
-    studies: Annotated[Optional[str], typer.Option("--studies", envvar="HPOD_STUDIES", help="Only run trials of "
+    studies: Annotated[str | None, typer.Option("--studies", envvar="HPOD_STUDIES", help="Only run trials of "
                                                    "these studies (comma-separated names).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Unique worker name (default NODE:PID).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Unique worker name (default NODE:PID).")] = None,
     lease_seconds: Annotated[float, typer.Option("--lease-seconds", min=1.0, help="A trial's lease: this long "
                                                  "after the last renewal a silent worker's trial is failed as "
                                                  "worker_lost and re-queued.")] = 30.0,
-    heartbeat_seconds: Annotated[Optional[float], typer.Option(
+    heartbeat_seconds: Annotated[float | None, typer.Option(
         "--heartbeat-seconds", min=0.1, help="How often leases and the worker row are renewed "
                                              "(default: a sixth of the lease, at most 5 s).")] = None,
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.01, help="How often an idle worker looks "
                                                 "for queued trials.")] = 0.5,
     grace_seconds: Annotated[float, typer.Option("--grace-seconds", min=0.0, help="On SIGTERM, how long running "
                                                  "trials may take to finish before they are handed back.")] = 300.0,
-    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Artifacts and model cache of this "
-                                                      "worker (default: $HPOD_STATE_DIR or the user state dir).")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir",
+        help="Artifacts and model cache of this worker (default: $HPOD_STATE_DIR or the user state dir).")] = None,
     no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
     startup_wait_seconds: Annotated[float, typer.Option(
         "--startup-wait-seconds", min=0.0, help="How long to wait for an unreachable database at start.")] = 300.0,

@@ -339,7 +339,8 @@ class Engine:
 
     def _stated_reference(self) -> tuple[list[float], str] | None:
         names = self.spec.value_names
-        for ref, source in ((self.spec.reference_point, "spec"), (self.resolved.objective.reference_point, "objective")):
+        candidates = ((self.spec.reference_point, "spec"), (self.resolved.objective.reference_point, "objective"))
+        for ref, source in candidates:
             if ref and all(n in ref for n in names):
                 return [float(ref[n]) for n in names], source
         return None
@@ -412,10 +413,11 @@ class Engine:
 
     def update_store_summary(self) -> StudySummary:
         s = self.summary(refresh=True)
-        fields: dict[str, Any] = dict(
-            hypervolume=s.hypervolume, pareto_front_size=len(s.pareto), energy_spent_joules=s.energy_spent_joules,
-            counts_json=json.dumps(s.counts), best_json=json.dumps(s.best), last_activity_at=time.time(),
-        )
+        fields: dict[str, Any] = {
+            "hypervolume": s.hypervolume, "pareto_front_size": len(s.pareto),
+            "energy_spent_joules": s.energy_spent_joules,
+            "counts_json": json.dumps(s.counts), "best_json": json.dumps(s.best), "last_activity_at": time.time(),
+        }
         strategy_state = s.extra.get("strategy")
         if strategy_state is not None:
             fields["strategy_json"] = json.dumps(strategy_state, default=float)

@@ -51,17 +51,17 @@ if TYPE_CHECKING:
     from hpod.store import Store
 
 __all__ = [
+    "MONITOR_KEY_PREFIX",
+    "SERVED_CHANNEL",
     "MonitorService",
-    "ObservationRow",
     "MonitorTick",
+    "ObservationRow",
     "base_study_name",
     "drift_snapshots",
     "ensure_observation_table",
+    "monitor_states",
     "record_observations",
     "record_served",
-    "monitor_states",
-    "MONITOR_KEY_PREFIX",
-    "SERVED_CHANNEL",
 ]
 
 log = logging.getLogger(__name__)

@@ -50,8 +50,14 @@ if TYPE_CHECKING:
     from hpod.spec import StudySpec
     from hpod.store import Store, StudyRow
 
-__all__ = ["RetunePolicy", "RetuneOutcome", "RETUNE_KEY", "retune_snapshots", "retune_states",
-           "pareto_configurations"]
+__all__ = [
+    "RETUNE_KEY",
+    "RetuneOutcome",
+    "RetunePolicy",
+    "pareto_configurations",
+    "retune_snapshots",
+    "retune_states",
+]
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from hpod.execution.executor import LocalExecutor, Slot, preload_for
 from hpod.spec import ResolvedStudy
 from hpod.store import JobRow, Store
 
-__all__ = ["run_foreground", "RunOutcome", "pid_alive_on_this_node"]
+__all__ = ["RunOutcome", "pid_alive_on_this_node", "run_foreground"]
 
 
 @dataclass

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from hpod.spec import StudySpec
     from hpod.store import Store
 
-__all__ = ["Selection", "select_trial", "current_serving", "put_serving", "SERVING_KEY", "MAXIMIZED_METRICS"]
+__all__ = ["MAXIMIZED_METRICS", "SERVING_KEY", "Selection", "current_serving", "put_serving", "select_trial"]
 
 #: state key (on the submitted study's name) holding the served selection
 SERVING_KEY = "serving"

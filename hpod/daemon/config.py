@@ -22,8 +22,15 @@ from hpod.errors import UsageError
 from hpod.http.server import parse_address
 from hpod.store import default_state_dir
 
-__all__ = ["DaemonConfig", "load_config", "resolve_token", "CONFIG_KEYS", "CREDENTIAL_NAME", "DEFAULT_API",
-           "DEFAULT_METRICS"]
+__all__ = [
+    "CONFIG_KEYS",
+    "CREDENTIAL_NAME",
+    "DEFAULT_API",
+    "DEFAULT_METRICS",
+    "DaemonConfig",
+    "load_config",
+    "resolve_token",
+]
 
 log = logging.getLogger(__name__)
 

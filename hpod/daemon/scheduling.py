@@ -28,8 +28,17 @@ from hpod.store import Store, WorkerRow
 if TYPE_CHECKING:
     from hpod.spec import ScheduleSpec
 
-__all__ = ["DaemonScheduler", "RetuneRequest", "RetuneHook", "MonitorHook", "window_open", "spec_files",
-           "spec_dir_fingerprint", "mark_lost_workers", "SPEC_SUFFIXES"]
+__all__ = [
+    "SPEC_SUFFIXES",
+    "DaemonScheduler",
+    "MonitorHook",
+    "RetuneHook",
+    "RetuneRequest",
+    "mark_lost_workers",
+    "spec_dir_fingerprint",
+    "spec_files",
+    "window_open",
+]
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from hpod.spec import StudySpec
     from hpod.store import EventRow, JobRow, Store
 
-__all__ = ["Daemon", "run_daemon", "EVENT_HANDLER_KINDS"]
+__all__ = ["EVENT_HANDLER_KINDS", "Daemon", "run_daemon"]
 
 log = logging.getLogger(__name__)
 

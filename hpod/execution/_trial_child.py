@@ -20,7 +20,7 @@ from hpod.errors import TrialPruned
 from hpod.monitors.meters import TrialMeters
 from hpod.objectives.base import Measurement, TrialContext, create_objective
 
-__all__ = ["trial_main", "INFRA_REASONS"]
+__all__ = ["INFRA_REASONS", "trial_main"]
 
 #: Failure reasons that are not the configuration's fault: the trial is re-queued
 #: and does not count toward the budget.
@@ -53,8 +53,8 @@ def _describe(exc: BaseException) -> str:
 def _seed_values(out: dict[str, Any], fig: Any) -> dict[str, float]:
     values = {"time_seconds": float(fig.time_seconds), "memory_bytes": float(fig.memory_bytes),
               "energy_joules": float(fig.energy_joules or 0.0)}
-    for name, v in out.items():
-        v = getattr(v, "value", v)
+    for name, raw in out.items():
+        v = getattr(raw, "value", raw)
         if isinstance(v, (int, float)):
             values[name] = float(v)
     return values
@@ -65,7 +65,7 @@ def trial_main(payload: dict[str, Any], conn: Any) -> None:
     try:
         result = _run(payload, conn)
         conn.send(("result", result))
-    except BaseException as exc:  # noqa: BLE001 - everything becomes the trial's failure reason
+    except BaseException as exc:
         try:
             conn.send(("error", _describe(exc), traceback.format_exc()[-8000:]))
         except Exception:
@@ -144,9 +144,7 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
             if isinstance(v, Measurement):
                 values[name] = float(v.value)
                 methods[name] = v.method
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                values[name] = float(v)
-            elif isinstance(v, bool):
+            elif (isinstance(v, (int, float)) and not isinstance(v, bool)) or isinstance(v, bool):
                 values[name] = float(v)
         fig = entry["fig"]
         if "time_seconds" not in provided or "time_seconds" not in values:

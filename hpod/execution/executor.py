@@ -36,7 +36,7 @@ from hpod.objectives.base import FunctionObjective
 from hpod.spec import StudySpec, parse_spec, resolve
 from hpod.store import JobRow, Store
 
-__all__ = ["Slot", "LocalExecutor", "RunningTrial", "HEAVY_PRELOAD", "parse_slots", "preload_for"]
+__all__ = ["HEAVY_PRELOAD", "LocalExecutor", "RunningTrial", "Slot", "parse_slots", "preload_for"]
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ def parse_slots(gpus: str | None, cpu_slots: int | None) -> list[Slot]:
     """``--gpus 0,1`` → one slot per GPU; otherwise ``cpu_slots`` CPU slots (default 1)."""
     if gpus:
         out = []
-        for part in gpus.split(","):
-            part = part.strip()
+        for raw in gpus.split(","):
+            part = raw.strip()
             if not part.isdigit():
 
                 raise UsageError(f"--gpus: expected comma-separated GPU indices like 0,1 (found {gpus!r})")

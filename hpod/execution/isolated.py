@@ -20,7 +20,8 @@ __all__ = ["run_configuration"]
 def run_configuration(*, objective_name: str, objective_params: dict[str, Any], params: dict[str, Any],
                       seeds: int, artifact_dir: Path, cache_dir: Path, required: list[str],
                       objective: Any = None, gpu_index: int | None = None, codecarbon: bool = True,
-                      label: str = "isolated", timeout: float | None = None) -> tuple[dict[str, Any] | None, str | None]:
+                      label: str = "isolated",
+                      timeout: float | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """Train and evaluate ``params`` once per seed in a child process.
 
     Returns ``(result, None)`` like a trial's result payload, or ``(None, reason)``.

@@ -29,7 +29,7 @@ from hpod.errors import HpodError, SpecError, StorageError, StudyNotFound, Usage
 from hpod.spec import parse_spec, resolve
 from hpod.store import Store
 
-__all__ = ["ApiContext", "create_app", "submit_study", "SubmitRequest", "RetuneBody", "ObservationsBody"]
+__all__ = ["ApiContext", "ObservationsBody", "RetuneBody", "SubmitRequest", "create_app", "submit_study"]
 
 log = logging.getLogger(__name__)
 

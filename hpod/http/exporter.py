@@ -130,9 +130,10 @@ class HpodCollector(Collector):
         # A store outage fails every scrape (every 15 s): the traceback is logged once
         # per outage, not once per scrape.
         if first:
-            log.exception("metrics: exporting %r failed; skipped until it recovers", section)
+            # Called from the except blocks of collect(): the exception is the active one.
+            log.exception("metrics: exporting %r failed; skipped until it recovers", section)  # noqa: LOG004
         else:
-            log.debug("metrics: exporting %r failed again", section, exc_info=True)
+            log.debug("metrics: exporting %r failed again", section, exc_info=True)  # noqa: LOG014
 
     def _count_success(self, section: str) -> None:
         if section in self._failing:  # unlocked read: a stale answer only delays a log line

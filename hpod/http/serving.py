@@ -42,8 +42,15 @@ if TYPE_CHECKING:
     from hpod.spec import StudySpec
     from hpod.store import Store
 
-__all__ = ["Predictor", "ServedModel", "ModelHolder", "create_serving_app", "load_t5_lora_predictor",
-           "initial_selection", "parse_summarize_body"]
+__all__ = [
+    "ModelHolder",
+    "Predictor",
+    "ServedModel",
+    "create_serving_app",
+    "initial_selection",
+    "load_t5_lora_predictor",
+    "parse_summarize_body",
+]
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ import numpy as np
 from hpod.spec._monitors import DEFAULT_OPTIONS, DEFAULT_THRESHOLDS
 
 __all__ = [
-    "DriftResult",
     "REASONS",
-    "length_drift",
-    "vocabulary_drift",
-    "embedding_drift",
-    "performance_drift",
-    "cost_drift",
+    "DriftResult",
     "adjust_p_values",
+    "cost_drift",
+    "embedding_drift",
+    "length_drift",
+    "performance_drift",
+    "vocabulary_drift",
 ]
 
 Direction = Literal["increase", "decrease", "both"]
@@ -262,7 +262,8 @@ def vocabulary_drift(
         "null_median": float(np.median(permuted)),
         "top_buckets": [int(i) for i in top],
     }
-    return _result(method, observed, threshold, p_value=_permutation_p(observed, permuted), alpha=alpha, details=details)
+    p_value = _permutation_p(observed, permuted)
+    return _result(method, observed, threshold, p_value=p_value, alpha=alpha, details=details)
 
 
 def embedding_drift(
@@ -397,7 +398,8 @@ def performance_drift(
     if method == "page_hinkley":
         mode = {"increase": "up", "decrease": "down", "both": "both"}[direction]
         detector: Any = drift.PageHinkley(
-            min_instances=int(opts["min_instances"]), delta=opts["delta"], threshold=limit, alpha=opts["alpha"], mode=mode
+            min_instances=int(opts["min_instances"]), delta=opts["delta"], threshold=limit, alpha=opts["alpha"],
+            mode=mode,
         )
     else:
         detector = drift.ADWIN(delta=opts["delta"], grace_period=int(opts["grace_period"]))
@@ -412,7 +414,7 @@ def performance_drift(
             if method == "adwin":
                 # ADWIN flags changes in either direction; keep the ones asked for
                 recent = float(np.mean(cur_z[max(0, index - 9) : index + 1]))
-                if direction == "increase" and recent <= 0 or direction == "decrease" and recent >= 0:
+                if (direction == "increase" and recent <= 0) or (direction == "decrease" and recent >= 0):
                     continue
                 peak = 1.0
             if details["change_index"] is None:

@@ -22,11 +22,11 @@ from hpod.errors import DataError
 __all__ = [
     "DEFAULT_BUCKETS",
     "TextFeatures",
-    "text_features",
-    "stable_bucket",
     "as_features",
     "bucket_matrix",
     "features_from_path",
+    "stable_bucket",
+    "text_features",
 ]
 
 #: Default number of hash buckets for the token distribution.

@@ -33,7 +33,7 @@ from hpod.monitors._drift_detectors import (
 from hpod.monitors._drift_features import TextFeatures, as_features, bucket_matrix
 from hpod.spec._monitors import MonitorSpec
 
-__all__ = ["Monitor", "MonitorCheck", "STATE_VERSION"]
+__all__ = ["STATE_VERSION", "Monitor", "MonitorCheck"]
 
 STATE_VERSION = 1
 
@@ -266,9 +266,13 @@ class Monitor:
         for name in spec.detector:
             threshold = spec.threshold_for(name)
             if name in ("ks", "wasserstein"):
-                results.append(length_drift(ref["lengths"], window["lengths"], method=name, threshold=threshold, **common))  # type: ignore[arg-type]
+                results.append(
+                    length_drift(ref["lengths"], window["lengths"], method=name, threshold=threshold, **common)  # type: ignore[arg-type]
+                )
             elif name in ("js", "psi"):
-                results.append(vocabulary_drift(ref["counts"], window["counts"], method=name, threshold=threshold, **common))  # type: ignore[arg-type]
+                results.append(
+                    vocabulary_drift(ref["counts"], window["counts"], method=name, threshold=threshold, **common)  # type: ignore[arg-type]
+                )
             elif name == "mmd":
                 if window["embeddings"] is None:
                     raise ValueError(f"monitor {self.name!r} uses detector 'mmd': every window item needs an embedding")

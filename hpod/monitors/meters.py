@@ -28,7 +28,7 @@ from typing import Any
 
 from hpod.objectives.base import Measurement
 
-__all__ = ["SectionFigures", "TrialMeters", "current_rss_bytes", "CPU_WATTS_PER_CORE"]
+__all__ = ["CPU_WATTS_PER_CORE", "SectionFigures", "TrialMeters", "current_rss_bytes"]
 
 log = logging.getLogger(__name__)
 

@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from hpod.errors import SpecError, TrialPruned
+from hpod.errors import SpecError
+from hpod.errors import TrialPruned as TrialPruned  # re-exported for objectives that stop early
 
 __all__ = [
-    "Measurement",
-    "TrialContext",
-    "Objective",
-    "FunctionObjective",
-    "register_objective",
-    "create_objective",
-    "registered_objectives",
     "ENTRY_POINT_GROUP",
+    "FunctionObjective",
+    "Measurement",
+    "Objective",
+    "TrialContext",
+    "create_objective",
+    "register_objective",
+    "registered_objectives",
 ]
 
 ENTRY_POINT_GROUP = "hpod.objectives"
@@ -290,6 +291,3 @@ def finite_or_fail(name: str, value: float) -> float:
         raise ValueError(f"objective returned {v} for {name!r}")
     return v
 
-
-# Re-exported for objectives that stop early.
-TrialPruned = TrialPruned

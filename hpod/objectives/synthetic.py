@@ -23,7 +23,13 @@ from hpod.objectives.base import (
     register_objective,
 )
 
-__all__ = ["BotorchProblemObjective", "TrainingCostObjective", "TrainingCostPBTObjective", "PROBLEMS", "training_cost_model"]
+__all__ = [
+    "PROBLEMS",
+    "BotorchProblemObjective",
+    "TrainingCostObjective",
+    "TrainingCostPBTObjective",
+    "training_cost_model",
+]
 
 #: name -> (botorch class name, constructor kwargs)
 PROBLEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -203,7 +209,7 @@ class TrainingCostObjective(BaseObjective):
         model = training_cost_model(ctx.params, train_examples=o.train_examples)
         rng = np.random.default_rng(_stable_seed(sorted(ctx.params.items()), ctx.seed))
         epochs = float(ctx.params.get("epochs", 3))
-        n_evals = max(1, int(round(epochs * o.evals_per_epoch)))
+        n_evals = max(1, round(epochs * o.evals_per_epoch))
         total_time = model["time_seconds"] * (1 + rng.normal(0, o.cost_noise))
         power = model["energy_joules"] / model["time_seconds"] * (1 + rng.normal(0, o.cost_noise))
         loss = float("nan")

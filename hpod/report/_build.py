@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from hpod.store import Store
 
-__all__ = ["ReportResult", "build_report", "report_html", "render_figures", "FORMATS", "HTML_NAME"]
+__all__ = ["FORMATS", "HTML_NAME", "ReportResult", "build_report", "render_figures", "report_html"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("html", "png")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from hpod.spec import StudySpec
     from hpod.store import Store, StudyRow
 
-__all__ = ["ReportData", "load_report_data", "select_trial", "hypervolume_curve", "SELECTION_HELP"]
+__all__ = ["SELECTION_HELP", "ReportData", "hypervolume_curve", "load_report_data", "select_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -274,4 +274,4 @@ def param_importances(data: ReportData) -> tuple[dict[str, dict[str, float]], li
     return out, notes
 
 
-__all__ += ["param_importances", "MIN_TRIALS_FOR_IMPORTANCE"]
+__all__ += ["MIN_TRIALS_FOR_IMPORTANCE", "param_importances"]

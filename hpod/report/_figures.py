@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["FIGURES", "COST_NAMES", "QUALITY_NAMES"]
+__all__ = ["COST_NAMES", "FIGURES", "QUALITY_NAMES"]
 
 COST_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
 QUALITY_NAMES = ("rouge1", "rouge2", "rougeL", "bleu")
@@ -219,6 +219,14 @@ def draw_objectives(data: ReportData) -> tuple[Figure | None, list[str]]:
 
 
 # ---------------------------------------------------------------------- parallel coordinates
+def _log_scale(lo: float, hi: float) -> Callable[[Any], float]:
+    return lambda v: (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+
+
+def _linear_scale(lo: float, hi: float) -> Callable[[Any], float]:
+    return lambda v: (float(v) - lo) / (hi - lo)
+
+
 def _param_axes(data: ReportData) -> list[tuple[str, Callable[[Any], float], list[tuple[float, str]]]]:
     """(name, value -> [0, 1], ticks) per tuned parameter, from Optuna's distributions."""
     from optuna.distributions import (
@@ -246,10 +254,7 @@ def _param_axes(data: ReportData) -> list[tuple[str, Callable[[Any], float], lis
             lo, hi, log = float(d.low), float(d.high), bool(d.log)
             if hi <= lo:
                 continue
-            if log:
-                scale = (lambda v, lo=lo, hi=hi: (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo)))
-            else:
-                scale = (lambda v, lo=lo, hi=hi: (float(v) - lo) / (hi - lo))
+            scale = _log_scale(lo, hi) if log else _linear_scale(lo, hi)
             out.append((name, scale, [(0.0, f"{lo:.3g}"), (1.0, f"{hi:.3g}")]))
     return out
 
@@ -305,7 +310,7 @@ def draw_parallel(data: ReportData, color_by: str | None = None) -> tuple[Figure
     if selected:
         ax.plot(xs, line(selected[0]), color=C_SELECTED, linewidth=3, label=f"selected #{data.selected}")
         ax.legend(loc="upper right", fontsize=8)
-    for x, (name, _, ticks) in zip(xs, axes_def):
+    for x, (_, _, ticks) in zip(xs, axes_def):
         ax.axvline(x, color="black", linewidth=0.8)
         for y, text in ticks:
             ax.text(x + 0.04, y, text, fontsize=7, va="center", ha="left",

@@ -13,13 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "COST_DETECTORS",
+    "DATA_DETECTORS",
+    "DEFAULT_THRESHOLDS",
+    "PERFORMANCE_DETECTORS",
     "MonitorKind",
     "MonitorSource",
     "MonitorSpec",
-    "DATA_DETECTORS",
-    "PERFORMANCE_DETECTORS",
-    "COST_DETECTORS",
-    "DEFAULT_THRESHOLDS",
     "parse_duration_seconds",
 ]
 

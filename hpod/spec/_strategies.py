@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["StrategySpec", "PrunerSpec", "AdaptiveSeedsSpec", "STRATEGY_KINDS", "PRUNER_KINDS"]
+__all__ = ["PRUNER_KINDS", "STRATEGY_KINDS", "AdaptiveSeedsSpec", "PrunerSpec", "StrategySpec"]
 
 STRATEGY_KINDS = ("pareto", "scalarized", "pbt")
 PRUNER_KINDS = ("none", "mo_asha", "early_stopping")

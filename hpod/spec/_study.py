@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -42,15 +42,15 @@ if TYPE_CHECKING:
 __all__ = [
     "MEASURED_NAMES",
     "SAMPLER_NAMES",
-    "StudySpec",
+    "SERVING_POLICIES",
     "Constraint",
     "ResolvedStudy",
     "RetuneSpec",
     "ServingSpec",
-    "SERVING_POLICIES",
+    "StudySpec",
     "load_spec",
-    "parse_spec",
     "parse_constraint",
+    "parse_spec",
     "resolve",
 ]
 
@@ -104,7 +104,7 @@ class IntParam(_Strict):
         return self
 
 
-Scalar = Union[bool, int, float, str, None]
+Scalar = bool | int | float | str | None
 
 
 class CategoricalParam(_Strict):
@@ -126,7 +126,7 @@ class FixedParam(_Strict):
     value: Scalar
 
 
-ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam, FixedParam], Field(discriminator="type")]
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam | FixedParam, Field(discriminator="type")]
 
 
 class ObjectiveTarget(_Strict):
@@ -404,7 +404,9 @@ class Constraint:
         return self.bound - float(value)
 
 
-_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_CONSTRAINT_RE = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
 
 
 def parse_constraint(text: str) -> Constraint:

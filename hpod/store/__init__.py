@@ -15,7 +15,6 @@ from hpod.store._store import (
 from hpod.store._tables import EventRow, JobRow, StateRow, StudyRow, WorkerRow
 
 __all__ = [
-    "worker_state",
     "EVENT_KINDS",
     "WORKER_STALE_SECONDS",
     "EventRow",
@@ -30,4 +29,5 @@ __all__ = [
     "default_storage_url",
     "is_disconnect",
     "retry_storage",
+    "worker_state",
 ]

@@ -59,8 +59,18 @@ if TYPE_CHECKING:
 
     from hpod.spec import StudySpec
 
-__all__ = ["Store", "StorageUnreachable", "default_state_dir", "default_storage_url", "config_key", "EVENT_KINDS",
-           "retry_storage", "is_disconnect", "WORKER_STALE_SECONDS", "worker_state"]
+__all__ = [
+    "EVENT_KINDS",
+    "WORKER_STALE_SECONDS",
+    "StorageUnreachable",
+    "Store",
+    "config_key",
+    "default_state_dir",
+    "default_storage_url",
+    "is_disconnect",
+    "retry_storage",
+    "worker_state",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -205,7 +215,7 @@ class Store:
             # Keepalives: a server that vanished (node lost, network cut) is noticed in
             # ~20 s instead of the kernel's two hours.
             engine_kwargs["connect_args"] = {
-                "connect_timeout": max(1, int(round(connect_timeout))),
+                "connect_timeout": max(1, round(connect_timeout)),
                 "application_name": (application_name or "hpod")[:63],
                 "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2,
             }
@@ -308,9 +318,8 @@ class Store:
         becomes :class:`~hpod.errors.StorageError` (the pool drops the dead connection,
         so the next call reconnects)."""
         try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                with session.begin():
-                    yield session
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
         except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
             raise StorageError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
         except DBAPIError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["StudyRow", "EventRow", "JobRow", "WorkerRow", "StateRow", "JOB_STATES"]
+__all__ = ["JOB_STATES", "EventRow", "JobRow", "StateRow", "StudyRow", "WorkerRow"]
 
 #: queued → running → done | failed | lost | cancelled
 JOB_STATES = ("queued", "running", "done", "failed", "lost", "cancelled")

@@ -89,7 +89,7 @@ def test_submit_registers_the_study_and_appends_an_unhandled_event(client: TestC
     body = resp.json()
     assert body["study"] == "api-study" and body["created"] is True and body["ok"] is True
     assert store.get_study("api-study").state == "queued"
-    event = [e for e in store.events(kinds=["study_submitted"]) if e.id == body["event_id"]][0]
+    event = next(e for e in store.events(kinds=["study_submitted"]) if e.id == body["event_id"])
     assert event.handled is False  # the main loop acts on it, then marks it handled
     assert json.loads(event.payload_json)["spec"]["name"] == "api-study"
     # a resubmission is an update, not a second study

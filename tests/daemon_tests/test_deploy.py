@@ -57,8 +57,8 @@ def unit_settings(path: Path) -> list[tuple[str, str, str]]:
     """(section, key, value) of a unit file, in order; keys may repeat (Environment=)."""
     settings = []
     section = ""
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
         if line.startswith("["):
@@ -125,7 +125,8 @@ def test_systemd_units_have_the_service_properties_users_rely_on(unit: str) -> N
 
 
 def test_worker_unit_takes_the_storage_from_an_environment_file() -> None:
-    service = {key: value for section, key, value in unit_settings(UNITS / "hpod-worker@.service") if section == "Service"}
+    settings = unit_settings(UNITS / "hpod-worker@.service")
+    service = {key: value for section, key, value in settings if section == "Service"}
     assert service["EnvironmentFile"] == "/etc/hpod/worker.env"
     assert service["ExecStart"].startswith("/usr/local/bin/hpod worker ")
     assert "--gpus %i" in service["ExecStart"]

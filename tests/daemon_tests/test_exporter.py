@@ -173,9 +173,12 @@ def test_trial_observer_fills_histograms_per_study() -> None:
     ("call", "message"),
     [
         (lambda o: o.observe_trial("", "COMPLETE", 1.0, None, None), "study must be a non-empty string"),
-        (lambda o: o.observe_trial("s", "COMPLETE", -1.0, None, None), "duration_seconds must be a finite number >= 0, got -1.0"),
-        (lambda o: o.observe_trial("s", "COMPLETE", 1.0, float("nan"), None), "memory_bytes must be a finite number >= 0, got nan"),
-        (lambda o: o.observe_trial("s", "COMPLETE", 1.0, None, -5), "energy_joules must be a finite number >= 0, got -5"),
+        (lambda o: o.observe_trial("s", "COMPLETE", -1.0, None, None),
+         "duration_seconds must be a finite number >= 0, got -1.0"),
+        (lambda o: o.observe_trial("s", "COMPLETE", 1.0, float("nan"), None),
+         "memory_bytes must be a finite number >= 0, got nan"),
+        (lambda o: o.observe_trial("s", "COMPLETE", 1.0, None, -5),
+         "energy_joules must be a finite number >= 0, got -5"),
         (lambda o: o.observe_suggest("s", float("inf")), "seconds must be a finite number >= 0, got inf"),
     ],
 )
@@ -299,7 +302,8 @@ def test_a_new_study_has_empty_histograms_before_its_first_trial_ends() -> None:
     HpodCollector(lambda: snapshot, registry=registry, observer=observer)
     list(registry.collect())  # one scrape
     for state in ("complete", "fail", "pruned"):
-        assert registry.get_sample_value("hpod_trial_duration_seconds_count", {"study": "t5_cnndm@v2", "state": state}) == 0
+        labels = {"study": "t5_cnndm@v2", "state": state}
+        assert registry.get_sample_value("hpod_trial_duration_seconds_count", labels) == 0
     assert registry.get_sample_value("hpod_trial_energy_used_joules_count", {"study": "t5_cnndm"}) == 0
     assert registry.get_sample_value("hpod_sampler_suggest_seconds_count", {"study": "t5_cnndm"}) == 0
     # a finished study starts no trials: no empty series for it

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def test_four_objective_constrained_report(four_objective: tuple[Store, dict[str
     summary = json.loads((out / "report.json").read_text())
     curve = [p["hypervolume"] for p in summary["hypervolume_by_trial"]]
     assert len(curve) == 24
-    assert all(b >= a for a, b in zip(curve, curve[1:]))
+    assert all(b >= a for a, b in pairwise(curve))
     assert curve[-1] == pytest.approx(store.get_study(spec["name"]).hypervolume, rel=1e-9)
     assert curve[-1] > curve[0]
 

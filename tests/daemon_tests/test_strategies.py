@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def test_lagrange_multipliers_rise_while_violated_and_fall_back_to_zero(tmp_path
         finish_next_job(engine, satisfied)
         seen.append(lagrange_multipliers(store, "lagr")[name])
     falling = seen[4:]
-    assert all(b <= a for a, b in zip(falling, falling[1:]))
+    assert all(b <= a for a, b in pairwise(falling))
     assert falling[-1] == 0.0  # projected: never negative, exactly 0 once satisfied long enough
     history = multiplier_history(store, "lagr")
     assert [h["multipliers"][name] for h in history] == seen
@@ -189,7 +190,8 @@ def test_pbt_of_six_members_exploits_explores_and_improves_the_median(tmp_path: 
     # Every interval resumed where its checkpoint (own or copied) left off: 3 steps per generation.
     by_generation: dict[int, set[float]] = {}
     for t in trials:
-        by_generation.setdefault(t.user_attrs["hpod.pbt"]["generation"], set()).add(t.user_attrs["hpod.metrics"]["step"])
+        generation = t.user_attrs["hpod.pbt"]["generation"]
+        by_generation.setdefault(generation, set()).add(t.user_attrs["hpod.metrics"]["step"])
     assert by_generation == {0: {3.0}, 1: {6.0}, 2: {9.0}, 3: {12.0}}
     # A copied member continues from its donor's checkpoint with the mutated hyperparameters.
     first = lineage[0]
@@ -284,7 +286,7 @@ def test_mo_pruning_stops_trials_and_cuts_the_energy_spent(tmp_path: Path) -> No
     base = {"objective": {"name": "synthetic:training_cost", "params": {"evals_per_epoch": 3}},
             "objectives": COST_OBJECTIVES, "budget": {"n_trials": 16}, "sampler": {"name": "random", "seed": 5}}
     plain, _ = run_study({"name": "plain", **base}, tmp_path / "plain")
-    pruned, store = run_study({"name": "asha", **base, "pruner": {"kind": "mo_asha", "min_resource": 2,
+    pruned, _store = run_study({"name": "asha", **base, "pruner": {"kind": "mo_asha", "min_resource": 2,
                                                                   "reduction_factor": 3}}, tmp_path / "asha")
     s_plain, s_pruned = plain.summary(refresh=True), pruned.summary(refresh=True)
     assert s_plain.counts.get("PRUNED", 0) == 0

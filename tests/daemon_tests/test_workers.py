@@ -108,7 +108,7 @@ def _read_all(sock: socket.socket) -> str:
     while True:
         try:
             out.append(sock.recv(4096).decode())
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return "\n".join(out)
 
 
@@ -150,8 +150,8 @@ def test_worker_command_rejects_bad_arguments(tmp_path: Path) -> None:
     env = {k: v for k, v in cli_env().items() if k != "HPOD_STORAGE"}
     res = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--storage" in res.stderr
-    res = subprocess.run(base + ["--storage", f"sqlite:///{tmp_path}/x.db", "--lease-seconds", "2",
-                                 "--heartbeat-seconds", "3"], env=env, capture_output=True, text=True, timeout=60)
+    args = [*base, "--storage", f"sqlite:///{tmp_path}/x.db", "--lease-seconds", "2", "--heartbeat-seconds", "3"]
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--heartbeat-seconds" in res.stderr and "2" in res.stderr
 
 

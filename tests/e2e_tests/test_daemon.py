@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemon_harness import DaemonProcess, wait_for, write_spec  # noqa: E402
+from daemon_harness import DaemonProcess, wait_for, write_spec
 
 from hpod.store import Store
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from daemon_harness import DaemonProcess, free_port, wait_for, write_spec  # noqa: E402
+from daemon_harness import DaemonProcess, free_port, wait_for, write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -86,7 +86,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProce
 
 
 def test_prometheus_has_the_core_series_of_the_live_daemon(live: tuple[DaemonProcess, Prom]) -> None:
-    daemon, prom = live
+    _daemon, prom = live
     assert prom.values('hpod_trials_total{study="prom-study",state="complete"}') == [10.0]
     assert prom.values('hpod_trials_total{study="prom-study",state="fail"}') == [0.0]
     hv = prom.values('hpod_study_hypervolume{study="prom-study"}')

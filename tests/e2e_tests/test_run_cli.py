@@ -35,7 +35,7 @@ def test_constrained_four_objective_nsga2_study(state_dir: Path):
     trials = _json(run_cli(["trials", "synthetic-4obj", "--json"], state_dir=state_dir))
     assert len(trials) == 30 and all(t["state"] == "COMPLETE" for t in trials)
     for t in trials:
-        assert TRIAL_KEYS <= set(t)
+        assert set(t) >= TRIAL_KEYS
         assert set(t["values"]) == {"loss", "time_seconds", "memory_bytes", "energy_joules"}
         assert set(t["constraints"]) == {"memory_bytes <= 2.5e9", "time_seconds <= 12000",
                                          "energy_joules <= 3.0e6"}

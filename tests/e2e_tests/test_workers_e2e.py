@@ -30,10 +30,9 @@ class Cluster:
         self._store: Any = None
 
     def _spawn(self, key: str, args: list[str]) -> subprocess.Popen[str]:
-        log = open(self.tmp / f"{key}.log", "a")
-        proc = subprocess.Popen([hpod_bin(), *args], stdout=log, stderr=subprocess.STDOUT, text=True,
-                                env=cli_env(), start_new_session=True)
-        log.close()
+        with open(self.tmp / f"{key}.log", "a") as log:
+            proc = subprocess.Popen([hpod_bin(), *args], stdout=log, stderr=subprocess.STDOUT, text=True,
+                                    env=cli_env(), start_new_session=True)
         self.procs[key] = proc
         return proc
 
@@ -83,7 +82,7 @@ class Cluster:
         assert rc == 0, self.logs()
 
     def stop_all(self) -> None:
-        for key, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)

@@ -123,7 +123,8 @@ def test_feature_hashing_is_identical_across_processes() -> None:
     outputs = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout)
+        run = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+        outputs.add(run.stdout)
     assert len(outputs) == 1
 
 

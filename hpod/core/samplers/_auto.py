@@ -74,8 +74,8 @@ class ModelThenEvolutionSampler(optuna.samplers.BaseSampler):
     The model phase's last ``population_size`` trials are tagged as NSGA-II's generation 0;
     NSGA-II's elite selection (feasible first, by non-domination rank and crowding) picks
     the parents of its first offspring from them, so evolution starts from where the
-    model was proposing rather than from random points. The phase is a function of the trial number, so every worker of a
-    shared study agrees on it without coordination.
+    model was proposing rather than from random points. The phase is a function of the trial
+    number, so every worker of a shared study agrees on it without coordination.
     """
 
     def __init__(

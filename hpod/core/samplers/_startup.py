@@ -37,7 +37,7 @@ def from_unit_interval(u: float, distribution: BaseDistribution) -> Any:
             value = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
         elif step is not None:
             # Equal-width bins per grid value, so every grid value is equally likely.
-            n_values = int(round((high - low) / step)) + 1
+            n_values = round((high - low) / step) + 1
             value = low + min(int(u * n_values), n_values - 1) * step
         else:
             value = low + u * (high - low)

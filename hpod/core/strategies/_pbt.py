@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from hpod.core.samplers import SamplerChoice
     from hpod.store import JobRow, Store
 
-__all__ = ["PBTStrategy", "pbt_lineage", "pbt_state", "STATE_KEY", "RESUME_KEY"]
+__all__ = ["RESUME_KEY", "STATE_KEY", "PBTStrategy", "pbt_lineage", "pbt_state"]
 
 log = logging.getLogger(__name__)
 STATE_KEY = "strategy.pbt"
@@ -109,10 +109,11 @@ class PBTStrategy(Strategy):
         for name, value in params.items():
             dist = self.engine.distributions.get(name)
             if isinstance(dist, optuna.distributions.FloatDistribution):
-                value = float(min(max(value, dist.low), dist.high))
+                out[name] = float(min(max(value, dist.low), dist.high))
             elif isinstance(dist, optuna.distributions.IntDistribution):
-                value = int(min(max(round(value), dist.low), dist.high))
-            out[name] = value
+                out[name] = int(min(max(round(value), dist.low), dist.high))
+            else:
+                out[name] = value
         return out
 
     def _queue(self, member: dict[str, Any], generation: int, params: dict[str, Any] | None,
@@ -216,7 +217,7 @@ class PBTStrategy(Strategy):
         rng = np.random.default_rng([self.engine.spec.sampler.seed or 0, generation])
         # Worst first: a failed interval (None) ranks below every scored one.
         ranked = sorted(scores, key=lambda m: math.inf if scores[m] is None else self.sign * scores[m])
-        k = max(1, int(math.floor(self.population * self.options.quantile)))
+        k = max(1, math.floor(self.population * self.options.quantile))
         top, bottom = ranked[:k], ranked[-k:]
         members = self.state["members"]
         for b in bottom:

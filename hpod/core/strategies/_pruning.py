@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from hpod.spec import StudySpec
     from hpod.store import JobRow, Store
 
-__all__ = ["MOASHAPruner", "EarlyStopping", "create_report_handler", "non_dominated_ranks", "crowding_distance"]
+__all__ = ["EarlyStopping", "MOASHAPruner", "create_report_handler", "crowding_distance", "non_dominated_ranks"]
 
 log = logging.getLogger(__name__)
 ReportHandler = Callable[["JobRow", int, int, dict[str, float]], bool]
@@ -94,7 +94,7 @@ class MOASHAPruner:
         """The highest rung whose step is <= ``step`` (None below the first rung)."""
         if step < self.min_resource:
             return None
-        return int(math.floor(math.log(step / self.min_resource, self.reduction_factor) + 1e-9))
+        return math.floor(math.log(step / self.min_resource, self.reduction_factor) + 1e-9)
 
     def record(self, trial: int, step: int, values: dict[str, float]) -> None:
         """Record a finished trial's history (e.g. after a restart) without judging it."""

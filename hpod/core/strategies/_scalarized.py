@@ -31,8 +31,14 @@ if TYPE_CHECKING:
     from hpod.spec import StudySpec
     from hpod.store import JobRow, Store
 
-__all__ = ["ScalarizedStrategy", "lagrange_multipliers", "lambda_sweep_specs", "multiplier_history", "scalarized_front",
-           "STATE_KEY"]
+__all__ = [
+    "STATE_KEY",
+    "ScalarizedStrategy",
+    "lagrange_multipliers",
+    "lambda_sweep_specs",
+    "multiplier_history",
+    "scalarized_front",
+]
 
 log = logging.getLogger(__name__)
 STATE_KEY = "strategy.scalarized"

@@ -32,7 +32,7 @@ from hpod.objectives.t5_lora.train import (
     train_lora,
 )
 
-__all__ = ["T5LoraObjective", "DEFAULT_BASELINE", "ADAPTER_INFO_FILE"]
+__all__ = ["ADAPTER_INFO_FILE", "DEFAULT_BASELINE", "T5LoraObjective"]
 
 #: The usual hand-picked configuration the experiment compares against.
 DEFAULT_BASELINE: dict[str, Any] = {

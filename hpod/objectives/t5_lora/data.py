@@ -16,12 +16,12 @@ from hpod.errors import DataError, SpecError
 from hpod.objectives.t5_lora.options import OPTIONS_PATH, DataOptions
 
 __all__ = [
-    "Example",
-    "synthetic_corpus",
-    "read_records",
-    "load_splits",
-    "check_data",
     "SUPPORTED_SUFFIXES",
+    "Example",
+    "check_data",
+    "load_splits",
+    "read_records",
+    "synthetic_corpus",
 ]
 
 SUPPORTED_SUFFIXES = (".jsonl", ".csv", ".parquet")

@@ -23,15 +23,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
-    "TINY_CONFIG",
     "MIN_VOCAB_SIZE",
-    "tiny_config",
-    "load_tokenizer",
-    "tiny_base_dir",
-    "ensure_tiny_base",
-    "load_base_model",
+    "TINY_CONFIG",
     "apply_lora",
     "count_parameters",
+    "ensure_tiny_base",
+    "load_base_model",
+    "load_tokenizer",
+    "tiny_base_dir",
+    "tiny_config",
 ]
 
 #: The tiny T5's shape (vocab 384 = ByT5Tokenizer's byte-level ids).

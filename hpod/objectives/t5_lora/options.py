@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hpod.errors import SpecError
 
-__all__ = ["DataOptions", "T5LoraOptions", "parse_options", "TINY_MODEL", "OPTIONS_PATH"]
+__all__ = ["OPTIONS_PATH", "TINY_MODEL", "DataOptions", "T5LoraOptions", "parse_options"]
 
 #: The name of the offline tiny T5 (built from a config, byte-level tokenizer).
 TINY_MODEL = "tiny"

@@ -17,8 +17,15 @@ from hpod.objectives.t5_lora.model import load_base_model
 from hpod.objectives.t5_lora.options import parse_options
 from hpod.objectives.t5_lora.train import generate_summaries
 
-__all__ = ["DEFAULT_BASELINE", "EXPORT_INFO_FILE", "COMPARE_ROWS", "export_adapter", "load_adapter_model",
-           "summarize_with_adapter", "compare_table"]
+__all__ = [
+    "COMPARE_ROWS",
+    "DEFAULT_BASELINE",
+    "EXPORT_INFO_FILE",
+    "compare_table",
+    "export_adapter",
+    "load_adapter_model",
+    "summarize_with_adapter",
+]
 
 #: Written in an export dir: where the base model is and how the adapter was trained.
 EXPORT_INFO_FILE = "hpod_export.json"

@@ -16,8 +16,17 @@ from typing import Any
 from hpod.objectives.t5_lora.data import Example, synthetic_corpus
 from hpod.objectives.t5_lora.options import T5LoraOptions
 
-__all__ = ["Hyperparameters", "TrainResult", "train_lora", "train_full", "generate_summaries", "encode",
-           "configure_torch", "seed_everything", "artifact_subdir"]
+__all__ = [
+    "Hyperparameters",
+    "TrainResult",
+    "artifact_subdir",
+    "configure_torch",
+    "encode",
+    "generate_summaries",
+    "seed_everything",
+    "train_full",
+    "train_lora",
+]
 
 
 @dataclass(frozen=True)
