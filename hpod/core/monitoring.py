@@ -11,9 +11,12 @@ table until a check consumes them, so the serving process and the daemon need no
 the same process.
 
 Monitors belong to the study a user submitted (``name``), never to its retune
-versions (``name@v2``...): the versions serve the same traffic. After an alarm the
-monitor's reference becomes the window that fired (the data the retune tunes on),
-so a persistent shift raises one alarm, not one per cooldown.
+versions (``name@v2``...): the versions serve the same traffic. A data monitor's
+reference is the data the served model was trained on (what its objective says it
+trains on, :class:`~hpod.objectives.base.ProvidesReference`): it changes only when
+serving switches to a model trained on other data, or when a user sets one
+(``hpod monitor set-reference``: a ``reference`` data window, adopted at the next
+check) — never at an alarm, while the served model is still the old one.
 
 Concurrency: one MonitorService per database (the daemon's); its methods may be
 called from several threads (the scheduler's tick, the API's observations
@@ -36,11 +39,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Column, Index, Text, delete, select
 from sqlmodel import Field, SQLModel
 
+from hpod.core.selection import current_serving
 from hpod.core.views import DriftSnapshot
 from hpod.errors import DataError, HpodError, StorageError, UsageError
 from hpod.monitors.drift import Monitor, TextFeatures, features_from_path, text_features
-from hpod.objectives.t5_lora.data import load_splits
-from hpod.objectives.t5_lora.options import parse_options
+from hpod.objectives.base import ProvidesReference, create_objective
 from hpod.spec import parse_spec
 from hpod.store import config_key
 
@@ -186,7 +189,7 @@ class MonitorService:
     ``state_dir`` resolves relative ``source.path`` values (None: the current
     directory). ``reference_loader(spec, monitor_spec)`` returns a data monitor's
     reference window when none is stored (default: the objective's training texts
-    for ``t5_lora``; otherwise the first full window becomes the reference).
+    when it offers them; otherwise the first full window becomes the reference).
     """
 
     def __init__(self, store: Store, state_dir: Path | None = None, *,
@@ -238,18 +241,59 @@ class MonitorService:
                 # the spec changed (e.g. n_buckets): start over rather than stop monitoring
                 log.warning("study %s monitor %s: stored state dropped (%s)", study, mspec.name, exc)
                 stored = {}
-        if not monitor.has_reference and mspec.kind == "data" and not stored.get("reference_tried"):
-            stored["reference_tried"] = True
-            try:
-                reference = self.reference_loader(spec, mspec)
-            except (HpodError, OSError, ValueError) as exc:
-                log.warning("study %s monitor %s: no reference from the objective (%s); the first full "
-                            "window becomes the reference", study, mspec.name, exc)
-                reference = None
-            if reference:
-                monitor.set_reference(list(reference))
-                stored["reference_source"] = "objective"
+        if mspec.kind == "data":
+            self._sync_reference(study, spec, mspec, monitor, stored)
         return monitor, stored
+
+    def _trained_on(self, study: str, spec: StudySpec) -> tuple[str, StudySpec]:
+        """(name, spec) of the study version whose model is served (the submitted study
+        before anything is served): its objective says what it was trained on."""
+        served = current_serving(self.store, study)
+        name = (served or {}).get("study") or study
+        if name == study:
+            return study, spec
+        row = self.store.get_study(name, missing_ok=True)
+        return (name, _spec_of(row)) if row is not None else (study, spec)
+
+    def _sync_reference(self, study: str, spec: StudySpec, mspec: MonitorSpec, monitor: Monitor,
+                        stored: dict[str, Any]) -> None:
+        """Adopt a newer explicitly set reference, or the served model's training data
+        when serving switched to a model trained on other data."""
+        ref = dict(stored.get("reference") or {})
+        trained_name, trained_spec = self._trained_on(study, spec)
+        trained_key = config_key(trained_spec.objective.model_dump(mode="json"))
+        newer = [w for w in self.store.data_windows(study, "reference", after_id=int(ref.get("window") or 0))
+                 if w.monitor in (None, mspec.name)]
+        if newer:
+            w = newer[-1]
+            field = json.loads(w.fields_json)[0]
+            texts = [r[field] for r in self.store.window_records([w.id])]
+            monitor.set_reference(self._as_data_items(texts, mspec))
+            stored["reference"] = {"source": f"set: window {w.id} ({w.source})", "window": w.id, "size": len(texts),
+                                   "since": time.time(), "trained_key": trained_key}
+            return
+        if ref.get("trained_key") == trained_key:
+            return
+        if "trained_key" not in ref and monitor.has_reference:
+            # state from before references had a lifecycle: keep it, remember what is served
+            stored["reference"] = {**ref, "source": ref.get("source") or stored.get("reference_source") or "stored",
+                                   "trained_key": trained_key}
+            return
+        try:
+            reference = self.reference_loader(trained_spec, mspec)
+        except (HpodError, OSError, ValueError) as exc:
+            log.warning("study %s monitor %s: no reference from the objective (%s); the first full "
+                        "window becomes the reference", study, mspec.name, exc)
+            reference = None
+        if reference:
+            monitor.set_reference(self._as_data_items(list(reference), mspec))
+            stored["reference"] = {"source": f"training data of {trained_name}", "window": ref.get("window", 0),
+                                   "size": len(reference), "since": time.time(), "trained_key": trained_key}
+        elif not monitor.has_reference:
+            stored["reference"] = {"source": "first full window", "window": ref.get("window", 0), "size": None,
+                                   "since": None, "trained_key": trained_key}
+        else:  # the objective cannot say what it was trained on: keep the reference in use
+            stored["reference"] = {**ref, "trained_key": trained_key}
 
     def _save(self, study: str, monitor: Monitor, stored: dict[str, Any]) -> None:
         stored["state"] = monitor.state_dict()
@@ -263,7 +307,7 @@ class MonitorService:
         self.store.put_state(study, MONITOR_KEY_PREFIX + monitor.name, stored)
 
     def set_reference(self, study: str, monitor: str, window: Sequence[Any]) -> None:
-        """Replace a monitor's reference window (texts, feature dicts or values)."""
+        """Replace a monitor's reference window now (texts, feature dicts or values)."""
         with self._lock:
             spec = _spec_of(self.store.get_study(study))
             mspec = self._monitor_spec(spec, monitor)
@@ -272,7 +316,8 @@ class MonitorService:
             if mspec.kind == "data":
                 items = self._as_data_items(items, mspec)
             mon.set_reference(items)
-            stored["reference_source"] = "set"
+            stored["reference"] = {**(stored.get("reference") or {}), "source": "set", "size": len(items),
+                                   "since": time.time()}
             self._save(study, mon, stored)
 
     # ------------------------------------------------------------------ inputs
@@ -441,10 +486,8 @@ class MonitorService:
                 check = mon.check(window)
                 event_id = None
                 if check.fired:
+                    # the reference stays: the served model is still the one trained on it
                     event_id = self._fire(study, spec, mspec, check, cursor)
-                    # the shifted data is the new normal (and what the retune tunes on)
-                    mon.set_reference(window)
-                    stored["reference_source"] = "alarm"
                 if check.status != "insufficient":
                     stored["last_check"] = _check_summary(check)
                 out.append(MonitorTick(study, mspec.name, check, event_id))
@@ -490,24 +533,20 @@ def _check_summary(check: MonitorCheck) -> dict[str, Any]:
 
 
 def objective_reference_texts(spec: StudySpec, mspec: MonitorSpec) -> list[Any] | None:
-    """The texts a study was tuned on, as a data monitor's reference.
-
-    For ``t5_lora``: the training split's articles (the built-in synthetic corpus or
-    the data file; never a hub download). None for other objectives: the monitor
-    then takes its first full window as the reference."""
-    if spec.objective.name != "t5_lora":
+    """The texts a study was tuned on, as a data monitor's reference: what the
+    objective says it trains on (:class:`~hpod.objectives.base.ProvidesReference`;
+    never a hub download). None when the objective cannot say: the monitor then takes
+    its first full window as the reference."""
+    objective = create_objective(spec.objective.name, spec.objective.params)
+    if not isinstance(objective, ProvidesReference):
         return None
-
-    options = parse_options(spec.objective.params)
-    if options.data.source.startswith("hf:"):
-        return None
-    train, _ = load_splits(options.data)
-    return [e.text for e in train[:_MAX_REFERENCE]]
+    return objective.reference_texts(_MAX_REFERENCE)
 
 
 def monitor_states(store: Store) -> list[dict[str, Any]]:
     """Every monitor's stored summary (for ``hpod status`` and the API): study,
-    monitor, kind, source, score, alarms_total, last_alarm, last_check, error."""
+    monitor, kind, source, score, alarms_total, last_alarm, last_check, error, and a
+    data monitor's reference (source, size, since when)."""
     out = []
     for row in store.states(MONITOR_KEY_PREFIX):
         value = json.loads(row.value_json)
@@ -525,6 +564,8 @@ def monitor_states(store: Store) -> list[dict[str, Any]]:
             "reason": last.get("reason"),
             "over_threshold": last.get("over_threshold"),
             "error": (value.get("error") or {}).get("message"),
+            "reference": {k: (value.get("reference") or {}).get(k) for k in ("source", "size", "since")}
+            if value.get("kind") == "data" else None,
         })
     out.sort(key=lambda m: (m["study"], m["monitor"]))
     return out

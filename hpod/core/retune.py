@@ -3,8 +3,8 @@ new version ``name@vN`` of a study, warm-started with its parent's Pareto front.
 
 A retune copies the parent's spec with the spec's ``retune`` budget, enqueues the
 parent's Pareto-optimal configurations first (the served one always among them,
-so the incumbent is re-measured on the new data), and — for ``t5_lora`` studies whose
-firing monitor watches a file or directory — points the child's data at the new
+so the incumbent is re-measured on the new data), and — for objectives that train on
+labelled examples, when the firing monitor watches a file or directory — points the child's data at the new
 window: the last ``retune.data_records`` labelled records up to the alarm, written to
 ``<state dir>/retune/<name@vN>/data.jsonl`` (records lacking the summary field are
 skipped; with fewer than 4 labelled records the child keeps the parent's data and
@@ -41,7 +41,7 @@ from hpod.core.records import feasible
 from hpod.core.selection import SERVING_KEY, current_serving, put_serving, select_trial
 from hpod.core.views import RetuneSnapshot
 from hpod.errors import HpodError, StorageError, UsageError
-from hpod.objectives.t5_lora.options import parse_options
+from hpod.objectives.base import LearnsFromExamples, create_objective
 from hpod.spec import parse_spec
 from hpod.store import EventRow, config_key
 
@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 RETUNE_KEY = "retune"
 _HISTORY = 50
 _MIN_DATA_RECORDS = 4
+#: share of a labelled window held out for validation
+_VALIDATION_SHARE = 0.2
 _FINISHED = ("completed", "failed", "cancelled")
 
 
@@ -299,16 +301,20 @@ class RetunePolicy:
         raw["schedule"] = None
         raw["monitors"] = []
         data_info: dict[str, Any] = {"source": "unchanged"}
-        if data and raw["objective"]["name"] == "t5_lora":
-            data_info = self._write_window(raw, child, data)
+        if data:
+            objective = create_objective(raw["objective"]["name"], raw["objective"].get("params"))
+            if isinstance(objective, LearnsFromExamples):
+                data_info = self._write_window(raw, child, data, objective)
+            else:
+                data_info = {"source": "unchanged", "why": f"objective {raw['objective']['name']!r} cannot train "
+                                                           "on labelled examples"}
         return parse_spec(raw), data_info
 
-    def _write_window(self, raw: dict[str, Any], child: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Point a t5_lora child at the labelled records of the new window."""
-
-        options = parse_options(raw["objective"].get("params"))
-        text_field, summary_field = options.data.text_field, options.data.summary_field
-        wanted = min(raw.get("retune", {}).get("data_records", 2000), options.data.train_size + options.data.val_size)
+    def _write_window(self, raw: dict[str, Any], child: str, data: dict[str, Any],
+                      objective: LearnsFromExamples) -> dict[str, Any]:
+        """Point the child at the labelled records of the new window."""
+        text_field, summary_field = objective.label_schema.fields
+        wanted = raw.get("retune", {}).get("data_records", 2000)
         records = _recent_records(Path(data["path"]), data.get("offsets") or {}, wanted,
                                   (text_field, summary_field))
         if len(records) < _MIN_DATA_RECORDS:
@@ -319,12 +325,8 @@ class RetunePolicy:
         tmp = out.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
         tmp.replace(out)
-        share = options.data.val_size / (options.data.train_size + options.data.val_size)
-        val = max(1, round(len(records) * share))
-        params = dict(raw["objective"].get("params") or {})
-        params["data"] = {**dict(params.get("data") or {}), "source": str(out), "train_size": len(records) - val,
-                          "val_size": val}
-        raw["objective"]["params"] = params
+        val = max(1, round(len(records) * _VALIDATION_SHARE))
+        raw["objective"]["params"] = objective.params_for_examples(out, len(records) - val, val)
         return {"source": str(out), "records": len(records), "train_size": len(records) - val, "val_size": val,
                 "from": data["path"]}
 

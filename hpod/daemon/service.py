@@ -39,7 +39,7 @@ from hpod.daemon.scheduling import (
 )
 from hpod.daemon.serving import DaemonServing
 from hpod.errors import HpodError, StorageError, UsageError
-from hpod.execution.executor import HEAVY_PRELOAD, LocalExecutor, parse_slots
+from hpod.execution.executor import LocalExecutor, parse_slots, preload_for
 from hpod.http.api import ApiContext, create_app, submit_study
 from hpod.http.exporter import (
     DriftSnapshot,
@@ -52,6 +52,7 @@ from hpod.http.exporter import (
 )
 from hpod.http.server import start_server
 from hpod.monitors.gpu import gpu_snapshot
+from hpod.objectives.base import create_objective
 from hpod.spec import load_spec, parse_spec
 from hpod.store import Store
 
@@ -230,13 +231,19 @@ class Daemon:
             return None
         # The fork server imports what trials need once; heavy libraries only when a known
         # study needs them (they cost seconds and memory for cheap objectives).
-        preload: tuple[str, ...] = ()
+        preload: list[str] = []
         for row in store.list_studies():
-            if row.state in ("running", "queued", "paused") and \
-                    json.loads(row.spec_json).get("objective", {}).get("name", "").startswith("t5"):
-                preload = HEAVY_PRELOAD
+            if row.state not in ("running", "queued", "paused"):
+                continue
+            try:
+                ref = json.loads(row.spec_json).get("objective") or {}
+                modules = preload_for(create_objective(str(ref.get("name")), ref.get("params") or {}))
+            except HpodError as exc:  # an objective that no longer loads fails its own trials, not the daemon
+                log.warning("study %s: objective not loadable for preloading (%s)", row.name, exc)
+                continue
+            preload += [m for m in modules if m not in preload]
         return LocalExecutor(store, self.config.state_dir, slots=slots, lease_seconds=self.config.lease_seconds,
-                             heartbeat_seconds=min(5.0, self.config.lease_seconds / 3), preload=preload,
+                             heartbeat_seconds=min(5.0, self.config.lease_seconds / 3), preload=tuple(preload),
                              codecarbon=self.config.codecarbon)
 
     def _start_api(self) -> None:

@@ -134,7 +134,7 @@ def _context(preload: Iterable[str]) -> Any:
     global _forkserver_started
     ctx = multiprocessing.get_context("forkserver")
     if not _forkserver_started:
-        ctx.set_forkserver_preload(["hpod.execution._trial_child", "hpod.objectives.synthetic",
+        ctx.set_forkserver_preload(["hpod.execution._trial_child", "hpod.objectives.base",
                                     "hpod.monitors.meters", *preload])
         _forkserver_started = True
     return ctx

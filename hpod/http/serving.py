@@ -1,4 +1,6 @@
-"""The serving endpoint: ``POST /v1/summarize`` with a study's selected adapter.
+"""The serving endpoint: ``POST /v1/predict`` (and its older name ``/v1/summarize``)
+with a study's selected model, for any objective that offers a predictor
+(:class:`~hpod.objectives.base.Serves`).
 
 The served trial is the study's stored serving choice (``serving`` state, written
 by the retune policy when a retune wins) or, before any, the spec's selection
@@ -20,10 +22,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 # FastAPI reads route signatures' annotations from this module's globals
 from starlette.requests import Request
@@ -31,9 +33,7 @@ from starlette.requests import Request
 from hpod.core.monitoring import base_study_name, record_served
 from hpod.core.selection import current_serving, put_serving, select_trial
 from hpod.errors import HpodError, UsageError
-from hpod.objectives.t5_lora.options import parse_options
-from hpod.objectives.t5_lora.tools import load_adapter_model
-from hpod.objectives.t5_lora.train import generate_summaries
+from hpod.objectives.base import Predictor, Serves, capabilities, create_objective
 from hpod.spec import parse_spec
 
 if TYPE_CHECKING:
@@ -48,17 +48,12 @@ __all__ = [
     "ServedModel",
     "create_serving_app",
     "initial_selection",
-    "load_t5_lora_predictor",
+    "load_predictor",
     "parse_summarize_body",
+    "prediction_name",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class Predictor(Protocol):
-    """A loaded model: ``summarize(texts)`` returns one summary per text (thread-safe)."""
-
-    def summarize(self, texts: Sequence[str]) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -75,26 +70,27 @@ class ServedModel:
                 "policy": self.selection.get("policy")}
 
 
-class _T5LoraPredictor:
-    def __init__(self, model: Any, tokenizer: Any, options: Any):
-        self.model, self.tokenizer, self.options = model, tokenizer, options
+def _serving_objective(spec: StudySpec) -> Any:
+    objective = create_objective(spec.objective.name, spec.objective.params)
+    if not isinstance(objective, Serves):
+        raise UsageError(f"study {spec.name!r}: objective {spec.objective.name!r} offers no predictor for serving "
+                         f"(its capabilities: {', '.join(capabilities(objective)) or 'none'})")
+    return objective
 
-    def summarize(self, texts: Sequence[str]) -> list[str]:
 
-        return generate_summaries(self.model, self.tokenizer, list(texts), self.options, "cpu")
+def prediction_name(spec: StudySpec) -> str:
+    """What the study's predictions are called in responses (``summaries``, ``labels``)."""
+    return str(_serving_objective(spec).prediction_name)
 
 
-def load_t5_lora_predictor(spec: StudySpec, selection: dict[str, Any], cache_dir: Path) -> Predictor:
-    """Base + the selected trial's LoRA adapter (seed 0's), in eval mode on CPU."""
-
-    if spec.objective.name != "t5_lora":
-        raise UsageError(f"study {spec.name!r}: serving summaries needs a t5_lora study "
-                         f"(objective is {spec.objective.name!r})")
+def load_predictor(spec: StudySpec, selection: dict[str, Any], cache_dir: Path) -> Predictor:
+    """The objective's predictor for the selected trial's artifacts (seed 0's).
+    UsageError when the objective cannot serve or the trial saved nothing."""
+    objective = _serving_objective(spec)
     artifact = selection.get("artifact_dir")
     if not artifact:
         raise UsageError(f"trial {selection.get('trial')} of {selection.get('study')} saved no artifacts")
-    model, tokenizer, _ = load_adapter_model(Path(artifact), spec.objective.params, cache_dir)
-    return _T5LoraPredictor(model, tokenizer, parse_options(spec.objective.params))
+    return objective.load_predictor(Path(artifact), cache_dir)  # type: ignore[no-any-return]
 
 
 Loader = Callable[["StudySpec", dict[str, Any], Path], Predictor]
@@ -213,7 +209,9 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
 
     ``token``: the Bearer token clients must send (the control API's). The first
     model is loaded here (UsageError when nothing can be served); the poll thread
-    starts and stops with the app's lifespan. Routes: ``POST /v1/summarize``,
+    starts and stops with the app's lifespan. Routes: ``POST /v1/predict`` (alias
+    ``/v1/summarize``; the response holds ``predictions`` and the same list under the
+    objective's ``prediction_name``, e.g. ``summaries``),
     ``GET /v1/serving`` (what is served, swaps, last load error), ``GET /healthz``.
     """
     from contextlib import asynccontextmanager
@@ -228,7 +226,7 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
         raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
     base = base_study_name(study)
     holder = ModelHolder(store, base, cache_dir or Path(state_dir) / "cache",
-                         loader=loader or load_t5_lora_predictor)
+                         loader=loader or load_predictor)
     holder.refresh()
     poller = _Poller(holder, poll_seconds)
 
@@ -236,6 +234,10 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
         return holder._spec_of(base)
 
     limits = base_spec().serving
+    try:
+        names = prediction_name(base_spec())
+    except UsageError:  # a custom loader serves an objective that has no predictor of its own
+        names = "predictions"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -270,8 +272,9 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
         return {"study": base, "serving": cur.selection if cur else None, "swaps": holder.swaps,
                 "last_error": holder.last_error}
 
+    @app.post("/v1/predict")
     @app.post("/v1/summarize")
-    async def summarize(request: Request) -> Any:
+    async def predict(request: Request) -> Any:
         if not authorized(request):
             return error(401, "missing or wrong bearer token")
         limit = limits.max_body_bytes
@@ -296,11 +299,11 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
         served = holder.current  # this request keeps this model even if a swap happens now
         if served is None:
             return error(503, "no model loaded yet")
-        summaries = await run_in_threadpool(served.predictor.summarize, texts)
+        predictions = await run_in_threadpool(served.predictor.predict, texts)
         try:
             await run_in_threadpool(record_served, store, base_spec(), texts)
         except HpodError as exc:  # monitoring must never fail a request
             log.warning("serving %s: input features not recorded (%s)", base, exc)
-        return {"summaries": summaries, "model": served.label}
+        return {"predictions": predictions, names: predictions, "model": served.label}
 
     return app

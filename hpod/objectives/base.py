@@ -15,20 +15,29 @@ import importlib
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from hpod.errors import SpecError
 from hpod.errors import TrialPruned as TrialPruned  # re-exported for objectives that stop early
+from hpod.objectives.labelled import LabelSchema
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "ComparesToBaseline",
+    "ExportsModel",
     "FunctionObjective",
+    "LearnsFromExamples",
     "Measurement",
     "Objective",
+    "Predictor",
+    "ProvidesReference",
+    "ScoresQuality",
+    "Serves",
     "TrialContext",
+    "capabilities",
     "create_objective",
     "register_objective",
     "registered_objectives",
@@ -98,6 +107,12 @@ class Objective(Protocol):
         reference_point: optional known hypervolume reference point (name → value).
         heavy: True when a trial is long enough (seconds or more) that starting the
             CodeCarbon tracker (~2 s) is worth it.
+        preload (optional): module names the trial fork server imports once for this
+            objective's trials (``("torch", "transformers")``).
+
+    Optional capabilities (checked with ``isinstance``): :class:`ProvidesReference`,
+    :class:`LearnsFromExamples`, :class:`Serves`, :class:`ScoresQuality`,
+    :class:`ExportsModel`, :class:`ComparesToBaseline`.
 
     Methods:
         default_space(): the default search space as spec dicts
@@ -123,6 +138,108 @@ class Objective(Protocol):
     def prepare(self, cache_dir: Path) -> None: ...
 
     def run(self, ctx: TrialContext) -> Mapping[str, float | Measurement]: ...
+
+
+# ---------------------------------------------------------------------- capabilities
+# Optional: the daemon asks ``isinstance(objective, Capability)`` and offers drift
+# references, feedback-driven retunes and serving only to objectives that can.
+
+
+@runtime_checkable
+class ProvidesReference(Protocol):
+    """Reference data for data monitors: the input texts the objective trains on
+    (never a hub download); None when it cannot say."""
+
+    def reference_texts(self, limit: int) -> list[str] | None: ...
+
+
+@runtime_checkable
+class LearnsFromExamples(Protocol):
+    """Train on a labelled window (feedback records: input + reference output).
+
+    ``label_schema`` names the fields a labelled record carries.
+    ``training_examples(limit)``: the labelled records (dicts in ``label_schema``'s
+    fields) of the data the objective trains on now (replayed into a retune against
+    forgetting). ``params_for_examples(path, n_train, n_val)``: the objective's
+    ``params`` for training on a JSONL file of such records whose first ``n_train``
+    records are for training and the next ``n_val`` for validation.
+    """
+
+    label_schema: LabelSchema
+
+    def training_examples(self, limit: int) -> list[dict[str, str]]: ...
+
+    def validation_examples(self, limit: int) -> list[dict[str, str]]: ...
+
+    def params_for_examples(self, path: Path, n_train: int, n_val: int) -> dict[str, Any]: ...
+
+
+class Predictor(Protocol):
+    """A loaded model: ``predict(texts)`` returns one prediction (a summary, a label...)
+    per text. Thread-safe for concurrent calls."""
+
+    def predict(self, texts: Sequence[str]) -> list[Any]: ...
+
+
+@runtime_checkable
+class Serves(Protocol):
+    """A predictor for serving from a completed trial's artifacts (seed 0's).
+
+    ``prediction_name``: what a prediction is, plural (``summaries``, ``labels``)."""
+
+    prediction_name: str
+
+    def load_predictor(self, artifact_dir: Path, cache_dir: Path) -> Predictor: ...
+
+
+@runtime_checkable
+class ScoresQuality(Protocol):
+    """Task quality of predictions against reference outputs.
+
+    ``quality_metric`` is the figure a retune's switch compares (higher is better,
+    e.g. ``rouge2``, ``accuracy``); ``quality_names`` the figures the report shows;
+    ``score(predictions, references)`` returns at least ``quality_metric``."""
+
+    quality_metric: str
+    quality_names: tuple[str, ...]
+
+    def score(self, predictions: Sequence[Any], references: Sequence[str]) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class ExportsModel(Protocol):
+    """Write a trial's model where its framework loads it (``hpod export-adapter``);
+    returns the directory written."""
+
+    def export_model(self, artifact_dir: Path, out_dir: Path, cache_dir: Path, *, merge: bool = False) -> Path: ...
+
+
+@runtime_checkable
+class ComparesToBaseline(Protocol):
+    """``hpod compare --baseline default``: the hand-picked configuration the
+    experiment compares against (``baseline_params``, described by
+    ``baseline_label``), and the before/after rows (``compare_rows(baseline, best)``,
+    each ``{"metric", "key", "baseline", "best", "change_percent"}``)."""
+
+    baseline_params: Mapping[str, Any]
+    baseline_label: str
+
+    def compare_rows(self, baseline: Mapping[str, Any], best: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+
+def capabilities(objective: Any) -> list[str]:
+    """The optional capabilities ``objective`` offers, by name (for status and errors):
+    ``reference``, ``examples``, ``serving``, ``quality``, ``export``, ``baseline``,
+    ``preload``."""
+    out = []
+    for name, proto in (("reference", ProvidesReference), ("examples", LearnsFromExamples),
+                        ("serving", Serves), ("quality", ScoresQuality), ("export", ExportsModel),
+                        ("baseline", ComparesToBaseline)):
+        if isinstance(objective, proto):
+            out.append(name)
+    if getattr(objective, "preload", None):
+        out.append("preload")
+    return out
 
 
 class BaseObjective(ABC):
@@ -224,6 +341,7 @@ def _load_builtins() -> None:
         return
     _BUILTINS_LOADED = True
     importlib.import_module("hpod.objectives.synthetic")
+    importlib.import_module("hpod.objectives.text_classifier")
     try:
         importlib.import_module("hpod.objectives.t5_lora")
     except ImportError:  # pragma: no cover - partial installs

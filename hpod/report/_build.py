@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpod.errors import UsageError
 from hpod.report._data import ReportData, _metric, load_report_data
-from hpod.report._figures import COST_NAMES, FIGURES, QUALITY_NAMES
+from hpod.report._figures import COST_NAMES, FIGURES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -151,7 +151,7 @@ def _selected_html(data: ReportData) -> str:
            if data.selection == "knee" else f"best {data.selection} on the front")
     values = [[n, rec["values"][n]] for n in data.objective_names]
     params = [[k, v] for k, v in sorted(rec["params"].items())]
-    extra = [[n, _metric(rec, n)] for n in (*QUALITY_NAMES, *COST_NAMES)
+    extra = [[n, _metric(rec, n)] for n in (*data.quality_names, *COST_NAMES)
              if n not in data.objective_names and _metric(rec, n) is not None]
     return (f"<p>Trial <b>#{data.selected}</b> — {_e(how)}.</p>"
             + _table(["objective", "value"], values) + _table(["parameter", "value"], params)
@@ -163,7 +163,7 @@ def _front_html(data: ReportData) -> str:
     if not front:
         return "<p>No feasible trial yet.</p>"
     params = sorted({p for r in front for p in r["params"]})
-    quality = [n for n in QUALITY_NAMES if n not in data.objective_names and any(_metric(r, n) is not None
+    quality = [n for n in data.quality_names if n not in data.objective_names and any(_metric(r, n) is not None
                                                                               for r in front)]
     headers = ["trial", *data.objective_names, *quality, *params, "seeds", "energy method"]
     rows = []

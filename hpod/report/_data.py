@@ -22,7 +22,8 @@ from hpod.core.pareto import (
     non_dominated_mask,
 )
 from hpod.core.records import trial_record
-from hpod.errors import UsageError
+from hpod.errors import HpodError, UsageError
+from hpod.objectives.base import ScoresQuality, create_objective
 from hpod.spec import parse_spec
 
 if TYPE_CHECKING:
@@ -85,8 +86,15 @@ class ReportData:
         return sorted(recs, key=lambda r: r["values"][first] * (1 if direction == "minimize" else -1))
 
     @property
-    def objective_kind(self) -> str:
-        return self.spec.objective.name
+    def quality_names(self) -> tuple[str, ...]:
+        """The task-quality figures the study's objective reports (ROUGE, accuracy...),
+        as it says itself (:class:`~hpod.objectives.base.ScoresQuality`); () when it
+        says none or cannot be loaded here."""
+        try:
+            objective = create_objective(self.spec.objective.name, self.spec.objective.params)
+        except HpodError:
+            return ()
+        return tuple(objective.quality_names) if isinstance(objective, ScoresQuality) else ()
 
 
 def _metric(record: dict[str, Any], name: str) -> float | None:

@@ -20,10 +20,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["COST_NAMES", "FIGURES", "QUALITY_NAMES"]
+__all__ = ["COST_NAMES", "FIGURES"]
 
 COST_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
-QUALITY_NAMES = ("rouge1", "rouge2", "rougeL", "bleu")
 _UNITS = {"time_seconds": "s", "memory_bytes": "B", "energy_joules": "J"}
 
 # One palette for every figure, so a reader learns it once.
@@ -422,13 +421,14 @@ def draw_constraints(data: ReportData) -> tuple[Figure | None, list[str]]:
 # ---------------------------------------------------------------------- summarization quality
 def draw_quality(data: ReportData) -> tuple[Figure | None, list[str]]:
     front = data.front_records()
-    names = [n for n in QUALITY_NAMES if any(_metric(r, n) is not None for r in front)]
+    wanted = data.quality_names
+    names = [n for n in wanted if any(_metric(r, n) is not None for r in front)]
     if not names:
-        if data.objective_kind == "t5_lora":
-            return None, ["ROUGE/BLEU: the front's trials report no rouge1/rouge2/rougeL/bleu yet"]
+        if wanted:
+            return None, [f"quality: the front's trials report no {'/'.join(wanted)} yet"]
         return None, []
-    rouge = [n for n in names if n.startswith("rouge")]
-    panels = [p for p in (rouge, ["bleu"] if "bleu" in names else []) if p]
+    # BLEU is on a 0-100 scale; the other quality figures on 0-1
+    panels = [p for p in ([n for n in names if n != "bleu"], ["bleu"] if "bleu" in names else []) if p]
     fig = _figure(max(8.0, 0.7 * len(front) * len(panels) + 3), 4.2)
     axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[len(p) + 1 for p in panels]).ravel()
     labels = [f"#{r['number']}" for r in front]

@@ -218,6 +218,13 @@ class RetuneSpec(_Strict):
     of the study; ``warm_start`` caps how many Pareto configurations are enqueued;
     ``on`` lists the monitor kinds whose alarms start a retune; ``data_records`` caps
     the labelled records of the new data window written for the retune.
+
+    For objectives that train on labelled examples, an alarm's retune trains on the
+    labelled records posted since the served model's data (``hpod feedback``, ``POST
+    /v1/studies/{name}/examples``): it waits (``waiting_for_labels``) until there are
+    at least ``min_labels``; ``validation_share`` of them are held out to validate and
+    to compare the served model with the retune's; ``replay_share`` of the training
+    set is drawn from the data the served model was trained on (against forgetting).
     """
 
     enabled: bool = True
@@ -229,6 +236,9 @@ class RetuneSpec(_Strict):
     on: list[Literal["data", "performance", "cost"]] = Field(
         default_factory=lambda: ["data", "performance", "cost"])
     data_records: int = Field(default=2000, ge=4, le=10_000_000)
+    min_labels: int = Field(default=20, ge=4, le=10_000_000)
+    validation_share: float = Field(default=0.2, gt=0.0, lt=1.0)
+    replay_share: float = Field(default=0.2, ge=0.0, lt=1.0)
 
     @field_validator("min_interval")
     @classmethod

@@ -12,11 +12,23 @@ from hpod.store._store import (
     retry_storage,
     worker_state,
 )
-from hpod.store._tables import EventRow, JobRow, StateRow, StudyRow, WorkerRow
+from hpod.store._tables import (
+    WINDOW_KINDS,
+    DataRecordRow,
+    DataWindowRow,
+    EventRow,
+    JobRow,
+    StateRow,
+    StudyRow,
+    WorkerRow,
+)
 
 __all__ = [
     "EVENT_KINDS",
+    "WINDOW_KINDS",
     "WORKER_STALE_SECONDS",
+    "DataRecordRow",
+    "DataWindowRow",
     "EventRow",
     "JobRow",
     "StateRow",

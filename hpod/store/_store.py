@@ -52,7 +52,16 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from hpod.errors import SpecError, StorageError, StorageUrlError, StudyNotFound
-from hpod.store._tables import EventRow, JobRow, StateRow, StudyRow, WorkerRow
+from hpod.store._tables import (
+    WINDOW_KINDS,
+    DataRecordRow,
+    DataWindowRow,
+    EventRow,
+    JobRow,
+    StateRow,
+    StudyRow,
+    WorkerRow,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -244,7 +253,8 @@ class Store:
             if create and not light:
                 SQLModel.metadata.create_all(
                     self.engine,
-                    tables=[t.__table__ for t in (StudyRow, EventRow, JobRow, WorkerRow, StateRow)],  # type: ignore[attr-defined]
+                    tables=[t.__table__ for t in (StudyRow, EventRow, JobRow, WorkerRow, StateRow,
+                                                  DataWindowRow, DataRecordRow)],  # type: ignore[attr-defined]
                 )
         except SQLAlchemyError as exc:
             if not is_disconnect(exc):
@@ -674,6 +684,43 @@ class Store:
     def states(self, key_prefix: str) -> list[StateRow]:
         with self.session() as s:
             return list(s.scalars(select(StateRow).where(StateRow.key.like(f"{key_prefix}%"))))  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ data windows
+    def add_data_window(self, study: str, kind: str, records: list[dict[str, Any]], *, source: str,
+                        fields: Iterable[str], monitor: str | None = None) -> DataWindowRow:
+        """Store ``records`` (already validated) as one new window, atomically: the
+        window and all its records, or nothing."""
+        if kind not in WINDOW_KINDS:
+            raise ValueError(f"kind must be one of {WINDOW_KINDS}, got {kind!r}")
+        if not records:
+            raise ValueError("a data window needs at least one record")
+        row = DataWindowRow(study=study, kind=kind, monitor=monitor, source=source[:1000], n_records=len(records),
+                            fields_json=_dumps(list(fields)), created_at=_now())
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            assert row.id is not None
+            s.add_all([DataRecordRow(window_id=row.id, position=i, record_json=_dumps(r))
+                       for i, r in enumerate(records)])
+        return row
+
+    def data_windows(self, study: str, kind: str, *, after_id: int = 0) -> list[DataWindowRow]:
+        """The study's windows of ``kind`` with id > ``after_id``, oldest first."""
+        q = (select(DataWindowRow).where(DataWindowRow.study == study, DataWindowRow.kind == kind,
+                                         DataWindowRow.id > after_id)  # type: ignore[operator]
+             .order_by(DataWindowRow.id))  # type: ignore[arg-type]
+        with self.session() as s:
+            return list(s.execute(q).scalars())
+
+    def window_records(self, window_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The records of the given windows, window by window in id order."""
+        ids = sorted(set(window_ids))
+        if not ids:
+            return []
+        q = (select(DataRecordRow.record_json).where(DataRecordRow.window_id.in_(ids))  # type: ignore[attr-defined]
+             .order_by(DataRecordRow.window_id, DataRecordRow.position))  # type: ignore[arg-type]
+        with self.session() as s:
+            return [json.loads(r) for r in s.execute(q).scalars()]
 
     def ping(self) -> None:
         with self.session() as s:

@@ -9,7 +9,21 @@ from __future__ import annotations
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["JOB_STATES", "EventRow", "JobRow", "StateRow", "StudyRow", "WorkerRow"]
+__all__ = [
+    "JOB_STATES",
+    "WINDOW_KINDS",
+    "DataRecordRow",
+    "DataWindowRow",
+    "EventRow",
+    "JobRow",
+    "StateRow",
+    "StudyRow",
+    "WorkerRow",
+]
+
+#: ``labelled``: feedback records (input + reference output) a retune trains on;
+#: ``reference``: input texts set as the data monitors' reference
+WINDOW_KINDS = ("labelled", "reference")
 
 #: queued → running → done | failed | lost | cancelled
 JOB_STATES = ("queued", "running", "done", "failed", "lost", "cancelled")
@@ -123,3 +137,37 @@ class StateRow(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     value_json: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: float = 0.0
+
+
+class DataWindowRow(SQLModel, table=True):
+    """A versioned window of data posted for a study (its submitted name): labelled
+    feedback or a monitor reference. Written with all its records in one transaction;
+    never changed afterwards (a newer window supersedes it)."""
+
+    __tablename__ = "hpod_data_windows"
+    __table_args__ = (Index("ix_hpod_data_windows_study_kind_id", "study", "kind", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    study: str = Field(max_length=200)
+    #: one of WINDOW_KINDS
+    kind: str = Field(max_length=16)
+    #: the monitor a reference is for (None: every data monitor of the study)
+    monitor: str | None = Field(default=None, max_length=200)
+    #: where it came from: ``api``, ``cli:<file>``, ``path:<file>`` (a monitored file at an alarm)
+    source: str = Field(max_length=1000)
+    n_records: int = 0
+    #: JSON list of the record fields, e.g. ["text", "label"]
+    fields_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: float = 0.0
+
+
+class DataRecordRow(SQLModel, table=True):
+    """One record of a data window, in the order it was posted."""
+
+    __tablename__ = "hpod_data_records"
+    __table_args__ = (Index("ix_hpod_data_records_window_position", "window_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    window_id: int
+    position: int
+    record_json: str = Field(sa_column=Column(Text, nullable=False))

@@ -229,8 +229,9 @@ def test_t5_lora_child_trains_on_the_new_window(tmp_path: Path) -> None:
     child = parse_spec(json.loads(store.get_study("news@v2").spec_json))
     data = child.objective.params["data"]
     records = [json.loads(x) for x in Path(data["source"]).read_text().splitlines()]
-    assert len(records) == 20 and records[-1]["article"] == "short text 24"
-    assert (data["train_size"], data["val_size"]) == (16, 4)
+    # every labelled record up to the alarm (the one without a summary is skipped); a fifth validates
+    assert len(records) == 25 and records[-1]["article"] == "short text 24"
+    assert (data["train_size"], data["val_size"]) == (20, 5)
 
 
 def test_daemon_retune_requests_are_acted_on_once(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from hpod.objectives.base import (
     Measurement,
     TrialContext,
 )
+from hpod.objectives.labelled import LabelSchema
 from hpod.objectives.t5_lora.data import check_data, load_splits
 from hpod.objectives.t5_lora.metrics import summary_metrics
 from hpod.objectives.t5_lora.model import (
@@ -23,7 +24,14 @@ from hpod.objectives.t5_lora.model import (
     ensure_tiny_base,
     load_base_model,
 )
-from hpod.objectives.t5_lora.options import T5LoraOptions, parse_options
+from hpod.objectives.t5_lora.options import (
+    ADAPTER_INFO_FILE,
+    DEFAULT_BASELINE,
+    T5LoraOptions,
+    parse_options,
+)
+from hpod.objectives.t5_lora.predictor import T5LoraPredictor, load_adapter_model
+from hpod.objectives.t5_lora.tools import compare_table, export_adapter
 from hpod.objectives.t5_lora.train import (
     Hyperparameters,
     artifact_subdir,
@@ -34,17 +42,6 @@ from hpod.objectives.t5_lora.train import (
 
 __all__ = ["ADAPTER_INFO_FILE", "DEFAULT_BASELINE", "T5LoraObjective"]
 
-#: The usual hand-picked configuration the experiment compares against.
-DEFAULT_BASELINE: dict[str, Any] = {
-    "learning_rate": 5e-5,
-    "batch_size": 8,
-    "epochs": 3,
-    "rank": 8,
-    "alpha": 16,
-    "dropout": 0.1,
-}
-#: Written next to each saved adapter: what base and options it was trained with.
-ADAPTER_INFO_FILE = "hpod_t5_lora.json"
 #: Interval training (PBT): the optimizer state and the step count next to the adapter.
 OPTIMIZER_FILE = "optimizer.pt"
 TRAIN_STATE_FILE = "train_state.json"
@@ -78,9 +75,62 @@ class T5LoraObjective(BaseObjective):
         "time_per_epoch_seconds", "epochs_run", "early_stopped", "steps", "train_loss",
     })
     heavy = True
+    #: what the trial fork server imports once for these trials
+    preload = ("torch", "transformers", "peft")
+    prediction_name = "summaries"
+    quality_metric = "rouge2"
+    quality_names = ("rouge1", "rouge2", "rougeL", "bleu")
 
     def __init__(self, params: Mapping[str, Any] | None = None):
         self.options: T5LoraOptions = parse_options(params)
+        self.label_schema = LabelSchema(self.options.data.text_field, self.options.data.summary_field)
+        self._params = dict(params or {})
+
+    # ------------------------------------------------------------------ capabilities
+    def _train_split(self) -> list[Any]:
+        if self.options.data.source.startswith("hf:"):
+            return []  # never a hub download for a reference
+        train, _ = load_splits(self.options.data)
+        return train
+
+    def reference_texts(self, limit: int) -> list[str] | None:
+        """The training split's articles (the synthetic corpus or the data file)."""
+        train = self._train_split()
+        return [e.text for e in train[:limit]] or None
+
+    def training_examples(self, limit: int) -> list[dict[str, str]]:
+        s = self.label_schema
+        return [{s.input_field: e.text, s.target_field: e.summary} for e in self._train_split()[:limit]]
+
+    def validation_examples(self, limit: int) -> list[dict[str, str]]:
+        if self.options.data.source.startswith("hf:"):
+            return []
+        _, val = load_splits(self.options.data)
+        s = self.label_schema
+        return [{s.input_field: e.text, s.target_field: e.summary} for e in val[:limit]]
+
+    # ``hpod compare`` and ``hpod export-adapter``
+    baseline_params = DEFAULT_BASELINE
+    baseline_label = "default (lr 5e-5, batch 8, 3 epochs, rank 8, alpha 16, dropout 0.1)"
+
+    def compare_rows(self, baseline: Mapping[str, Any], best: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return compare_table(baseline, best)
+
+    def export_model(self, artifact_dir: Path, out_dir: Path, cache_dir: Path, *, merge: bool = False) -> Path:
+        return export_adapter(Path(artifact_dir), out_dir, self._params, cache_dir, merge=merge)
+
+    def params_for_examples(self, path: Path, n_train: int, n_val: int) -> dict[str, Any]:
+        raw = self.options.model_dump(mode="json")
+        raw["data"].update(source=str(path), train_size=int(n_train), val_size=int(n_val))
+        return raw  # type: ignore[no-any-return]
+
+    def load_predictor(self, artifact_dir: Path, cache_dir: Path) -> T5LoraPredictor:
+        """Base + the trial's LoRA adapter, in eval mode on CPU."""
+        model, tokenizer, _ = load_adapter_model(Path(artifact_dir), self._params, cache_dir)
+        return T5LoraPredictor(model, tokenizer, self.options)
+
+    def score(self, predictions: Any, references: Any) -> dict[str, float]:
+        return summary_metrics(list(predictions), list(references))
 
     def default_space(self) -> dict[str, dict[str, Any]]:
         return {name: dict(entry) for name, entry in LORA_EXPERIMENT_SPACE.items()}

@@ -11,12 +11,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hpod.errors import SpecError
 
-__all__ = ["OPTIONS_PATH", "TINY_MODEL", "DataOptions", "T5LoraOptions", "parse_options"]
+__all__ = [
+    "ADAPTER_INFO_FILE",
+    "DEFAULT_BASELINE",
+    "OPTIONS_PATH",
+    "TINY_MODEL",
+    "DataOptions",
+    "T5LoraOptions",
+    "parse_options",
+]
 
 #: The name of the offline tiny T5 (built from a config, byte-level tokenizer).
 TINY_MODEL = "tiny"
 #: Where these options live in a study spec, for error messages.
 OPTIONS_PATH = "objective.params"
+
+
+#: The usual hand-picked configuration the experiment compares against.
+DEFAULT_BASELINE: dict[str, Any] = {
+    "learning_rate": 5e-5,
+    "batch_size": 8,
+    "epochs": 3,
+    "rank": 8,
+    "alpha": 16,
+    "dropout": 0.1,
+}
+#: Written next to each saved adapter: what base and options it was trained with.
+ADAPTER_INFO_FILE = "hpod_t5_lora.json"
 
 
 class DataOptions(BaseModel):

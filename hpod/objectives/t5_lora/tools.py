@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from hpod.errors import UsageError
-from hpod.objectives.t5_lora._objective import ADAPTER_INFO_FILE, DEFAULT_BASELINE
-from hpod.objectives.t5_lora.model import load_base_model
-from hpod.objectives.t5_lora.options import parse_options
+from hpod.objectives.t5_lora.options import (
+    ADAPTER_INFO_FILE,
+    DEFAULT_BASELINE,
+    parse_options,
+)
+from hpod.objectives.t5_lora.predictor import load_adapter_model
 from hpod.objectives.t5_lora.train import generate_summaries
 
 __all__ = [
@@ -39,28 +42,6 @@ COMPARE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("Time per epoch (s)", "time_per_epoch_seconds", "lower"),
     ("Energy (J)", "energy_joules", "lower"),
 )
-
-
-def _check_adapter_dir(artifact_dir: Path) -> Path:
-    artifact_dir = Path(artifact_dir)
-    if not (artifact_dir / "adapter_config.json").is_file():
-        raise UsageError(f"{artifact_dir}: no LoRA adapter here (adapter_config.json missing); "
-                         "was the trial completed?")
-    return artifact_dir
-
-
-def load_adapter_model(artifact_dir: Path, objective_params: Mapping[str, Any], cache_dir: Path,
-                       device: str = "cpu") -> tuple[Any, Any, str]:
-    """(PeftModel in eval mode, tokenizer, base reference) for a saved trial adapter."""
-    from peft import PeftModel
-
-
-    artifact_dir = _check_adapter_dir(artifact_dir)
-    options = parse_options(objective_params)
-    base, tokenizer, reference = load_base_model(options, Path(cache_dir))
-    model = PeftModel.from_pretrained(base, str(artifact_dir)).to(device)
-    model.eval()
-    return model, tokenizer, reference
 
 
 def export_adapter(artifact_dir: Path, out_dir: Path, objective_params: Mapping[str, Any], cache_dir: Path,

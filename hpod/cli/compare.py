@@ -1,5 +1,7 @@
 """``hpod compare`` and ``hpod export-adapter``: the experiment's before/after table,
-and a study's chosen LoRA adapter as a directory ``PeftModel.from_pretrained`` loads."""
+and a study's chosen model exported where its framework loads it (for ``t5_lora`` a
+LoRA adapter ``PeftModel.from_pretrained`` loads) — for any objective that offers
+those capabilities."""
 
 from __future__ import annotations
 
@@ -25,14 +27,13 @@ from hpod.cli._storage import _open_store
 from hpod.core.selection import select_trial
 from hpod.errors import UsageError
 from hpod.execution.isolated import run_configuration
-from hpod.objectives.base import create_objective
-from hpod.objectives.t5_lora.data import load_splits
-from hpod.objectives.t5_lora.options import parse_options
-from hpod.objectives.t5_lora.tools import (
-    DEFAULT_BASELINE,
-    compare_table,
-    export_adapter,
-    summarize_with_adapter,
+from hpod.objectives.base import (
+    ComparesToBaseline,
+    ExportsModel,
+    LearnsFromExamples,
+    Serves,
+    capabilities,
+    create_objective,
 )
 from hpod.spec import parse_spec, resolve
 
@@ -87,16 +88,18 @@ def export_adapter_cmd(
     state_dir: StateDirOpt = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Write a t5_lora trial's adapter where `PeftModel.from_pretrained` can load it."""
+    """Write a trial's model where its framework loads it (t5_lora: `PeftModel.from_pretrained`)."""
     store, sd = _open_store(state_dir, storage)
     spec = _load(store, study)
-    if spec.objective.name != "t5_lora":
-        raise UsageError(f"study {study!r} tunes {spec.objective.name}, which saves no LoRA adapter")
+    objective = create_objective(spec.objective.name, spec.objective.params)
+    if not isinstance(objective, ExportsModel):
+        raise UsageError(f"study {study!r} tunes {spec.objective.name}, which offers no model export "
+                         f"(its capabilities: {', '.join(capabilities(objective)) or 'none'})")
     number, _, artifact_dir = _chosen(store, study, spec, trial=trial, policy=policy)
     if not artifact_dir or not Path(artifact_dir).exists():
-        raise UsageError(f"trial {number} of {study!r} has no saved adapter (looked in {artifact_dir})")
+        raise UsageError(f"trial {number} of {study!r} has no saved model (looked in {artifact_dir})")
 
-    path = export_adapter(Path(artifact_dir), out_dir, spec.objective.params, sd / "cache", merge=merge)
+    path = objective.export_model(Path(artifact_dir), out_dir, sd / "cache", merge=merge)
     err.print(f"exported the adapter of trial {number} to {path}")
 
 
@@ -117,12 +120,11 @@ def compare_study(store: Any, state_dir: Path, study: str, *, baseline: str = "d
     resolved = resolve(spec, objective)
     number, best_params, _ = _chosen(store, study, spec, trial=best_trial, policy=policy)
     if baseline == "default":
-        if spec.objective.name != "t5_lora":
-            raise UsageError("--baseline default is the experiment's hand-picked LoRA configuration; for "
-                             f"{spec.objective.name} pass --baseline 'trial N'")
-
-        baseline_params = dict(DEFAULT_BASELINE)
-        baseline_label = "default (lr 5e-5, batch 8, 3 epochs, rank 8, alpha 16, dropout 0.1)"
+        if not isinstance(objective, ComparesToBaseline):
+            raise UsageError(f"--baseline default: objective {spec.objective.name} names no default baseline; "
+                             "pass --baseline 'trial N'")
+        baseline_params = dict(objective.baseline_params)
+        baseline_label = objective.baseline_label
     else:
         text = baseline.replace("trial", "").strip()
         if not text.isdigit():
@@ -148,9 +150,8 @@ def compare_study(store: Any, state_dir: Path, study: str, *, baseline: str = "d
         return {**r["metrics"], **r["measurements"]}
 
     rows: list[dict[str, Any]]
-    if spec.objective.name == "t5_lora":
-
-        rows = compare_table(figures(results["baseline"]), figures(results["best"]))
+    if isinstance(objective, ComparesToBaseline):
+        rows = objective.compare_rows(figures(results["baseline"]), figures(results["best"]))
     else:
         rows = []
         for key in sorted(set(results["baseline"]["metrics"]) & set(results["best"]["metrics"])):
@@ -158,13 +159,15 @@ def compare_study(store: Any, state_dir: Path, study: str, *, baseline: str = "d
             rows.append({"metric": key, "key": key, "baseline": b, "best": a,
                          "change_percent": (a - b) / abs(b) * 100 if b else None})
     sample: dict[str, Any] | None = None
-    if spec.objective.name == "t5_lora":
-
-        _, val = load_splits(parse_options(objective_params).data)
-        article = val[0]
-        summaries = {label: summarize_with_adapter(work / label, [article.text], objective_params,
-                                                   state_dir / "cache")[0] for label in ("baseline", "best")}
-        sample = {"article": article.text, "reference": article.summary, **summaries}
+    if isinstance(objective, Serves) and isinstance(objective, LearnsFromExamples):
+        # one held-out validation record, predicted by both trained models
+        held_out = objective.validation_examples(1)
+        if held_out:
+            field_in, field_out = objective.label_schema.fields
+            record = held_out[0]
+            predicted = {label: objective.load_predictor(work / label, state_dir / "cache").predict(
+                [record[field_in]])[0] for label in ("baseline", "best")}
+            sample = {"article": record[field_in], "reference": record[field_out], **predicted}
     report = {
         "study": study, "baseline": baseline_label, "best_trial": number, "policy": policy if best_trial is None
         else f"trial {best_trial}", "baseline_params": results["baseline"]["params"],
