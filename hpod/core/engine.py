@@ -32,7 +32,7 @@ import numpy as np
 
 from hpod.core.pareto import derive_reference_point, hypervolume, non_dominated_mask
 from hpod.core.records import FAIL_REASON_ATTR, feasible
-from hpod.core.samplers import create_sampler
+from hpod.core.samplers import SamplerChoice, create_sampler
 from hpod.core.strategies import PBTStrategy, ScalarizedStrategy, Strategy
 from hpod.core.strategies._pruning import create_report_handler
 from hpod.core.strategies._seeds import AdaptiveSeeds
@@ -90,6 +90,7 @@ class Engine:
         self.strategy: Strategy = create_strategy(self)
         self._report_handler: Any = None
         self._seed_handler: Any = None
+        self._sampler_choice: SamplerChoice | None = None
 
     @property
     def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
@@ -118,21 +119,30 @@ class Engine:
             self._study = self._load()
         return self._study
 
-    def _load(self) -> optuna.Study:
+    def _choose_sampler(self) -> SamplerChoice:
+        """The study's sampler, built (and its options validated) once; raises SpecError."""
+        if self._sampler_choice is None:
+            self._sampler_choice = self.strategy.create_sampler() or create_sampler(
+                self.spec.sampler.name, dict(self.spec.sampler.options), directions=self.spec.directions,
+                n_trials=self.spec.budget.n_trials, n_params=len(self.distributions),
+                parallelism=self.parallelism, seed=self.spec.sampler.seed,
+                has_constraints=bool(self.constraints), reference_point=self.stated_reference_point(),
+            )
+        return self._sampler_choice
 
-        choice = self.strategy.create_sampler() or create_sampler(
-            self.spec.sampler.name, dict(self.spec.sampler.options), directions=self.spec.directions,
-            n_trials=self.spec.budget.n_trials, n_params=len(self.distributions), parallelism=self.parallelism,
-            seed=self.spec.sampler.seed, has_constraints=bool(self.constraints),
-            reference_point=self.stated_reference_point(),
-        )
+    def _load(self) -> optuna.Study:
+        choice = self._choose_sampler()
         self.sampler_name, self.sampler_reason = choice.name, choice.reason
         study = self.store.load_optuna_study(self.spec.name, sampler=choice.sampler)
         self.store.update_study(self.spec.name, sampler_name=choice.name, sampler_reason=choice.reason)
         return study
 
     def start(self, *, submitted_by: str = "cli") -> bool:
-        """Register the study (or find it) and recover orphans. Returns True when new."""
+        """Register the study (or find it) and recover orphans. Returns True when new.
+
+        The sampler is built first, so a sampler option the spec got wrong is reported
+        before any row is written."""
+        self._choose_sampler()
         row, created = self.store.register_study(self.spec, state="running")
         if created:
             self.store.append_event("study_submitted", study=self.name,

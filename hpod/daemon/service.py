@@ -229,8 +229,9 @@ class Daemon:
         if not slots:
             log.info("no local slots: trials run on remote `hpod worker` processes only")
             return None
-        # The fork server imports what trials need once; heavy libraries only when a known
-        # study needs them (they cost seconds and memory for cheap objectives).
+        # The fork server imports what the known studies' trials need once (each objective
+        # says what: its own module, heavy libraries for heavy objectives); a study
+        # submitted later adds its modules when its first trial starts.
         preload: list[str] = []
         for row in store.list_studies():
             if row.state not in ("running", "queued", "paused"):

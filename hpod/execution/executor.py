@@ -41,7 +41,9 @@ __all__ = ["HEAVY_PRELOAD", "LocalExecutor", "RunningTrial", "Slot", "parse_slot
 log = logging.getLogger(__name__)
 
 HEAVY_PRELOAD = ("torch", "transformers", "peft")
-_forkserver_started = False
+#: What the process's fork server imports before forking a trial (hpod's own trial code
+#: first); grows as studies with other objectives arrive.
+_preloaded: list[str] = ["hpod.execution._trial_child", "hpod.objectives.base", "hpod.monitors.meters"]
 
 #: (job, seed_index, step, values) -> stop?
 ReportHandler = Callable[[JobRow, int, int, dict[str, float]], bool]
@@ -51,19 +53,36 @@ SeedHandler = Callable[[JobRow, int, dict[str, float]], bool]
 RESUME_KEY = "hpod.resume_from"
 
 
-def preload_for(objective: Any) -> tuple[str, ...]:
-    """Modules the fork server should import once for this objective's trials.
+def _defining_module(objective: Any) -> str | None:
+    """The importable module that defines ``objective`` (a user's function or class), or
+    None for code that lives in a script's ``__main__`` or in hpod itself (preloaded)."""
+    target = objective.func if isinstance(objective, FunctionObjective) else type(objective)
+    module = getattr(target, "__module__", None)
+    if not isinstance(module, str) or module in ("__main__", "builtins") or module.split(".")[0] == "hpod":
+        return None
+    return module
 
-    An objective may say so itself (``preload``); heavy built-in objectives get torch,
-    transformers and peft; a user's plain function gets nothing it did not ask for.
+
+def preload_for(objective: Any) -> tuple[str, ...]:
+    """Modules the fork server imports once, so that no trial process imports them again.
+
+    The module that defines the objective (a user's ``package.module:callable`` or
+    objective class) is always preloaded: with it come whatever it imports at module
+    level (BoTorch, scikit-learn, ...), which a trial process would otherwise import
+    afresh. An objective may name more modules itself (``preload``); heavy objectives
+    without their own list get torch, transformers and peft.
     """
 
+    modules: list[str] = []
     explicit = getattr(objective, "preload", None)
-    if explicit is not None:
-        return tuple(explicit)
-    if getattr(objective, "heavy", False) and not isinstance(objective, FunctionObjective):
-        return HEAVY_PRELOAD
-    return ()
+    if explicit:
+        modules += list(explicit)
+    elif getattr(objective, "heavy", False) and not isinstance(objective, FunctionObjective):
+        modules += HEAVY_PRELOAD
+    defining = _defining_module(objective)
+    if defining is not None:
+        modules.append(defining)
+    return tuple(dict.fromkeys(modules))
 
 
 @dataclass(frozen=True)
@@ -131,13 +150,38 @@ def _without_main() -> Iterator[None]:
 
 
 def _context(preload: Iterable[str]) -> Any:
-    global _forkserver_started
+    """The fork-server context, its server importing ``preload`` (and hpod's trial code).
+
+    The fork server is one per process and imports its modules when it starts (with
+    the first trial). Asked for modules it has not imported, before it started, the list
+    grows; once it runs, :func:`_restart_forkserver` starts a new one when no trial runs.
+    """
     ctx = multiprocessing.get_context("forkserver")
-    if not _forkserver_started:
-        ctx.set_forkserver_preload(["hpod.execution._trial_child", "hpod.objectives.base",
-                                    "hpod.monitors.meters", *preload])
-        _forkserver_started = True
+    wanted = [m for m in preload if m not in _preloaded]
+    if wanted:
+        _preloaded.extend(wanted)
+        ctx.set_forkserver_preload(list(_preloaded))
     return ctx
+
+
+def _forkserver_running() -> bool:
+    from multiprocessing import forkserver
+
+    return getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None) is not None
+
+
+def _restart_forkserver() -> bool:
+    """Stop the running fork server, so the next trial starts one that imports the current
+    preload list. Only call it with no trial process of this process alive: a trial's exit
+    status comes through the server that forked it. False when the installed Python
+    lacks the (private) ``ForkServer._stop``."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is None:
+        return False
+    stop()
+    return True
 
 
 class LocalExecutor:
@@ -163,6 +207,7 @@ class LocalExecutor:
         self._studies: dict[str, _StudyInfo] = {}
         self._last_heartbeat = 0.0
         self._pending_results: list[tuple[JobRow, dict[str, Any] | None, str | None]] = []
+        self._restart_pending = False
 
     # ------------------------------------------------------------------ capacity
     def free_slots(self) -> list[Slot]:
@@ -215,8 +260,27 @@ class LocalExecutor:
             resolved = resolve(spec)
             required = list(spec.objective_names) + [c.metric for c in spec.parsed_constraints()]
             info = _StudyInfo(spec=spec, fixed=resolved.fixed, required=required)
+            if name not in self._studies:
+                self._preload(preload_for(resolved.objective))
             self._studies[name] = info
         return info
+
+    def _preload(self, modules: Iterable[str]) -> None:
+        """Have the fork server import ``modules`` (a study's objective module), restarting
+        it when it already runs without them and no trial of this executor is running."""
+        missing = [m for m in modules if m not in _preloaded]
+        if not missing:
+            return
+        running = _forkserver_running()
+        _context(missing)
+        if running:
+            self._restart_pending = True
+        self._restart_if_idle()
+
+    def _restart_if_idle(self) -> None:
+        if self._restart_pending and not self.running and _restart_forkserver():
+            log.info("fork server restarted to preload %s", ", ".join(_preloaded))
+            self._restart_pending = False
 
     def artifact_dir(self, study: str, trial_number: int) -> Path:
         return self.state_dir / "artifacts" / study / f"trial-{trial_number}"
@@ -227,6 +291,7 @@ class LocalExecutor:
         except Exception as exc:  # a broken spec fails its job, not the executor
             self._pending_results.append((job, None, f"cannot load study spec: {exc}"))
             return
+        self._restart_if_idle()
         spec = info.spec
         params = {**info.fixed, **json.loads(job.params_json)}
         resume_from = params.pop(RESUME_KEY, None)

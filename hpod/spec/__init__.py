@@ -18,6 +18,7 @@ from hpod.spec._strategies import (
 )
 from hpod.spec._study import (
     MEASURED_NAMES,
+    MULTI_OBJECTIVE_ONLY_SAMPLERS,
     SAMPLER_NAMES,
     SERVING_POLICIES,
     Constraint,
@@ -29,10 +30,12 @@ from hpod.spec._study import (
     parse_constraint,
     parse_spec,
     resolve,
+    samplers_for,
 )
 
 __all__ = [
     "MEASURED_NAMES",
+    "MULTI_OBJECTIVE_ONLY_SAMPLERS",
     "SAMPLER_NAMES",
     "SERVING_POLICIES",
     "AdaptiveSeedsSpec",
@@ -52,4 +55,5 @@ __all__ = [
     "parse_duration_seconds",
     "parse_spec",
     "resolve",
+    "samplers_for",
 ]

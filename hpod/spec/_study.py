@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MEASURED_NAMES",
+    "MULTI_OBJECTIVE_ONLY_SAMPLERS",
     "SAMPLER_NAMES",
     "SERVING_POLICIES",
     "Constraint",
@@ -52,11 +53,22 @@ __all__ = [
     "parse_constraint",
     "parse_spec",
     "resolve",
+    "samplers_for",
 ]
 
 #: What hpod's meters measure for every trial, whatever the objective.
 MEASURED_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
 SAMPLER_NAMES = ("auto", "nsga2", "qlognehvi", "tpe", "gp", "random")
+#: Samplers that need two or more objectives (hypervolume-improvement acquisitions have no
+#: single-objective form): refused at validation for a study with one value.
+MULTI_OBJECTIVE_ONLY_SAMPLERS = ("qlognehvi",)
+
+
+def samplers_for(n_values: int) -> tuple[str, ...]:
+    """The sampler names that can serve a study with ``n_values`` objective values."""
+    if n_values >= 2:
+        return SAMPLER_NAMES
+    return tuple(name for name in SAMPLER_NAMES if name not in MULTI_OBJECTIVE_ONLY_SAMPLERS)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 
 
@@ -370,6 +382,20 @@ class StudySpec(_Strict):
                     raise ValueError(f"strategy.weights.{key} is not one of the objectives {names}")
         if st.kind == "pbt" and st.metric is not None and st.metric not in names:
             raise ValueError(f"strategy.metric {st.metric!r} is not one of the objectives {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _sampler_fits_shape(self) -> StudySpec:
+        # Only the pareto strategy hands spec.sampler to Optuna as named; scalarized and
+        # pbt pick their own single-objective sampler and say so in the study's reason.
+        if self.strategy.kind == "pareto" and self.sampler.name not in samplers_for(len(self.objectives)):
+            raise SpecError(
+                "sampler.name",
+                f"sampler {self.sampler.name!r} needs two or more objectives; this study has one "
+                f"({self.objectives[0].name})",
+                found=self.sampler.name,
+                allowed=", ".join(samplers_for(len(self.objectives))),
+            )
         return self
 
     @property

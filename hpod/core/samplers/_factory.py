@@ -22,10 +22,9 @@ from hpod.core.samplers._auto import (
 )
 from hpod.core.samplers._qlognehvi import QLogNEHVISampler
 from hpod.errors import SpecError
+from hpod.spec import SAMPLER_NAMES, samplers_for
 
 __all__ = ["SAMPLER_NAMES", "SamplerChoice", "create_sampler"]
-
-SAMPLER_NAMES = ("auto", "nsga2", "qlognehvi", "tpe", "gp", "random")
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,8 @@ def create_sampler(
             ``qlognehvi``.
 
     Raises:
-        SpecError: ``sampler.name`` is unknown, or a ``sampler.options.<key>`` is unknown
+        SpecError: ``sampler.name`` is unknown or cannot serve ``len(directions)`` objectives
+            (``qlognehvi`` needs two or more), or a ``sampler.options.<key>`` is unknown
             or out of range.
         ValueError: ``directions``, ``n_trials``, ``n_params`` or ``parallelism`` is invalid
             (the engine passes them, not the user).
@@ -166,6 +166,11 @@ def create_sampler(
         raise SpecError("sampler.name", "unknown sampler", found=name, allowed=", ".join(SAMPLER_NAMES))
     if not directions or any(d not in ("minimize", "maximize") for d in directions):
         raise ValueError(f"directions must be a non-empty list of 'minimize'/'maximize'; got {directions!r}")
+    if name not in samplers_for(len(directions)):
+        raise SpecError(
+            "sampler.name", f"sampler {name!r} needs two or more objectives; this study has one",
+            found=name, allowed=", ".join(samplers_for(len(directions))),
+        )
     if n_trials is not None and (not isinstance(n_trials, int) or n_trials < 1):
         raise ValueError(f"n_trials must be None or an integer >= 1; got {n_trials!r}")
     if not isinstance(n_params, int) or n_params < 0:
