@@ -84,7 +84,7 @@ def print_studies(studies: list[dict[str, Any]]) -> None:
         return
     t = Table(title="studies")
     for col in ("study", "state", "done", "running", "failed", "pruned", "front", "hypervolume", "best", "energy",
-                "last activity"):
+                "sampler s/trial", "last activity"):
         t.add_column(col)
     for s in studies:
         c = s["trials"]
@@ -92,9 +92,17 @@ def print_studies(studies: list[dict[str, Any]]) -> None:
         best = ", ".join(f"{k}={_fmt(v)}" for k, v in s["best"].items())
         t.add_row(s["name"], s["state"], f"{done}/{s['n_trials'] or '∞'}", str(c.get("RUNNING", 0)),
                   str(c.get("FAIL", 0)), str(c.get("PRUNED", 0)), str(s["pareto_front_size"]),
-                  _fmt(s["hypervolume"]), best, f"{s['energy_spent_joules']:.4g} J", _ago(s["last_activity"]))
+                  _fmt(s["hypervolume"]), best, f"{s['energy_spent_joules']:.4g} J",
+                  _sampler_seconds(s.get("sampler_seconds")), _ago(s["last_activity"]))
     out.print(t)
     _print_strategies(studies)
+
+
+def _sampler_seconds(stats: dict[str, Any] | None) -> str:
+    """Mean (and last) seconds the sampler took per suggestion, or "-" before any."""
+    if not stats:
+        return "-"
+    return f"{stats['mean']:.3g} s (last {stats['last']:.3g})"
 
 
 def _print_strategies(studies: list[dict[str, Any]]) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpod.core.pareto import derive_reference_point, hypervolume, non_dominated_mask
-from hpod.core.records import FAIL_REASON_ATTR, feasible
+from hpod.core.records import FAIL_REASON_ATTR, SAMPLER_SECONDS_KEY, feasible
 from hpod.core.samplers import SamplerChoice, create_sampler
 from hpod.core.strategies import PBTStrategy, ScalarizedStrategy, Strategy
 from hpod.core.strategies._pruning import create_report_handler
@@ -91,6 +91,9 @@ class Engine:
         self._report_handler: Any = None
         self._seed_handler: Any = None
         self._sampler_choice: SamplerChoice | None = None
+        #: the sampler's seconds per suggestion (see SAMPLER_SECONDS_KEY), saved with the summary
+        self._sampler_seconds: dict[str, Any] | None = None
+        self._sampler_seconds_dirty = False
 
     @property
     def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
@@ -222,6 +225,7 @@ class Engine:
             t0 = time.perf_counter()
             trial = self.study.ask(self.distributions)
             elapsed = time.perf_counter() - t0
+            self._count_suggest(elapsed)
             for cb in self.on_suggest:
                 cb(self.name, elapsed)
             params = dict(trial.params)
@@ -236,6 +240,17 @@ class Engine:
         if jobs:
             self._summary = None
         return jobs
+
+    def _count_suggest(self, seconds: float) -> None:
+        if self._sampler_seconds is None:
+            self._sampler_seconds = self.store.get_state(self.name, SAMPLER_SECONDS_KEY) or {
+                "trials": 0, "total": 0.0, "last": None, "max": 0.0}
+        stats = self._sampler_seconds
+        stats["trials"] += 1
+        stats["total"] += seconds
+        stats["last"] = seconds
+        stats["max"] = max(stats["max"], seconds)
+        self._sampler_seconds_dirty = True
 
     def _requeue(self, params: dict[str, Any], number: int, *, attempt: int) -> bool:
         if attempt > self.spec.budget.max_retries:
@@ -437,6 +452,9 @@ class Engine:
             fields["reference_point_json"] = json.dumps(s.reference_point)
             fields["reference_point_source"] = source or "derived"
         self.store.update_study(self.name, **fields)
+        if self._sampler_seconds_dirty:
+            self.store.put_state(self.name, SAMPLER_SECONDS_KEY, self._sampler_seconds)
+            self._sampler_seconds_dirty = False
         return s
 
     def finish(self, state: str = "completed") -> None:

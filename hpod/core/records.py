@@ -12,9 +12,22 @@ from hpod.store import Store
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["FAIL_REASON_ATTR", "feasible", "study_records", "trial_record"]
+__all__ = ["FAIL_REASON_ATTR", "SAMPLER_SECONDS_KEY", "feasible", "sampler_seconds_row", "study_records",
+           "trial_record"]
 
 FAIL_REASON_ATTR = "hpod.fail_reason"
+#: Store state key (per study) of the sampler's time per suggestion: ``{"trials": n,
+#: "total": seconds, "last": seconds, "max": seconds}``, kept by the engine.
+SAMPLER_SECONDS_KEY = "hpod.sampler_seconds"
+
+
+def sampler_seconds_row(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sampler's seconds per suggestion as users see them: mean, last, max and how
+    many suggestions they cover; None before the first suggestion."""
+    if not stats or not stats.get("trials"):
+        return None
+    return {"mean": stats["total"] / stats["trials"], "last": stats["last"], "max": stats["max"],
+            "trials": stats["trials"]}
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -42,6 +55,10 @@ def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str]) ->
         "seeds": attrs.get("hpod.seeds", []),
         "fail_reason": attrs.get(FAIL_REASON_ATTR),
         "attempt": (attrs.get("hpod.ask") or {}).get("attempt", attrs.get("hpod.attempt", 1)),
+        # Seconds the sampler took to suggest this configuration (None: re-queued or
+        # enqueued, no suggestion).
+        "sampler_seconds": (attrs.get("hpod.ask") or {}).get("suggest_seconds")
+        if (attrs.get("hpod.ask") or {}).get("sampler") != "requeued" else None,
         "worker": info.get("worker"),
         "energy_spent_joules": info.get("energy_spent_joules") or 0.0,
         "artifact_dir": info.get("artifact_dir"),

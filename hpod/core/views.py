@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hpod.core.pareto import non_dominated_mask
-from hpod.core.records import study_records, trial_record
+from hpod.core.records import SAMPLER_SECONDS_KEY, sampler_seconds_row, study_records, trial_record
 from hpod.errors import StorageError
 from hpod.monitors.gpu import GpuReading
 from hpod.spec import parse_spec
@@ -97,6 +97,8 @@ class Snapshot:
 
 def study_rows(store: Store) -> list[dict[str, Any]]:
     rows = []
+    sampler_seconds = {row.study: json.loads(row.value_json) for row in store.states(SAMPLER_SECONDS_KEY)
+                       if row.key == SAMPLER_SECONDS_KEY}
     for r in store.list_studies():
         spec = json.loads(r.spec_json)
         counts = json.loads(r.counts_json) if r.counts_json else {}
@@ -114,6 +116,8 @@ def study_rows(store: Store) -> list[dict[str, Any]]:
             "energy_spent_joules": r.energy_spent_joules,
             "sampler": r.sampler_name,
             "sampler_reason": r.sampler_reason,
+            # seconds per suggestion: {mean, last, max, trials}, None before the first
+            "sampler_seconds": sampler_seconds_row(sampler_seconds.get(r.name)),
             "parent": r.parent,
             "version": r.version,
             "reason": r.reason,

@@ -47,10 +47,18 @@ _RELATIVE = [
     ("gp", {"n_startup_trials": 1}),
     ("tpe", {"n_startup_trials": 0, "multivariate": True}),
 ]
+#: Samplers that fit a Gaussian process per suggestion (0.3-2 s each on two shared
+#: cores): their runs of the cases that reach the model are marked slow.
+_GP_BACKED = {"auto", "gp"}
 
 
-def _ids(configs: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    return [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options in configs]
+def _params(configs: list[tuple[str, dict[str, Any]]], *, slow_gp: bool) -> list[Any]:
+    out = []
+    for name, options in configs:
+        marks = [pytest.mark.slow] if slow_gp and name in _GP_BACKED else []
+        out.append(pytest.param((name, options), marks=marks,
+                                id=name + "".join(f"-{k}={v}" for k, v in options.items())))
+    return out
 
 
 def _factory(name: str, options: dict[str, Any], directions: list[str]) -> Callable[[], optuna.samplers.BaseSampler]:
@@ -73,19 +81,20 @@ def test_the_configurations_cover_every_sampler_name() -> None:
 
 
 class TestSingleObjectiveCases(BasicSamplerTestCase):
-    @pytest.fixture(params=_SINGLE_OBJECTIVE, ids=_ids(_SINGLE_OBJECTIVE))
+    @pytest.fixture(params=_params(_SINGLE_OBJECTIVE, slow_gp=True))
     def sampler(self, request: pytest.FixtureRequest) -> Callable[[], optuna.samplers.BaseSampler]:
         return _factory(*request.param, ["minimize"])
 
 
 class TestRelativeCases(RelativeSamplerTestCase):
-    @pytest.fixture(params=_RELATIVE, ids=_ids(_RELATIVE))
+    @pytest.fixture(params=_params(_RELATIVE, slow_gp=True))
     def sampler(self, request: pytest.FixtureRequest) -> Callable[[], optuna.samplers.BaseSampler]:
         return _factory(*request.param, ["minimize"])
 
 
 class TestMultiObjectiveCases(MultiObjectiveSamplerTestCase):
-    @pytest.fixture(params=_MULTI_OBJECTIVE, ids=_ids(_MULTI_OBJECTIVE))
+    # Independent sampling only: quick for every sampler.
+    @pytest.fixture(params=_params(_MULTI_OBJECTIVE, slow_gp=False))
     def sampler(self, request: pytest.FixtureRequest) -> Callable[[], optuna.samplers.BaseSampler]:
         return _factory(*request.param, ["minimize", "maximize"])
 
