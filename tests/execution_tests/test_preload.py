@@ -16,7 +16,8 @@ from hpod.objectives.base import create_objective
 def test_preload_names_the_objectives_module_and_keeps_what_it_asks_for() -> None:
     assert preload_for(create_objective("hpod_preload_probe:probe")) == ("hpod_preload_probe",)
     # A built-in keeps its own list; hpod's modules are in every fork server anyway.
-    assert preload_for(create_objective("synthetic:branin_currin")) == ("torch", "botorch.test_functions.multi_objective")
+    assert preload_for(create_objective("synthetic:branin_currin")) == (
+        "torch", "botorch.test_functions.multi_objective")
     assert "hpod" not in {m.split(".")[0] for m in preload_for(create_objective("t5_lora"))}
     assert set(HEAVY_PRELOAD) <= set(preload_for(create_objective("t5_lora")))
 

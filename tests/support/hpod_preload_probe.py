@@ -10,7 +10,7 @@ _IMPORTED_IN_PID = os.getpid()
 
 def probe(params):
     x = float(params["x"])
-    return {"loss": (x - 0.25) ** 2, "imported_in_trial": float(_IMPORTED_IN_PID == os.getpid())}
+    return {"loss": (x - 0.25) ** 2, "imported_in_trial": float(os.getpid() == _IMPORTED_IN_PID)}
 
 
 probe.metric_names = ("loss", "imported_in_trial")
