@@ -23,7 +23,7 @@ app = typer.Typer(
          "measuring loss, time, memory and energy.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: $HPOD_STATE_DIR "

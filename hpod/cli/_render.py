@@ -221,6 +221,7 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
         for col in ("id", "kind", "study", "trial", "payload"):
             t.add_column(col)
         for e in events[-10:]:
-            t.add_row(str(e["id"]), e["kind"], str(e.get("study") or ""), str(e.get("trial_number") or ""),
+            trial = e.get("trial_number")  # trial 0 is a trial: only None is blank
+            t.add_row(str(e["id"]), e["kind"], str(e.get("study") or ""), "" if trial is None else str(trial),
                       str(e.get("payload"))[:80])
         console.print(t)

@@ -76,8 +76,9 @@ class ApiClient:
         self._http.close()
 
 
-def try_status(state_dir: Path | None) -> dict[str, Any] | None:
-    """The daemon's status, or None when no daemon answers."""
+def try_status(state_dir: Path | None, *, quiet: bool = False) -> dict[str, Any] | None:
+    """The daemon's status, or None when no daemon answers (or, ``quiet``, refuses us
+    without a warning)."""
     try:
         client = ApiClient(state_dir=state_dir, timeout=2.0)
     except Exception:
@@ -88,6 +89,8 @@ def try_status(state_dir: Path | None) -> dict[str, Any] | None:
     except DaemonUnreachable:
         return None
     except UsageError as exc:  # it answers but refuses us: say why instead of "not reachable"
+        if quiet:
+            return None
         Console(stderr=True).print(f"[yellow]warning:[/] {exc}", highlight=False)
         return None
     finally:

@@ -51,7 +51,7 @@ def run(
     resolved = resolve(spec)
     resolved.objective.validate()
     slots = parse_slots(gpus, cpu_slots)
-    store, sd = _open_store(state_dir, storage or spec.storage)
+    store, sd = _open_store(state_dir, storage or spec.storage, create=True)
     outcome = run_foreground(resolved, store=store, state_dir=sd, slots=slots, console=err,
                              codecarbon=not no_codecarbon)
     if outcome.interrupted:

@@ -12,18 +12,25 @@ from hpod.cli._render import (
     print_studies,
     print_workers,
 )
-from hpod.cli._storage import _open_store
+from hpod.cli._storage import _named_url, _open_store
 from hpod.cli.client import try_status
 from hpod.core.monitoring import monitor_states
 from hpod.core.retune import retune_states
 from hpod.core.views import study_rows, worker_rows
+from hpod.store import NoDatabase, same_database
 
 
 @app.command()
 def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
     """Every study: state, trials by state, best per objective, hypervolume, last activity."""
 
-    daemon_status = try_status(state_dir)
+    # --state-dir / --storage name a database: the daemon's answer is used only when it
+    # serves that one; otherwise the named database is read directly.
+    explicit = state_dir is not None or storage is not None
+    daemon_status = try_status(state_dir, quiet=explicit)
+    if daemon_status is not None and explicit and \
+            not same_database(str(daemon_status.get("storage") or ""), _named_url(state_dir, storage)):
+        daemon_status = None
     if daemon_status is not None:
         if as_json:
             _print_json(daemon_status)
@@ -31,7 +38,16 @@ def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: J
             print_daemon_status(daemon_status, out)
         return
 
-    store, _sd = _open_store(state_dir, storage, light=True)
+    try:
+        store, _sd = _open_store(state_dir, storage, light=True)
+    except NoDatabase as exc:
+        # A fresh install: nothing has run yet. Not an error, and nothing is created.
+        if as_json:
+            _print_json({"daemon": None, "storage": _named_url(state_dir, storage), "studies": [],
+                         "monitors": [], "retunes": [], "workers": []})
+        else:
+            out.print(f"daemon: [yellow]not reachable[/] — no studies yet ({exc})", highlight=False)
+        return
     studies = study_rows(store)
     monitors, retunes = monitor_states(store), retune_states(store)
     workers = worker_rows(store)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from hpod.cli._common import app, err
+from hpod.daemon.config import log_format
 from hpod.daemon.worker import Worker, default_worker_name
 from hpod.errors import UsageError
 from hpod.execution.executor import HEAVY_PRELOAD, parse_slots
@@ -64,7 +65,7 @@ def worker(
     if studies and studies.strip() and not study_names:
         raise UsageError(f"--studies: expected comma-separated study names (found {studies!r})")
     worker_name = name or default_worker_name()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=log_format())
     sd = default_state_dir(state_dir)
     sd.mkdir(parents=True, exist_ok=True)
     # A small pool: one loop thread plus the objective-preparing thread.

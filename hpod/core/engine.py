@@ -2,7 +2,7 @@
 
 The engine asks the sampler for configurations and turns each into a job in the
 store; whoever runs jobs (the local executor, remote workers) writes the outcome
-back; the engine then tells Optuna (values, constraints via ``trial.set_constraint``,
+back; the engine then tells Optuna (values, constraints as the ``constraints`` system attribute,
 measurements with provenance as user attributes), re-queues configurations whose
 trial failed for infrastructure reasons, appends events, and keeps the study's
 summary (counts, Pareto front size, hypervolume, best values) up to date.
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpod.core.pareto import derive_reference_point, hypervolume, non_dominated_mask
-from hpod.core.records import FAIL_REASON_ATTR, SAMPLER_SECONDS_KEY, feasible
+from hpod.core.records import CONSTRAINTS_ATTR, FAIL_REASON_ATTR, SAMPLER_SECONDS_KEY, feasible
 from hpod.core.samplers import SamplerChoice, create_sampler
 from hpod.core.strategies import PBTStrategy, ScalarizedStrategy, Strategy
 from hpod.core.strategies._pruning import create_report_handler
 from hpod.core.strategies._seeds import AdaptiveSeeds
 from hpod.execution._trial_child import INFRA_REASONS
 from hpod.spec import ResolvedStudy, StudySpec, resolve
-from hpod.store import JobRow, Store, config_key
+from hpod.store import JobRow, Store, config_key, name_values
 
 if TYPE_CHECKING:
     import optuna
@@ -137,6 +137,7 @@ class Engine:
         choice = self._choose_sampler()
         self.sampler_name, self.sampler_reason = choice.name, choice.reason
         study = self.store.load_optuna_study(self.spec.name, sampler=choice.sampler)
+        name_values(study, self.spec.value_names)  # studies stored before hpod named them
         self.store.update_study(self.spec.name, sampler_name=choice.name, sampler_reason=choice.reason)
         return study
 
@@ -340,8 +341,11 @@ class Engine:
             self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
                                     payload={"reason": reason, "requeued": False}, handled=True)
             return frozen
-        for c in self.constraints:
-            trial.set_constraint(c.text, c.violation(metrics[c.metric]))
+        if self.constraints:
+            # One list in the spec's order: the form optuna-dashboard and every Optuna
+            # sampler read (``FrozenTrial.constraints`` reads it as "0", "1", ...).
+            storage.set_trial_system_attr(job.trial_id, CONSTRAINTS_ATTR,
+                                          [c.violation(metrics[c.metric]) for c in self.constraints])
         values = self.strategy.values(metrics, job)
         self.study.tell(trial, values)
         frozen = storage.get_trial(job.trial_id)

@@ -1,14 +1,27 @@
 """Pareto-front and hypervolume helpers for minimized objective values.
 
 Every function takes values already oriented for minimization (negate maximized
-objectives first); hypervolume is computed with BoTorch's public box decomposition.
+objectives first). The hypervolume is exact (the WFG algorithm of While, Bradstreet
+and Barone, 2012, in numpy): no torch or BoTorch import, so a live display can call it.
+
+Normalized hypervolume: each objective is scaled to [0, 1] by its ideal value (0) and
+its reference value (1) before the volume is taken, so the result lies in [0, 1]
+whatever the units (1 means a point reaches the ideal in every objective) and studies
+with the same ideal and reference points can be compared.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["derive_reference_point", "hypervolume", "knee_index", "non_dominated_mask"]
+__all__ = [
+    "derive_ideal_point",
+    "derive_reference_point",
+    "hypervolume",
+    "knee_index",
+    "non_dominated_mask",
+    "normalized_hypervolume",
+]
 
 #: Fraction of each objective's observed range added beyond the nadir point when a
 #: reference point is derived (the common "nadir + 10 %" convention).
@@ -48,9 +61,8 @@ def non_dominated_mask(values: np.ndarray) -> np.ndarray:
 def hypervolume(points: np.ndarray, reference_point: np.ndarray) -> float:
     """Hypervolume dominated by ``points`` (n x m, minimized) and bounded by ``reference_point`` (m,).
 
-    Points that do not strictly dominate the reference point contribute nothing.
-    Uses ``botorch``'s ``DominatedPartitioning`` (about 1 s for 300 mutually
-    non-dominated points in 4 objectives on one core).
+    Points that do not strictly dominate the reference point contribute nothing. Exact
+    (WFG); about 0.1 s for 100 mutually non-dominated points in 4 objectives on one core.
     """
     reference = np.asarray(reference_point, dtype=float).reshape(-1)
     if len(points) == 0:
@@ -65,21 +77,101 @@ def hypervolume(points: np.ndarray, reference_point: np.ndarray) -> float:
     inside = array[np.all(array < reference, axis=1)]
     if inside.shape[0] == 0:
         return 0.0
-    inside = inside[non_dominated_mask(inside)]
-    if inside.shape[1] == 1:
-        return float(reference[0] - inside[:, 0].min())
+    return _wfg(_front(inside), reference)
 
-    import torch
-    from botorch.utils.multi_objective.box_decompositions.dominated import (
-        DominatedPartitioning,
-    )
 
-    # BoTorch maximizes: negate both the points and the reference point.
-    partitioning = DominatedPartitioning(
-        ref_point=torch.as_tensor(-reference, dtype=torch.double),
-        Y=torch.as_tensor(-inside, dtype=torch.double),
-    )
-    return float(partitioning.compute_hypervolume().item())
+def normalized_hypervolume(points: np.ndarray, ideal_point: np.ndarray, reference_point: np.ndarray) -> float:
+    """Hypervolume of ``points`` (n x m, minimized) after scaling each objective so that its
+    ideal value maps to 0 and its reference value to 1: a number in [0, 1].
+
+    Values better than the ideal count as the ideal (the result stays <= 1); each ideal
+    value must be strictly below its reference value.
+    """
+    ideal = np.asarray(ideal_point, dtype=float).reshape(-1)
+    reference = np.asarray(reference_point, dtype=float).reshape(-1)
+    if ideal.shape != reference.shape:
+        raise ValueError(f"ideal_point has {ideal.shape[0]} entries but reference_point has {reference.shape[0]}")
+    if not (np.all(np.isfinite(ideal)) and np.all(ideal < reference)):
+        raise ValueError(
+            f"each ideal value must be finite and below its reference value; got ideal {ideal.tolist()}, "
+            f"reference {reference.tolist()}"
+        )
+    if len(points) == 0:
+        return 0.0
+    array = _as_matrix(points, "points")
+    if array.shape[1] != ideal.shape[0]:
+        raise ValueError(f"ideal_point has {ideal.shape[0]} entries but points have {array.shape[1]} objectives")
+    scaled = np.maximum((array - ideal) / (reference - ideal), 0.0)
+    return min(1.0, hypervolume(scaled, np.ones_like(ideal)))
+
+
+def _front(points: np.ndarray) -> np.ndarray:
+    """The distinct non-dominated rows of ``points``."""
+    unique = np.unique(points, axis=0)
+    return unique[non_dominated_mask(unique)]
+
+
+def _wfg(points: np.ndarray, reference: np.ndarray) -> float:
+    """Exact hypervolume of mutually non-dominated ``points`` that all lie strictly below
+    ``reference`` (WFG: the sum of each point's exclusive contribution)."""
+    n, m = points.shape
+    if n == 0:
+        return 0.0
+    if n == 1:
+        return float(np.prod(reference - points[0]))
+    if m == 1:
+        return float(reference[0] - points[:, 0].min())
+    if m == 2:
+        return _area(points, reference)
+    if m == 3:
+        # Sweep along the third objective: slabs between successive values, each the
+        # area the points reaching into it dominate in the first two objectives.
+        order = points[np.argsort(points[:, 2], kind="stable")]
+        tops = np.append(order[1:, 2], reference[2])
+        total = 0.0
+        for i in range(n):
+            depth = tops[i] - order[i, 2]
+            if depth > 0:
+                total += depth * _area(order[: i + 1, :2], reference[:2])
+        return total
+    # The last objective descending keeps the limited sets small (WFG's ordering).
+    ordered = points[np.argsort(-points[:, -1], kind="stable")]
+    total = 0.0
+    for i in range(n):
+        p = ordered[i]
+        rest = ordered[i + 1:]
+        inclusive = float(np.prod(reference - p))
+        if rest.shape[0] == 0:
+            total += inclusive
+            continue
+        limited = np.maximum(rest, p)
+        total += inclusive - _wfg(_front(limited), reference)
+    return total
+
+
+def _area(points: np.ndarray, reference: np.ndarray) -> float:
+    """Area that ``points`` (n x 2, below ``reference``; dominated ones allowed) dominate."""
+    order = points[np.argsort(points[:, 0], kind="stable")]
+    # along increasing x, the lowest y so far bounds the slab up to the next x
+    right = np.append(order[1:, 0], reference[0])
+    low = np.minimum.accumulate(order[:, 1])
+    return float(np.sum((right - order[:, 0]) * (reference[1] - low)))
+
+
+def derive_ideal_point(values: np.ndarray, reference_point: np.ndarray) -> np.ndarray:
+    """Ideal point for ``values`` (n x m, minimized) when no one states it: 0 for an
+    objective whose observed values are all >= 0 (costs, losses, error rates: nothing
+    is better than 0) and otherwise the best observed value minus the distance from
+    it to ``reference_point`` (so the best value so far scales to 0.5)."""
+    array = _as_matrix(values, "values")
+    reference = np.asarray(reference_point, dtype=float).reshape(-1)
+    if array.shape[0] == 0:
+        raise ValueError("values must hold at least one point to derive an ideal point")
+    if array.shape[1] != reference.shape[0]:
+        raise ValueError(f"reference_point has {reference.shape[0]} entries but values have {array.shape[1]}")
+    best = array.min(axis=0)
+    fallback = best - np.maximum(reference - best, np.finfo(float).eps)
+    return np.where((best >= 0) & (reference > 0), 0.0, fallback)
 
 
 def derive_reference_point(values: np.ndarray, margin: float = REFERENCE_POINT_MARGIN) -> np.ndarray:

@@ -4,6 +4,7 @@ whether it is feasible."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpod.spec import parse_spec
@@ -12,8 +13,16 @@ from hpod.store import Store
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["FAIL_REASON_ATTR", "SAMPLER_SECONDS_KEY", "feasible", "sampler_seconds_row", "study_records",
-           "trial_record"]
+__all__ = [
+    "CONSTRAINTS_ATTR",
+    "FAIL_REASON_ATTR",
+    "SAMPLER_SECONDS_KEY",
+    "constraint_values",
+    "feasible",
+    "sampler_seconds_row",
+    "study_records",
+    "trial_record",
+]
 
 FAIL_REASON_ATTR = "hpod.fail_reason"
 #: Store state key (per study) of the sampler's time per suggestion: ``{"trials": n,
@@ -28,20 +37,38 @@ def sampler_seconds_row(stats: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {"mean": stats["total"] / stats["trials"], "last": stats["last"], "max": stats["max"],
             "trials": stats["trials"]}
+#: The trial system attribute holding the constraint violations as one list, in the
+#: order of the spec's ``constraints`` (<= 0 is feasible): the form Optuna's
+#: ``constraints_func`` writes, which every Optuna sampler, ``Study.best_trials`` and
+#: optuna-dashboard read.
+CONSTRAINTS_ATTR = "constraints"
+
+
+def constraint_values(trial: optuna.trial.FrozenTrial, names: Sequence[str] = ()) -> dict[str, float]:
+    """The trial's constraint violations by name: list entries take ``names`` (the spec's
+    constraints, in order); per-name entries (databases written by earlier hpod
+    versions with ``Trial.set_constraint``) keep theirs."""
+    out: dict[str, float] = {}
+    for key, value in (trial.constraints or {}).items():
+        name = names[int(key)] if key.isdigit() and int(key) < len(names) else key
+        out[name] = float(value)
+    return out
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in (trial.constraints or {}).values())
 
 
-def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str]) -> dict[str, Any]:
-    """A trial as the JSON the CLI and the API return."""
+def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str],
+                 constraint_names: Sequence[str] = ()) -> dict[str, Any]:
+    """A trial as the JSON the CLI and the API return (``constraint_names``: the spec's
+    constraints, in order)."""
     attrs = trial.user_attrs
     info = attrs.get("hpod.info") or {}
     values = (
         {name: float(v) for name, v in zip(objective_names, trial.values)} if trial.values is not None else None
     )
-    constraints = {k: float(v) for k, v in (trial.constraints or {}).items()}
+    constraints = constraint_values(trial, constraint_names)
     return {
         "number": trial.number,
         "state": trial.state.name,
@@ -68,10 +95,11 @@ def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str]) ->
     }
 
 
-def study_records(store: Store, name: str) -> tuple[list[str], list[Any]]:
-    """(objective names, frozen trials) of a stored study."""
+def study_records(store: Store, name: str) -> list[dict[str, Any]]:
+    """Every trial of a stored study as :func:`trial_record` dicts."""
     row = store.get_study(name)
     assert row is not None
     spec = parse_spec(json.loads(row.spec_json))
     study = store.load_optuna_study(name)
-    return spec.value_names, study.get_trials(deepcopy=False)
+    constraints = [c.text for c in spec.parsed_constraints()]
+    return [trial_record(t, spec.value_names, constraints) for t in study.get_trials(deepcopy=False)]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hpod.core.pareto import non_dominated_mask
-from hpod.core.records import SAMPLER_SECONDS_KEY, sampler_seconds_row, study_records, trial_record
+from hpod.core.records import SAMPLER_SECONDS_KEY, sampler_seconds_row, study_records
 from hpod.errors import StorageError
 from hpod.monitors.gpu import GpuReading
 from hpod.spec import parse_spec
@@ -147,8 +147,7 @@ def worker_rows(store: Store) -> list[dict[str, Any]]:
 
 
 def trial_records(store: Store, name: str, *, pareto_only: bool = False) -> list[dict[str, Any]]:
-    names, trials = study_records(store, name)
-    recs = [trial_record(t, names) for t in trials]
+    recs = study_records(store, name)
     if pareto_only:
         front = set(pareto_numbers(store, name, recs))
         recs = [r for r in recs if r["number"] in front]

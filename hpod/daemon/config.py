@@ -29,8 +29,18 @@ __all__ = [
     "DEFAULT_METRICS",
     "DaemonConfig",
     "load_config",
+    "log_format",
     "resolve_token",
 ]
+
+
+def log_format() -> str:
+    """The log line format of hpod's long-running processes (daemon, workers): under
+    systemd (``JOURNAL_STREAM`` set) journald adds its own timestamps; a terminal gets
+    them from the format."""
+    if os.environ.get("JOURNAL_STREAM"):
+        return "%(levelname)s %(name)s: %(message)s"
+    return "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 log = logging.getLogger(__name__)
 

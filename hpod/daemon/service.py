@@ -29,7 +29,7 @@ from hpod.core.retune import RetunePolicy, retune_snapshots, retune_states
 from hpod.core.runner import pid_alive_on_this_node
 from hpod.core.views import event_dict, study_rows
 from hpod.daemon._sd_notify import sd_notify, watchdog_interval
-from hpod.daemon.config import DaemonConfig, resolve_token
+from hpod.daemon.config import DaemonConfig, log_format, resolve_token
 from hpod.daemon.scheduling import (
     DaemonScheduler,
     RetuneHook,
@@ -753,10 +753,7 @@ def _configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
-        # journald adds its own timestamps; a terminal gets them from the format
-        fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"
-        handler.setFormatter(logging.Formatter(fmt))
+        handler.setFormatter(logging.Formatter(log_format()))
         root.addHandler(handler)
     root.setLevel(level.upper())
     for noisy in ("apscheduler", "uvicorn.error", "httpx"):

@@ -192,7 +192,8 @@ def load_report_data(store: Store, study: str, *, selection: str = "knee") -> Re
                          f"(objectives: {', '.join(names)})")
     optuna_study = store.load_optuna_study(study)
     trials = optuna_study.get_trials(deepcopy=False)
-    records = [trial_record(t, names) for t in trials]
+    constraint_names = [c.text for c in spec.parsed_constraints()]
+    records = [trial_record(t, names, constraint_names) for t in trials]
     counts: dict[str, int] = {}
     for r in records:
         counts[r["state"]] = counts.get(r["state"], 0) + 1

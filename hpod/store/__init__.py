@@ -3,13 +3,16 @@
 from hpod.store._store import (
     EVENT_KINDS,
     WORKER_STALE_SECONDS,
+    NoDatabase,
     StorageUnreachable,
     Store,
     config_key,
     default_state_dir,
     default_storage_url,
     is_disconnect,
+    name_values,
     retry_storage,
+    same_database,
     worker_state,
 )
 from hpod.store._tables import (
@@ -31,6 +34,7 @@ __all__ = [
     "DataWindowRow",
     "EventRow",
     "JobRow",
+    "NoDatabase",
     "StateRow",
     "StorageUnreachable",
     "Store",
@@ -40,6 +44,8 @@ __all__ = [
     "default_state_dir",
     "default_storage_url",
     "is_disconnect",
+    "name_values",
     "retry_storage",
+    "same_database",
     "worker_state",
 ]

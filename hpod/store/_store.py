@@ -71,13 +71,16 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_KINDS",
     "WORKER_STALE_SECONDS",
+    "NoDatabase",
     "StorageUnreachable",
     "Store",
     "config_key",
     "default_state_dir",
     "default_storage_url",
     "is_disconnect",
+    "name_values",
     "retry_storage",
+    "same_database",
     "worker_state",
 ]
 
@@ -91,6 +94,12 @@ class StorageUnreachable(StorageUrlError, StorageError):
     A :class:`~hpod.errors.StorageUrlError` for one-shot commands (the CLI prints it
     and exits 2) and a :class:`~hpod.errors.StorageError` for long-running processes
     (workers wait and retry: the server may be restarting)."""
+
+
+class NoDatabase(StorageUnreachable):
+    """A command that only reads was pointed at an SQLite database file that does not
+    exist: nothing is created; ``hpod status`` says "no studies yet", other commands
+    exit 2 naming the path (a worker waits for the controller to create it)."""
 
 
 def is_disconnect(exc: BaseException) -> bool:
@@ -161,6 +170,23 @@ def default_storage_url(state_dir: Path) -> str:
     return f"sqlite:///{(state_dir / 'hpod.db').resolve()}"
 
 
+def same_database(a: str, b: str) -> bool:
+    """Whether two database URLs (either may hide its password) name one database."""
+    from sqlalchemy.engine import make_url
+
+    def key(url: str) -> tuple[Any, ...]:
+        try:
+            u = make_url(url)
+        except Exception:
+            return (url,)
+        database = u.database
+        if u.get_backend_name() == "sqlite" and database and database != ":memory:":
+            database = str(Path(database).expanduser().resolve())
+        return (u.get_backend_name(), u.username, u.host, u.port, database)
+
+    return key(a) == key(b)
+
+
 def config_key(params: dict[str, Any]) -> str:
     """A stable hash of a configuration (retries of one configuration share it)."""
     blob = json.dumps(params, sort_keys=True, default=str)
@@ -213,7 +239,7 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         self.is_postgres = url.startswith("postgresql")
         if self.is_sqlite:
-            self._check_sqlite_path(url)
+            self._check_sqlite_path(url, must_exist=light or not create)
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.is_sqlite:
             # Several processes write one file: wait for the lock instead of failing at once.
@@ -301,23 +327,31 @@ class Store:
         return self._optuna_storage
 
     @staticmethod
-    def _check_sqlite_path(url: str) -> None:
-        path = url.split(":///", 1)[-1] if ":///" in url else ""
-        if not path or path == ":memory:":
+    def _check_sqlite_path(url: str, *, must_exist: bool = False) -> None:
+        """SQLite creates a missing file on connect: refuse a missing directory, and
+        with ``must_exist`` (stores that only read) a missing file, before connecting."""
+        path = url.split(":///", 1)[-1].split("?", 1)[0] if ":///" in url else ""
+        if not path or path == ":memory:" or path.startswith("file:"):
             return
-        parent = Path(path).expanduser().parent
-        if not parent.exists():
-            raise StorageUrlError(f"storage URL {url!r}: directory {parent} does not exist")
+        file = Path(path).expanduser()
+        if must_exist and not file.exists():
+            raise NoDatabase(f"no hpod database at {file} (no studies yet; set --state-dir, HPOD_STATE_DIR "
+                             "or --storage to another one)")
+        if not file.parent.exists():
+            raise StorageUrlError(f"storage URL {url!r}: directory {file.parent} does not exist")
 
     @classmethod
-    def for_state_dir(cls, state_dir: Path, url: str | None = None, *, light: bool = False) -> Store:
+    def for_state_dir(cls, state_dir: Path, url: str | None = None, *, light: bool = False,
+                      create: bool = True) -> Store:
+        """The store at ``url``, or SQLite in ``state_dir``. With ``create`` (commands that
+        write: ``hpod run``, the daemon) the directory, the file and the tables are made
+        when missing; without it (commands that read) nothing is, and a missing database
+        is :class:`NoDatabase`."""
         if url is None:
-            if light and not (state_dir / "hpod.db").exists():
-                raise StorageUrlError(f"no hpod database in {state_dir} (set --state-dir, HPOD_STATE_DIR "
-                                      "or --storage)")
-            state_dir.mkdir(parents=True, exist_ok=True)
+            if create and not light:
+                state_dir.mkdir(parents=True, exist_ok=True)
             url = default_storage_url(state_dir)
-        return cls(url, light=light)
+        return cls(url, light=light, create=create)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -371,9 +405,10 @@ class Store:
                 row.priority = spec.priority
                 row.updated_at = _now()
             return self.get_study(spec.name), False  # type: ignore[return-value]
-        optuna.create_study(
+        study = optuna.create_study(
             storage=self.optuna_storage, study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
+        name_values(study, spec.value_names)
         now = _now()
         row = StudyRow(name=spec.name, spec_json=spec.model_dump_json(), state=state, priority=spec.priority,
                        parent=parent, version=version, reason=reason, created_at=now, updated_at=now)
@@ -725,6 +760,21 @@ class Store:
     def ping(self) -> None:
         with self.session() as s:
             s.execute(text("SELECT 1"))
+
+
+def name_values(study: optuna.Study, names: list[str]) -> None:
+    """Store the names of ``study``'s values (``study.set_metric_names``) unless it has
+    them, so that Optuna and optuna-dashboard label axes with them instead of 0, 1, ..."""
+    import warnings
+
+    import optuna
+
+    if study.metric_names == names:
+        return
+    with warnings.catch_warnings():
+        # set_metric_names is marked experimental; a user of hpod cannot act on that
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
 
 
 def _root_cause(exc: BaseException) -> BaseException:

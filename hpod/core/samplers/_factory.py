@@ -1,7 +1,8 @@
 """Build an Optuna sampler from a spec's ``sampler.name`` and ``sampler.options``.
 
-Every sampler reads constraints from ``FrozenTrial.constraints`` (Optuna 5; hpod sets
-them with ``trial.set_constraint``), so no deprecated ``constraints_func`` is passed.
+Every sampler reads constraints from ``FrozenTrial.constraints`` (Optuna 5 reads the
+``constraints`` list hpod writes for each trial), so no deprecated ``constraints_func``
+is passed.
 """
 
 from __future__ import annotations
