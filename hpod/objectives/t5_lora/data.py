@@ -17,9 +17,11 @@ from hpod.objectives.t5_lora.options import OPTIONS_PATH, DataOptions
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "SYNTHETIC_DOMAINS",
     "Example",
     "check_data",
     "load_splits",
+    "pretraining_corpus",
     "read_records",
     "synthetic_corpus",
 ]
@@ -35,9 +37,9 @@ class Example:
     summary: str
 
 
-# Word lists for the synthetic corpus. Short, so that a byte-level tiny T5 sees each
-# many times: the summary copies the article's key slots, which a small model can
-# learn in a few hundred steps (a summary it cannot learn would make ROUGE flat noise).
+# Word lists for the synthetic corpus. Short, so that the tiny T5 sees each many
+# times: the summary copies the article's key slots, which a small model can learn in
+# a few hundred steps (a summary it cannot learn would make ROUGE flat noise).
 _CITIES = ["Paris", "Lagos", "Oslo", "Lima", "Cairo", "Delhi", "Rome", "Quito", "Seoul", "Perth",
            "Dublin", "Accra", "Hanoi", "Bern", "Tunis", "Riga"]
 _THINGS = ["bridges", "schools", "trains", "farms", "roads", "clinics", "ports", "mines",
@@ -61,28 +63,105 @@ _FOLLOWUPS = ["a full report next week", "more news soon", "a public meeting", "
               "further checks", "a review by spring"]
 
 
-def synthetic_corpus(n: int, seed: int = 0) -> list[Example]:
-    """``n`` deterministic synthetic news articles (~150-200 characters) with a
-    one-sentence summary (~40-60 characters) that restates the article's key facts."""
+#: A second domain (match reports) for adaptation: other words, another sentence shape.
+_TEAMS = ["Northport Rovers", "Kessel United", "Valdor Falcons", "Brimley Athletic", "Ostrava Lions",
+          "Marlow Town", "Quarry Wanderers", "Tessin Rangers", "Hollin City", "Garrow Albion",
+          "Pelham Hawks", "Sundby Olympic"]
+_COMPETITIONS = ["league", "cup", "derby", "friendly", "playoff", "final"]
+_MATCH_FILLERS = [
+    "The stadium was nearly full.",
+    "Rain fell during the second half.",
+    "Both sides made late changes.",
+    "The referee showed three yellow cards.",
+    "Supporters sang until the final whistle.",
+    "The pitch was heavy after a wet week.",
+    "Tickets had sold out in an hour.",
+    "The visitors travelled by overnight bus.",
+]
+_MATCH_FOLLOWUPS = ["a tougher away game", "a cup tie next month", "a busy winter", "a new signing",
+                    "a week of rest", "the return fixture"]
+_SPEAKERS = ["the coach", "the captain", "the manager", "the club", "a spokesman"]
+
+#: The synthetic domains: ``news`` (what the tiny base is trained on) and ``sports``.
+SYNTHETIC_DOMAINS = ("news", "sports")
+
+
+def synthetic_corpus(n: int, seed: int = 0, domain: str = "news") -> list[Example]:
+    """``n`` deterministic synthetic articles (~150-200 characters) with a one-sentence
+    summary (~40-60 characters) that restates the article's key facts.
+
+    ``news``: "{count} {things} were {verb} in {city} after {event} on {day}, ..." ->
+    "{count} {things} {verb} in {city} after {event}." ``sports`` (another domain, for
+    adaptation): "{home} beat {away} {a}-{b} in {city} on {day} ..." -> "{home} beat
+    {away} {a}-{b} in {city}."
+    """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rng = random.Random(f"hpod-synthetic-news-{seed}")
-    examples: list[Example] = []
-    for _ in range(n):
-        city, things, verb, event = (rng.choice(_CITIES), rng.choice(_THINGS),
-                                     rng.choice(_VERBS), rng.choice(_EVENTS))
-        count = rng.randint(2, 90)
-        day, org, follow = rng.choice(_DAYS), rng.choice(_ORGS), rng.choice(_FOLLOWUPS)
-        filler = " ".join(rng.sample(_FILLERS, 2))
-        # Lead-first, like wire news (and CNN/DailyMail): the summary restates the
-        # opening clause, so the tiny model can learn it by aligning, not reordering.
-        text = (
-            f"{count} {things} were {verb} in {city} after {event} on {day}, the {org} said. "
-            f"{filler} Officials expect {follow}."
-        )
-        summary = f"{count} {things} {verb} in {city} after {event}."
-        examples.append(Example(text, summary))
-    return examples
+    if domain not in SYNTHETIC_DOMAINS:
+        raise ValueError(f"domain must be one of {', '.join(SYNTHETIC_DOMAINS)}, got {domain!r}")
+    name = "hpod-synthetic-news" if domain == "news" else f"hpod-synthetic-{domain}"
+    rng = random.Random(f"{name}-{seed}")
+    return [_news(rng) if domain == "news" else _match(rng) for _ in range(n)]
+
+
+def _news(rng: random.Random) -> Example:
+    city, things, verb, event = (rng.choice(_CITIES), rng.choice(_THINGS),
+                                 rng.choice(_VERBS), rng.choice(_EVENTS))
+    count = rng.randint(2, 90)
+    day, org, follow = rng.choice(_DAYS), rng.choice(_ORGS), rng.choice(_FOLLOWUPS)
+    filler = " ".join(rng.sample(_FILLERS, 2))
+    # Lead-first, like wire news (and CNN/DailyMail): the summary restates the
+    # opening clause, so the tiny model can learn it by aligning, not reordering.
+    text = (
+        f"{count} {things} were {verb} in {city} after {event} on {day}, the {org} said. "
+        f"{filler} Officials expect {follow}."
+    )
+    return Example(text, f"{count} {things} {verb} in {city} after {event}.")
+
+
+def _match(rng: random.Random) -> Example:
+    home, away = rng.sample(_TEAMS, 2)
+    winner = rng.randint(1, 6)
+    score = f"{winner}-{rng.randint(0, winner - 1)}"
+    city, day = rng.choice(_CITIES), rng.choice(_DAYS)
+    competition, speaker, follow = rng.choice(_COMPETITIONS), rng.choice(_SPEAKERS), rng.choice(_MATCH_FOLLOWUPS)
+    filler = " ".join(rng.sample(_MATCH_FILLERS, 2))
+    text = (
+        f"{home} beat {away} {score} in {city} on {day} in the {competition}, {speaker} said. "
+        f"{filler} The team faces {follow}."
+    )
+    return Example(text, f"{home} beat {away} {score} in {city}.")
+
+
+#: Syllables of the made-up names in the tiny base's training corpus.
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+def _made_up(rng: random.Random, capital: bool) -> str:
+    word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3)))
+    return word.capitalize() if capital else word
+
+
+def pretraining_corpus(n: int, seed: int, novel_share: float = 0.3) -> list[Example]:
+    """The tiny base's training corpus: ``news`` articles, a ``novel_share`` of them
+    with a made-up place, made-up things and a count up to 9999, so that the base
+    learns to copy words it has no single token for (those of a new domain) sub-word
+    by sub-word, not only the corpus's own words."""
+    rng = random.Random(f"hpod-pretraining-{seed}")
+    out: list[Example] = []
+    for example in synthetic_corpus(n, seed=seed):
+        if rng.random() >= novel_share:
+            out.append(example)
+            continue
+        words = example.summary.split(" ")
+        old_lead, old_city = f"{words[0]} {words[1]}", words[4]
+        new_lead = f"{rng.randint(2, 9999)} {_made_up(rng, capital=False)}s"
+        new_city = _made_up(rng, capital=True)
+        out.append(Example(
+            example.text.replace(old_lead, new_lead, 1).replace(f" in {old_city} ", f" in {new_city} ", 1),
+            example.summary.replace(old_lead, new_lead, 1).replace(f" in {old_city} ", f" in {new_city} ", 1),
+        ))
+    return out
 
 
 def _field_value(record: object, field: str, path: Path, line: int) -> str:
@@ -233,7 +312,8 @@ def load_splits(options: DataOptions) -> tuple[list[Example], list[Example]]:
     smaller split would change what the study measures).
     """
     if options.source == "synthetic":
-        corpus = synthetic_corpus(options.train_size + options.val_size, seed=options.synthetic_seed)
+        corpus = synthetic_corpus(options.train_size + options.val_size, seed=options.synthetic_seed,
+                                  domain=options.synthetic_domain)
         return corpus[: options.train_size], corpus[options.train_size:]
     if options.source.startswith("hf:"):
         return _load_hf(options)

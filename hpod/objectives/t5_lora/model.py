@@ -1,5 +1,6 @@
-"""Building the models ``t5_lora`` trains: the offline tiny T5 (trained once on the
-synthetic corpus and cached), any Hugging Face T5 checkpoint, and the LoRA wrapper.
+"""Building the models ``t5_lora`` trains: the offline tiny T5 (its BPE tokenizer and
+its weights learned once from the synthetic corpus and cached), any Hugging Face T5
+checkpoint, and the LoRA wrapper.
 
 torch / transformers / peft are imported inside the functions so that importing
 hpod stays fast.
@@ -9,22 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpod.errors import SpecError
+from hpod.objectives.prepared import prepare_once
+from hpod.objectives.t5_lora.data import pretraining_corpus
 from hpod.objectives.t5_lora.options import OPTIONS_PATH, T5LoraOptions
 from hpod.objectives.t5_lora.train import configure_torch, train_full
+from hpod.objectives.t5_lora.vocab import build_tokenizer
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
     "MIN_VOCAB_SIZE",
+    "TINY_BASE_INFO_FILE",
     "TINY_CONFIG",
+    "TINY_VOCAB_SIZE",
     "apply_lora",
     "count_parameters",
     "ensure_tiny_base",
@@ -34,16 +37,19 @@ __all__ = [
     "tiny_config",
 ]
 
-#: The tiny T5's shape (vocab 384 = ByT5Tokenizer's byte-level ids).
+#: Ids of the tiny T5's BPE vocabulary (3 specials + 256 bytes + merges learned from its corpus).
+TINY_VOCAB_SIZE = 1000
+#: The tiny T5's shape (~0.8 M parameters). No dropout in the base: it is trained once,
+#: briefly, and LoRA's own dropout is one of the searched hyperparameters.
 TINY_CONFIG: dict[str, Any] = {
-    "vocab_size": 384,
-    "d_model": 64,
-    "d_kv": 16,
-    "d_ff": 128,
+    "vocab_size": TINY_VOCAB_SIZE,
+    "d_model": 128,
+    "d_kv": 32,
+    "d_ff": 256,
     "num_layers": 2,
     "num_decoder_layers": 2,
     "num_heads": 4,
-    "dropout_rate": 0.1,
+    "dropout_rate": 0.0,
     "feed_forward_proj": "relu",
     "pad_token_id": 0,
     "eos_token_id": 1,
@@ -53,28 +59,42 @@ TINY_CONFIG: dict[str, Any] = {
 #: (every word <unk>), which trains to garbage. Anything under this is refused.
 MIN_VOCAB_SIZE = 1000
 #: Version of the tiny-base recipe: bump to invalidate caches when it changes.
-_TINY_RECIPE = 2
-#: Source bytes the tiny base trains on: the synthetic corpus puts every fact in the
-#: lead clause, and short sequences let 800 steps finish in about a minute on one core.
-_TINY_BASE_SOURCE_LENGTH = 96
-#: The synthetic corpus seed the tiny base is trained on (distinct from the default
-#: study data seed 0, so a study's validation pairs are not the base's training pairs).
+_TINY_RECIPE = 3
+#: Source tokens the tiny base trains on: the synthetic corpus puts every fact in the
+#: lead clause (~20 tokens), and short sequences keep the base's training to about a
+#: minute of one core.
+_TINY_BASE_SOURCE_LENGTH = 32
+#: The tiny base's optimizer: AdamW at this peak rate, batches of this size.
+_TINY_BASE_LEARNING_RATE = 1e-3
+_TINY_BASE_BATCH = 16
+#: Articles of the tiny base's corpus (its tokenizer is learned from the same ones).
+_TINY_CORPUS_SIZE = 4096
+#: The corpus seed the tiny base is trained on (distinct from the default study data
+#: seed 0, so a study's validation pairs are not the base's training pairs).
 _TINY_CORPUS_SEED = 1000
+#: Written into the tiny base's directory: the recipe it was built with.
+TINY_BASE_INFO_FILE = "hpod_tiny_base.json"
 
 
 def tiny_config() -> Any:
-    """The tiny T5's ``T5Config`` (d_model 64, 2+2 layers, 4 heads, d_ff 128)."""
+    """The tiny T5's ``T5Config`` (d_model 128, 2+2 layers, 4 heads, d_ff 256)."""
     from transformers import T5Config
 
     return T5Config(**TINY_CONFIG)
 
 
-def load_tokenizer(options: T5LoraOptions) -> Any:
-    """The tokenizer for ``options.model``; refuses a broken (tiny-vocabulary) one."""
-    if options.is_tiny:
-        from transformers import ByT5Tokenizer
+def load_tokenizer(options: T5LoraOptions, cache_dir: Path | None = None) -> Any:
+    """The tokenizer for ``options.model``; refuses a broken (tiny-vocabulary) one.
 
-        return ByT5Tokenizer()
+    The tiny model's tokenizer is learned with its base and stored beside it: it needs
+    ``cache_dir`` (and is built there first if it is not yet).
+    """
+    if options.is_tiny:
+        if cache_dir is None:
+            raise ValueError("the tiny model's tokenizer lives with its base: pass cache_dir")
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(ensure_tiny_base(options, Path(cache_dir))))
     from transformers import AutoTokenizer
 
     try:
@@ -91,16 +111,22 @@ def load_tokenizer(options: T5LoraOptions) -> Any:
     return tokenizer
 
 
-def _tiny_key(options: T5LoraOptions) -> str:
-    recipe = {
+def _tiny_recipe(options: T5LoraOptions) -> dict[str, Any]:
+    return {
         "recipe": _TINY_RECIPE,
         "config": TINY_CONFIG,
         "steps": options.base_steps,
         "source_length": _TINY_BASE_SOURCE_LENGTH,
         "target_length": options.target_length,
         "prefix": options.prefix,
+        "learning_rate": _TINY_BASE_LEARNING_RATE,
+        "batch_size": _TINY_BASE_BATCH,
+        "corpus": {"size": _TINY_CORPUS_SIZE, "seed": _TINY_CORPUS_SEED},
     }
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _tiny_key(options: T5LoraOptions) -> str:
+    return hashlib.sha256(json.dumps(_tiny_recipe(options), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def tiny_base_dir(options: T5LoraOptions, cache_dir: Path) -> Path:
@@ -108,45 +134,38 @@ def tiny_base_dir(options: T5LoraOptions, cache_dir: Path) -> Path:
     return Path(cache_dir) / "t5_lora" / f"tiny-base-{_tiny_key(options)}"
 
 
-def ensure_tiny_base(options: T5LoraOptions, cache_dir: Path) -> Path:
-    """Train the tiny base on the synthetic corpus once and cache it; return its dir.
-
-    Idempotent and safe against concurrent callers: the model is written to a temp
-    dir and renamed into place, so a reader never sees a half-written base.
-    """
-    target = tiny_base_dir(options, cache_dir)
-    if (target / "config.json").exists():
-        return target
+def _build_tiny_base(options: T5LoraOptions, out: Path) -> None:
     import torch
-
+    from transformers import T5ForConditionalGeneration
 
     configure_torch(options)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        from transformers import T5ForConditionalGeneration
+    corpus = pretraining_corpus(_TINY_CORPUS_SIZE, seed=_TINY_CORPUS_SEED)
+    tokenizer = build_tokenizer([options.prefix + e.text for e in corpus] + [e.summary for e in corpus],
+                                vocab_size=TINY_VOCAB_SIZE)
+    # The base's own seed is fixed: every trial of every study shares one base.
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(tiny_config())
+    base_options = options.model_copy(update={"max_source_length": _TINY_BASE_SOURCE_LENGTH})
+    train_full(model, tokenizer, base_options, corpus, steps=options.base_steps, seed=_TINY_CORPUS_SEED,
+               batch_size=_TINY_BASE_BATCH, learning_rate=_TINY_BASE_LEARNING_RATE)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / TINY_BASE_INFO_FILE).write_text(json.dumps({**_tiny_recipe(options), "key": _tiny_key(options)},
+                                                      indent=2, sort_keys=True))
 
-        # The base's own seed is fixed: every trial of every study shares one base.
-        torch.manual_seed(0)
-        model = T5ForConditionalGeneration(tiny_config())
-        tokenizer = load_tokenizer(options)
-        base_options = options.model_copy(update={"max_source_length": _TINY_BASE_SOURCE_LENGTH})
-        train_full(model, tokenizer, base_options, steps=options.base_steps, corpus_seed=_TINY_CORPUS_SEED,
-                   learning_rate=3e-3)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "hpod_tiny_base.json").write_text(
-            json.dumps({"recipe": _TINY_RECIPE, "base_steps": options.base_steps, "key": _tiny_key(options)})
-        )
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-            # Another process finished first; its base is identical (same recipe).
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+def ensure_tiny_base(options: T5LoraOptions, cache_dir: Path) -> Path:
+    """The tiny base (model + tokenizer) for these options, trained on the synthetic
+    corpus the first time it is asked for and cached; return its directory.
+
+    Prepared once per recipe across threads and processes (see
+    :func:`~hpod.objectives.prepared.prepare_once`): concurrent studies, retunes and
+    trial processes asking for the same base wait for one training, and never see a
+    half-written base.
+    """
+    target = tiny_base_dir(options, cache_dir)
+    return prepare_once(target, lambda out: _build_tiny_base(options, out),
+                        info={"what": "t5_lora tiny base", "key": _tiny_key(options)})
 
 
 def load_base_model(options: T5LoraOptions, cache_dir: Path) -> tuple[Any, Any, str]:
@@ -156,9 +175,8 @@ def load_base_model(options: T5LoraOptions, cache_dir: Path) -> tuple[Any, Any, 
     """
     from transformers import AutoModelForSeq2SeqLM
 
-
     configure_torch(options)
-    tokenizer = load_tokenizer(options)
+    tokenizer = load_tokenizer(options, cache_dir)
     reference = str(ensure_tiny_base(options, cache_dir)) if options.is_tiny else options.model
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(reference)

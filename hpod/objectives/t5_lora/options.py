@@ -21,7 +21,7 @@ __all__ = [
     "parse_options",
 ]
 
-#: The name of the offline tiny T5 (built from a config, byte-level tokenizer).
+#: The name of the offline tiny T5 (built from a config, BPE tokenizer learned from its corpus).
 TINY_MODEL = "tiny"
 #: Where these options live in a study spec, for error messages.
 OPTIONS_PATH = "objective.params"
@@ -59,6 +59,9 @@ class DataOptions(BaseModel):
     val_size: int = Field(default=100, ge=1, le=1_000_000)
     #: seed of the synthetic corpus (not of training: that is the trial's seed).
     synthetic_seed: int = Field(default=0, ge=0)
+    #: the synthetic corpus's domain: ``news`` (the tiny base's own) or ``sports``
+    #: (match reports: other words, another sentence shape).
+    synthetic_domain: Literal["news", "sports"] = "news"
 
 
 class T5LoraOptions(BaseModel):
@@ -69,8 +72,7 @@ class T5LoraOptions(BaseModel):
     #: ``tiny`` (offline, built from a T5Config) or a Hugging Face name / local path.
     model: str = Field(default="t5-small", min_length=1)
     data: DataOptions = Field(default_factory=DataOptions)
-    #: tokens of article / summary kept (bytes for the tiny byte-level model);
-    #: None = 128/64 for ``tiny``, 512/128 otherwise.
+    #: tokens of article / summary kept; None = 128/64 for ``tiny``, 512/128 otherwise.
     max_source_length: int | None = Field(default=None, ge=8, le=16384)
     max_target_length: int | None = Field(default=None, ge=4, le=4096)
     prefix: str = "summarize: "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpod.objectives.t5_lora.data import Example, synthetic_corpus
+from hpod.objectives.t5_lora.data import Example
 from hpod.objectives.t5_lora.options import T5LoraOptions
 
 __all__ = [
@@ -322,21 +322,20 @@ def train_lora(
     )
 
 
-def train_full(model: Any, tokenizer: Any, options: T5LoraOptions, *, steps: int, corpus_seed: int,
-               batch_size: int = 8, learning_rate: float = 2e-3) -> None:
-    """Train every weight of ``model`` for ``steps`` steps on the synthetic corpus
-    (the tiny base's pretraining), on CPU, deterministically."""
+def train_full(model: Any, tokenizer: Any, options: T5LoraOptions, corpus: Sequence[Example], *, steps: int,
+               seed: int, batch_size: int = 16, learning_rate: float = 1e-3) -> None:
+    """Train every weight of ``model`` for ``steps`` steps on ``corpus`` (the tiny
+    base's pretraining), on CPU, deterministically."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     if steps <= 0:
         return
-    corpus = synthetic_corpus(min(steps * batch_size, 4096), seed=corpus_seed)
     encoded = encode(tokenizer, corpus, options)
     pad_id = int(tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
-    order = torch.Generator().manual_seed(corpus_seed)
+    order = torch.Generator().manual_seed(seed)
     model.train()
     permutation: list[int] = []
     for _ in range(steps):
