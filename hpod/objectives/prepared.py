@@ -7,7 +7,9 @@ thread lock *and* an ``fcntl`` file lock next to the directory, so callers in ot
 processes wait too), the others wait and then read the finished directory. A build
 happens in a private temporary directory that is renamed into place only after it is
 complete, so no reader ever sees a half-written artifact, and a build that fails
-leaves nothing behind (the next caller builds again).
+leaves nothing behind (the next caller builds again). Each build appends one line to
+``prepare-log.jsonl`` beside the directory (what was built, by which process, how long
+it took), so an operator can see that it was built once.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DONE_FILE", "is_prepared", "prepare_once"]
+__all__ = ["BUILD_LOG", "DONE_FILE", "is_prepared", "prepare_once"]
 
 #: Written last into a finished artifact directory (its presence means "complete").
 DONE_FILE = ".hpod-prepared.json"
+#: One JSON line per finished build, in the artifact directory's parent.
+BUILD_LOG = "prepare-log.jsonl"
 
 _GUARD = threading.Lock()
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
@@ -81,6 +85,8 @@ def prepare_once(directory: Path, build: Callable[[Path], Any], *, info: dict[st
                 # Left by a build that died before this scheme existed or mid-rename: incomplete.
                 shutil.rmtree(directory)
             os.rename(tmp, directory)
+            with (directory.parent / BUILD_LOG).open("a", encoding="utf-8") as log:
+                log.write(json.dumps({"directory": directory.name, **marker}, sort_keys=True, default=str) + "\n")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return directory
