@@ -172,6 +172,35 @@ def print_records(recs: list[dict[str, Any]], *, title: str) -> None:
     out.print(t)
 
 
+def _resources(values: dict[str, Any], keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        v = values.get(k)
+        if v is None:
+            continue
+        parts.append(f"{k} {v / 2**30:.1f} GiB" if k in ("memory", "object_store_memory") else f"{k} {v:g}")
+    return ", ".join(parts) or "–"
+
+
+def print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
+    """The executor's cluster (Ray): each node with its total and free resources."""
+    if not cluster:
+        return
+    total = cluster.get("resources_total") or {}
+    keys = ["CPU", "GPU", *sorted(k for k in total if k not in ("CPU", "GPU", "memory", "object_store_memory")),
+            "memory"]
+    free = cluster.get("resources_available") or {}
+    t = Table(title=f"{cluster.get('kind', 'cluster')} cluster {cluster.get('address', '')}: "
+                    f"free {_resources(free, keys)} of {_resources(total, keys)}")
+    for col in ("node", "address", "state", "resources", "free"):
+        t.add_column(col)
+    for n in cluster.get("nodes") or []:
+        t.add_row(str(n.get("node_id", ""))[:12], str(n.get("address") or "–"),
+                  "alive" if n.get("alive") else "dead", _resources(n.get("resources_total") or {}, keys),
+                  _resources(n.get("resources_available") or {}, keys) if n.get("alive") else "–")
+    console.print(t)
+
+
 def print_daemon_status(status: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 
@@ -190,6 +219,7 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
                       "–" if power is None else f"{power:.0f}",
                       "–" if memory is None else f"{memory / 2**30:.1f} GiB")
         console.print(t)
+    print_cluster(status.get("cluster"), console)
     workers = status.get("workers") or []
     if workers:
         t = Table(title="workers")

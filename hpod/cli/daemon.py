@@ -50,12 +50,15 @@ def daemon(
                                                            "running trials may finish (default 300).")] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
     no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
+    executor: Annotated[Optional[str], typer.Option("--executor", help="Where trials run: local (default), ray, "
+                                                    "or ray:ADDRESS (e.g. ray:ray://head:10001).")] = None,
 ) -> None:
     """Run the hpod daemon: schedules studies, runs trials, serves the control API and /metrics."""
 
     overrides: dict[str, Any] = {"state_dir": state_dir, "storage": storage, "api": api, "metrics": metrics,
                                  "token_file": token_file, "gpus": gpus, "cpu_slots": cpu_slots,
-                                 "spec_dir": spec_dir, "grace_seconds": grace_seconds, "log_level": log_level}
+                                 "spec_dir": spec_dir, "grace_seconds": grace_seconds, "log_level": log_level,
+                                 "executor": executor}
     if no_codecarbon:
         overrides["codecarbon"] = False
     settings = load_config(config, overrides=overrides)

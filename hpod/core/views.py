@@ -92,6 +92,8 @@ class Snapshot:
     events_by_kind: dict[str, int] = field(default_factory=dict)
     drift: list[DriftSnapshot] = field(default_factory=list)
     retunes: list[RetuneSnapshot] = field(default_factory=list)
+    #: the cluster executor's view (``RayExecutor.cluster_view()``: nodes, resources), or None
+    cluster: dict[str, Any] | None = None
 
 
 

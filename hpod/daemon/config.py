@@ -8,15 +8,23 @@ commands (``hpod status``, ``hpod submit``…) read the same ``HPOD_API``,
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hpod.errors import UsageError
 from hpod.http.server import parse_address
@@ -28,6 +36,7 @@ __all__ = [
     "DEFAULT_API",
     "DEFAULT_METRICS",
     "DaemonConfig",
+    "ExecutorConfig",
     "load_config",
     "log_format",
     "resolve_token",
@@ -48,6 +57,51 @@ DEFAULT_API = "127.0.0.1:8765"
 DEFAULT_METRICS = "127.0.0.1:9464"
 #: name of the systemd credential holding the token (``LoadCredential=hpod-token:…``)
 CREDENTIAL_NAME = "hpod-token"
+
+
+class ExecutorConfig(BaseModel):
+    """Where the daemon runs trials: ``local`` (child processes on this node's slots) or
+    ``ray`` (one Ray actor per trial on the cluster at ``address``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["local", "ray"] = "local"
+    #: the Ray cluster: ``auto`` (``$RAY_ADDRESS`` or the node's running cluster),
+    #: ``HOST:PORT`` of its head, or ``ray://HOST:10001`` (Ray Client)
+    address: str = "auto"
+    #: trials in flight on the cluster; None: its GPUs if it has any, else its CPUs
+    slots: int | None = Field(default=None, ge=1, le=100_000)
+    #: Ray namespace of the trial actors
+    namespace: str = Field(default="hpod", min_length=1, max_length=100)
+    #: artifacts and caches on the nodes (storage every node can read, for PBT); None: state_dir
+    cluster_dir: Path | None = None
+    #: a trial actor that no daemon contacts for this long stops its trial, seconds
+    abandon_seconds: float = Field(default=600.0, gt=0, le=7 * 86400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        """``local``, ``ray`` or ``ray:ADDRESS`` (for ``HPOD_EXECUTOR`` and flags), or a JSON table."""
+        if isinstance(data, str):
+            text = data.strip()
+            if text.startswith("{"):
+                try:
+                    return json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"invalid JSON: {exc}") from None
+            kind, sep, address = text.partition(":")
+            if kind not in ("local", "ray") or (kind == "local" and sep):
+                raise ValueError("expected local, ray, ray:ADDRESS or a table {kind: ray, address: ...}")
+            return {"kind": kind, **({"address": address} if sep else {})}
+        return data
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("needs auto, HOST:PORT or ray://HOST:PORT")
+        return v
 
 
 class DaemonConfig(BaseModel):
@@ -86,6 +140,8 @@ class DaemonConfig(BaseModel):
     log_level: str = "info"
     #: skip CodeCarbon in trials (CPU-only test machines, where it only estimates)
     codecarbon: bool = True
+    #: where trials run (see ExecutorConfig): ``local`` (default) or ``{kind: ray, address: ...}``
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     @field_validator("api")
     @classmethod
@@ -204,9 +260,11 @@ def load_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None
     except ValidationError as exc:
         first = exc.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else "?"
+        path = ".".join(str(p) for p in first["loc"]) or "?"
         msg = first["msg"].removeprefix("Value error, ")
         where = origin.get(key, "settings")
-        raise UsageError(f"{where}: setting {key!r}: {msg} (found {merged.get(key)!r})") from None
+        found = first.get("input", merged.get(key)) if len(first["loc"]) > 1 else merged.get(key)
+        raise UsageError(f"{where}: setting {path!r}: {msg} (found {found!r})") from None
 
 
 def _write_new_token(path: Path) -> str:

@@ -40,6 +40,7 @@ from hpod.daemon.scheduling import (
 from hpod.daemon.serving import DaemonServing
 from hpod.errors import HpodError, StorageError, UsageError
 from hpod.execution.executor import LocalExecutor, parse_slots, preload_for
+from hpod.execution.ray_executor import RayExecutor
 from hpod.http.api import ApiContext, create_app, submit_study
 from hpod.http.exporter import (
     DriftSnapshot,
@@ -224,7 +225,15 @@ class Daemon:
         return len(ex.slots) if ex is not None else 0
 
     def _make_executor(self, store: Store) -> Any:
-
+        ex = self.config.executor
+        if ex.kind == "ray":
+            # Trials run on the Ray cluster; this also re-attaches to the trials a killed
+            # daemon left running there, before the first lease check.
+            return RayExecutor(store, self.config.state_dir, address=ex.address, slots=ex.slots,
+                               namespace=ex.namespace, cluster_dir=ex.cluster_dir,
+                               abandon_seconds=ex.abandon_seconds, lease_seconds=self.config.lease_seconds,
+                               heartbeat_seconds=min(5.0, self.config.lease_seconds / 3),
+                               codecarbon=self.config.codecarbon)
         slots = parse_slots(self.config.gpus, self.config.cpu_slots)
         if not slots:
             log.info("no local slots: trials run on remote `hpod worker` processes only")
@@ -687,6 +696,7 @@ class Daemon:
                        "spec_dir": str(self.config.spec_dir) if self.config.spec_dir else None},
             "storage": store.safe_url,
             "slots": slots,
+            "cluster": self._cluster_view(),
             "workers": workers,
             "studies": studies,
             "monitors": monitor_states(store),
@@ -694,6 +704,11 @@ class Daemon:
             "serving": self.serving.status() if self.serving is not None else [],
             "events": events,
         }
+
+    def _cluster_view(self) -> dict[str, Any] | None:
+        """The Ray cluster's nodes and resources (published by the executor), or None."""
+        executor = self.controller.executor if self.controller is not None else None
+        return executor.cluster_view() if isinstance(executor, RayExecutor) else None
 
     def _snapshot(self) -> Snapshot:
         """The exporter's view of the store (called on each scrape, from the metrics threads)."""
@@ -728,7 +743,7 @@ class Daemon:
             if self.controller is not None and self.controller.executor is not None else []
         return Snapshot(version=__version__, started_at=self.started_at, studies=studies, workers_by_state=workers,
                         gpus=gpu_snapshot(gpu_indices or None), events_by_kind=store.event_counts(),
-                        drift=drift, retunes=retunes)
+                        drift=drift, retunes=retunes, cluster=self._cluster_view())
 
 
 def _in_background(fn: Callable[..., Any], *args: Any, name: str) -> Future[None]:

@@ -285,13 +285,14 @@ class LocalExecutor:
     def artifact_dir(self, study: str, trial_number: int) -> Path:
         return self.state_dir / "artifacts" / study / f"trial-{trial_number}"
 
-    def _start(self, job: JobRow, slot: Slot) -> None:
+    def _payload(self, job: JobRow, slot: Slot) -> tuple[dict[str, Any], StudySpec] | None:
+        """What the trial child needs to run ``job`` (and the study's spec); None when
+        the study's spec cannot be loaded (the job then fails with that reason)."""
         try:
             info = self._study(job.study)
         except Exception as exc:  # a broken spec fails its job, not the executor
             self._pending_results.append((job, None, f"cannot load study spec: {exc}"))
-            return
-        self._restart_if_idle()
+            return None
         spec = info.spec
         params = {**info.fixed, **json.loads(job.params_json)}
         resume_from = params.pop(RESUME_KEY, None)
@@ -311,6 +312,15 @@ class LocalExecutor:
             "resume_from": resume_from,
             "adaptive_seeds": spec.seeds_adaptive is not None,
         }
+        return payload, spec
+
+    def _start(self, job: JobRow, slot: Slot) -> None:
+        prepared = self._payload(job, slot)
+        if prepared is None:
+            return
+        self._restart_if_idle()
+        payload, spec = prepared
+        params = payload["params"]
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(target=trial_main, args=(payload, child_conn), daemon=True,
                                 name=f"hpod-trial-{job.study}-{job.trial_number}")

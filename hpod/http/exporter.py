@@ -319,12 +319,45 @@ def _drift_families(snap: Snapshot) -> Iterable[Metric]:
     return [score, alarms, retunes]
 
 
+def _cluster_families(snap: Snapshot) -> Iterable[Metric]:
+    """The Ray cluster's nodes and resources as Ray reports them (only with the Ray executor)."""
+    view = snap.cluster
+    if not view:
+        return []
+    nodes = GaugeMetricFamily("hpod_cluster_nodes", "Nodes of the executor's cluster, by state.", labels=["state"])
+    states = {"alive": 0, "dead": 0}
+    for node in view.get("nodes", []):
+        states["alive" if node.get("alive") else "dead"] += 1
+    for state, count in states.items():
+        nodes.add_metric([state], count)
+    total = GaugeMetricFamily("hpod_cluster_resources_total",
+                              "Resources of the executor's cluster (CPU, GPU, memory, custom), as the cluster reports them.",
+                              labels=["resource"])
+    free = GaugeMetricFamily("hpod_cluster_resources_available",
+                             "Resources of the executor's cluster not reserved by any task or actor now.",
+                             labels=["resource"])
+    for name, value in sorted((view.get("resources_total") or {}).items()):
+        total.add_metric([name], float(value))
+    for name in sorted(view.get("resources_total") or {}):
+        free.add_metric([name], float((view.get("resources_available") or {}).get(name, 0.0)))
+    node_free = GaugeMetricFamily("hpod_cluster_node_resources_available",
+                                  "Free resources per alive node of the executor's cluster.",
+                                  labels=["node", "resource"])
+    for node in view.get("nodes", []):
+        if node.get("alive"):
+            for name, value in sorted((node.get("resources_available") or {}).items()):
+                node_free.add_metric([str(node.get("address") or "")+"/"+str(node.get("node_id", ""))[:12], name],
+                                     float(value))
+    return [nodes, total, free, node_free]
+
+
 _SECTIONS: Mapping[str, Callable[[Snapshot], Iterable[Metric]]] = {
     "daemon": _daemon_families,
     "studies": _study_families,
     "gpus": _gpu_families,
     "events": _event_families,
     "drift": _drift_families,
+    "cluster": _cluster_families,
 }
 
 

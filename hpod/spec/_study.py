@@ -180,6 +180,31 @@ class Budget(_Strict):
         return self
 
 
+class ResourcesSpec(_Strict):
+    """What one trial reserves where it runs.
+
+    ``gpus_per_trial`` devices on one node (a Ray actor's ``num_gpus``; more than one
+    runs the trial data-parallel, one process per device), ``cpus_per_trial`` CPU cores
+    (a Ray actor's ``num_cpus``), and ``custom`` Ray resources (``{"accelerator_type:A100":
+    0.001}``, or a label a node was started with) that pin a study's trials to some nodes.
+    """
+
+    gpus_per_trial: int = Field(default=0, ge=0, le=64)
+    cpus_per_trial: float = Field(default=1.0, gt=0, le=1024)
+    custom: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if not name or name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"custom resource {name!r}: use cpus_per_trial / gpus_per_trial for CPU and GPU, "
+                                 "and name another resource here")
+            if not amount > 0:
+                raise ValueError(f"custom resource {name!r}: the amount must be > 0 (found {amount})")
+        return v
+
+
 class ScheduleSpec(_Strict):
     """When the daemon runs a study.
 
@@ -340,6 +365,8 @@ class StudySpec(_Strict):
     retune: RetuneSpec = Field(default_factory=RetuneSpec)
     #: the serving endpoint (see ServingSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    #: what one trial reserves: devices, CPU cores, custom (Ray) resources (see ResourcesSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("name")
     @classmethod
