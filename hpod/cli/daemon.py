@@ -50,7 +50,7 @@ def daemon(
                                                            "running trials may finish (default 300).")] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
     no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
-    executor: Annotated[Optional[str], typer.Option("--executor", help="Where trials run: local (default), ray, "
+    executor: Annotated[str | None, typer.Option("--executor", help="Where trials run: local (default), ray, "
                                                     "or ray:ADDRESS (e.g. ray:ray://head:10001).")] = None,
 ) -> None:
     """Run the hpod daemon: schedules studies, runs trials, serves the control API and /metrics."""

@@ -86,6 +86,9 @@ class TrialRunner:
         self.payload = payload
         self.abandon_seconds = abandon_seconds
         self._final: tuple[Any, ...] | None = None
+        #: the child's question waiting for the driver's answer, numbered
+        self._question: tuple[Any, ...] | None = None
+        self._asked = 0
         self._lock = threading.Lock()
         self._last_contact = time.monotonic()
         # spawn: the child's parent is this actor process, so PDEATHSIG follows the actor.
@@ -111,19 +114,27 @@ class TrialRunner:
         return {"node_id": self.node_id, "pid": os.getpid(), "child_pid": self._proc.pid,
                 "gpu_indices": self.payload.get("gpu_indices") or [], "started_at": self.started_at}
 
-    def exchange(self, answer: tuple[Any] | None, wait_seconds: float) -> list[tuple[Any, ...]]:
-        """Send ``answer`` (``(value,)``, the reply to the child's last question) and
-        return the child's next messages: up to and including a question or the final
-        ``result`` / ``error``, or nothing once ``wait_seconds`` pass."""
+    def exchange(self, answer: tuple[int, Any] | None, wait_seconds: float) -> list[tuple[Any, ...]]:
+        """Send ``answer`` (``(question number, value)``, the reply to the child's
+        pending question) and return the child's next messages: up to and including a
+        question (``("report" | "seed_done", …, number)``) or the final ``result`` /
+        ``error``, or nothing once ``wait_seconds`` pass.
+
+        Idempotent across lost calls and driver restarts: an answer to anything but
+        the pending question is ignored, and a pending question is asked again until
+        it is answered (a driver killed after receiving it never answered)."""
         with self._lock:
             self._last_contact = time.monotonic()
             if self._final is not None:
                 return [self._final]
-            if answer is not None:
+            if self._question is not None:
+                if answer is None or answer[0] != self._question[-1]:
+                    return [self._question]
                 try:
-                    self._conn.send(answer[0])
+                    self._conn.send(answer[1])
                 except (OSError, BrokenPipeError):
                     pass  # the child is gone; its exit is reported below
+                self._question = None
             out: list[tuple[Any, ...]] = []
             deadline = time.monotonic() + max(0.0, wait_seconds)
             while True:
@@ -141,16 +152,18 @@ class TrialRunner:
                                                    "gpu_indices": self.payload.get("gpu_indices") or []}
                         self._final = msg[:2]
                         self._proc.join(timeout=10)
-                        return out + [self._final]
-                    out.append(msg)
+                        return [*out, self._final]
                     if msg[0] in _QUESTIONS:
-                        return out
+                        self._asked += 1
+                        self._question = (*msg, self._asked)
+                        return [*out, self._question]
+                    out.append(msg)
                     continue
                 if ready or not self._proc.is_alive():
                     # The pipe closed or the process ended without a result.
                     self._proc.join(timeout=10)
                     self._final = ("error", _exit_reason(self._proc.exitcode))
-                    return out + [self._final]
+                    return [*out, self._final]
                 if remaining <= 0:
                     return out
 

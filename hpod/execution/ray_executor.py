@@ -56,6 +56,13 @@ _EXCHANGE_SECONDS = 1.0
 _VIEW_SECONDS = 5.0
 
 
+def _ray() -> Any:
+    """The ``ray`` module (imported here, on first use: a heavy optional library)."""
+    import ray
+
+    return ray
+
+
 def ray_available() -> bool:
     """Whether Ray can be imported (``pip install hpod[ray]``)."""
     try:
@@ -69,7 +76,7 @@ def connect_ray(address: str, *, namespace: str) -> None:
     """Connect this process to the Ray cluster at ``address`` (``auto``, ``HOST:PORT`` of
     the GCS, or ``ray://HOST:10001`` for Ray Client); a no-op when already connected."""
     try:
-        import ray
+        ray = _ray()
     except ImportError:
         raise UsageError("executor.kind ray: Ray is not installed; install it with `pip install hpod[ray]`") from None
     if ray.is_initialized():
@@ -93,8 +100,8 @@ class RayTrial:
     started_at: float
     timeout: float | None
     kill_reason: str | None = None
-    #: answer to the child's last question, carried by the next exchange
-    answer: tuple[Any] | None = None
+    #: ``(question number, answer)`` to the child's last question, carried by the next exchange
+    answer: tuple[int, Any] | None = None
     node_id: str | None = None
     adopted: bool = False
 
@@ -124,7 +131,7 @@ class RayExecutor(LocalExecutor):
         """
         del preload  # each actor is a fresh process: nothing to preload into
         connect_ray(address, namespace=namespace)
-        import ray
+        ray = _ray()
 
         self.address = address
         self.namespace = namespace
@@ -161,11 +168,10 @@ class RayExecutor(LocalExecutor):
     # ------------------------------------------------------------------ cluster
     def refresh_cluster_view(self) -> dict[str, Any]:
         """Nodes and resources as Ray reports them (also published for :meth:`cluster_view`)."""
-        import ray
+        ray = _ray()
 
         try:
-            from ray._private.state import available_resources_per_node
-            per_node: dict[str, dict[str, float]] = available_resources_per_node()
+            per_node: dict[str, dict[str, float]] = ray._private.state.available_resources_per_node()
         except Exception:  # a private helper: per-node availability is a bonus
             per_node = {}
         nodes = []
@@ -240,7 +246,7 @@ class RayExecutor(LocalExecutor):
             log.warning("cannot record trial_started: %s", exc)
 
     def _reap(self) -> list[JobRow]:
-        import ray
+        ray = _ray()
 
         done: list[JobRow] = []
         if not self.running:
@@ -255,13 +261,13 @@ class RayExecutor(LocalExecutor):
         now = time.monotonic()
         for rt in list(self.running.values()):
             if rt.timeout is not None and rt.kill_reason is None and now - rt.started_at > rt.timeout:
-                self._kill(rt, f"timeout: trial ran longer than {rt.timeout:g} s")  # type: ignore[arg-type]
+                self._kill(rt, f"timeout: trial ran longer than {rt.timeout:g} s")
         return done
 
     def _receive(self, rt: RayTrial) -> tuple[dict[str, Any] | None, str | None] | None:
         """Handle the answer of ``rt``'s pending exchange; the trial's outcome, or None
         while it runs (a new exchange is then pending)."""
-        import ray
+        ray = _ray()
         from ray.exceptions import ActorUnavailableError, RayActorError
 
         try:
@@ -283,7 +289,7 @@ class RayExecutor(LocalExecutor):
             if kind == "error":
                 return None, rt.kill_reason or msg[1]
             if kind == "report":
-                _, seed_index, step, values = msg
+                _, seed_index, step, values, number = msg
                 stop = False
                 handler = self.report_handlers.get(rt.job.study)
                 if handler is not None:
@@ -291,9 +297,9 @@ class RayExecutor(LocalExecutor):
                         stop = bool(handler(rt.job, seed_index, step, values))
                     except Exception:  # a pruner bug must not kill trials
                         log.exception("report handler failed")
-                rt.answer = (stop,)
+                rt.answer = (number, stop)
             elif kind == "seed_done":
-                _, seed_index, values = msg
+                _, seed_index, values, number = msg
                 more = True
                 seed_handler = self.seed_handlers.get(rt.job.study)
                 if seed_handler is not None:
@@ -301,7 +307,7 @@ class RayExecutor(LocalExecutor):
                         more = bool(seed_handler(rt.job, seed_index, values))
                     except Exception:  # a bug here must not kill trials: run every seed
                         log.exception("seed handler failed")
-                rt.answer = (more,)
+                rt.answer = (number, more)
         rt.ref = rt.actor.exchange.remote(rt.answer, _EXCHANGE_SECONDS)
         return None
 
@@ -315,7 +321,7 @@ class RayExecutor(LocalExecutor):
         return rt.job
 
     def _kill(self, rt: RayTrial, reason: str) -> None:  # type: ignore[override]
-        import ray
+        ray = _ray()
 
         rt.kill_reason = reason
         try:
@@ -326,7 +332,7 @@ class RayExecutor(LocalExecutor):
     def _flush_results(self) -> None:
         """Store outcomes (``worker_lost`` and other infrastructure reasons release the
         job, which the engine re-queues); then end the finished trials' actors."""
-        import ray
+        ray = _ray()
 
         remaining = []
         for job, result, reason in self._pending_results:
@@ -355,7 +361,7 @@ class RayExecutor(LocalExecutor):
 
     def wait(self, timeout: float) -> None:
         """Sleep until a trial's actor answers, or ``timeout`` passes."""
-        import ray
+        ray = _ray()
 
         refs = [rt.ref for rt in self.running.values()]
         if refs:
@@ -367,7 +373,7 @@ class RayExecutor(LocalExecutor):
     def _adopt(self) -> None:
         """Re-attach to the trials this worker name had in flight before a restart;
         release the ones whose actor is gone, kill actors no running job names."""
-        import ray
+        ray = _ray()
 
         try:
             held = [j for j in self.store.jobs(states=["running"]) if j.worker == self.worker_name]
@@ -410,8 +416,8 @@ class RayExecutor(LocalExecutor):
         except Exception:
             names = []
         for entry in names:
-            ns, actor_name = (entry.get("namespace"), entry.get("name")) if isinstance(entry, dict) else \
-                (self.namespace, entry)
+            ns, actor_name = (entry.get("namespace"), str(entry.get("name"))) if isinstance(entry, dict) else \
+                (self.namespace, str(entry))
             if ns == self.namespace and actor_name.startswith(self._prefix) and actor_name not in wanted:
                 try:
                     ray.kill(ray.get_actor(actor_name, namespace=self.namespace), no_restart=True)
@@ -443,7 +449,7 @@ class RayExecutor(LocalExecutor):
 
     def where(self, job_id: int, timeout: float = 30.0) -> dict[str, Any] | None:
         """Node, pid and devices of a running trial (None when it is not running here)."""
-        import ray
+        ray = _ray()
 
         rt = self.running.get(job_id)
         if rt is None:

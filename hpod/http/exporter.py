@@ -331,7 +331,7 @@ def _cluster_families(snap: Snapshot) -> Iterable[Metric]:
     for state, count in states.items():
         nodes.add_metric([state], count)
     total = GaugeMetricFamily("hpod_cluster_resources_total",
-                              "Resources of the executor's cluster (CPU, GPU, memory, custom), as the cluster reports them.",
+                              "Resources of the executor's cluster (CPU, GPU, memory, custom) as it reports them.",
                               labels=["resource"])
     free = GaugeMetricFamily("hpod_cluster_resources_available",
                              "Resources of the executor's cluster not reserved by any task or actor now.",
@@ -346,8 +346,8 @@ def _cluster_families(snap: Snapshot) -> Iterable[Metric]:
     for node in view.get("nodes", []):
         if node.get("alive"):
             for name, value in sorted((node.get("resources_available") or {}).items()):
-                node_free.add_metric([str(node.get("address") or "")+"/"+str(node.get("node_id", ""))[:12], name],
-                                     float(value))
+                label = f"{node.get('address') or ''}/{str(node.get('node_id', ''))[:12]}"
+                node_free.add_metric([label, name], float(value))
     return [nodes, total, free, node_free]
 
 

@@ -18,11 +18,11 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install hpod[ray])")
 
-from hpod.core.controller import Controller
-from hpod.core.engine import Engine
-from hpod.execution.ray_executor import RayExecutor
-from hpod.spec import parse_spec, resolve
-from hpod.store import Store
+from hpod.core.controller import Controller  # noqa: E402
+from hpod.core.engine import Engine  # noqa: E402
+from hpod.execution.ray_executor import RayExecutor  # noqa: E402
+from hpod.spec import parse_spec, resolve  # noqa: E402
+from hpod.store import Store  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::ResourceWarning")]
@@ -83,6 +83,7 @@ def test_ray_executor_runs_a_four_objective_study_of_30_trials(ray_cluster: Any,
     controller = Controller(store, state, executor=executor, remote_workers=False)
     view = executor.cluster_view()
     assert sum(1 for n in view["nodes"] if n["alive"]) == 2 and view["resources_total"]["CPU"] == 2.0
+    assert all(n["resources_available"].get("CPU") == 1.0 for n in view["nodes"] if n["alive"])
     engine = controller.activate(spec, resolved=resolve(spec))
     _drive(controller, spec.name, limit=900)
 
@@ -166,3 +167,48 @@ def test_trial_no_node_can_host_fails_as_infeasible_without_retry(ray_cluster: A
     assert reason.startswith("infeasible: no node of the Ray cluster offers CPU=64")
     assert not ray.util.list_named_actors(all_namespaces=True) or all(
         a["namespace"] != "hpod-tinf" for a in ray.util.list_named_actors(all_namespaces=True))
+
+
+def test_daemon_sigkill_reattaches_to_its_ray_trials(ray_cluster: Any, tmp_path: Path) -> None:
+    """``hpod daemon --executor ray:ADDRESS`` killed with SIGKILL while trials run on the
+    cluster: the restarted daemon re-attaches to them — no trial lost, none run twice."""
+    import httpx
+    from daemon_harness import DaemonProcess, wait_for, write_spec
+
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    write_spec(spec_dir / "s.json", "rayrestart", n_trials=6, sleep_seconds=6.0)
+    daemon = DaemonProcess(tmp_path, extra_args=["--executor", f"ray:{ray_cluster.address}",
+                                                 "--spec-dir", str(spec_dir)])
+    try:
+        daemon.start()
+        store = Store.for_state_dir(daemon.state_dir)
+        wait_for(lambda: len(store.jobs("rayrestart", states=["running"])) == 2, 180, "two trials running")
+        status = httpx.get(f"{daemon.api_url}/v1/status", headers={"Authorization": f"Bearer {daemon.token}"},
+                           timeout=30).json()
+        assert status["cluster"]["kind"] == "ray"
+        assert sum(1 for n in status["cluster"]["nodes"] if n["alive"]) >= 2
+        metrics = httpx.get(daemon.metrics_url, timeout=30).text
+        assert 'hpod_cluster_resources_total{resource="CPU"}' in metrics
+        in_flight = {j.trial_number for j in store.jobs("rayrestart", states=["running"])}
+
+        assert daemon.process is not None
+        daemon.process.kill()
+        daemon.wait_exit(30)
+        # The trials go on without their daemon: detached actors.
+        assert len([a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "hpod"]) == 2
+
+        daemon.start()
+        wait_for(lambda: (store.get_study("rayrestart").state == "completed"), 600, "study completed", daemon)
+        events = store.events(study=None, limit=2000)
+        reattached = [json.loads(e.payload_json) for e in events if e.kind == "trials_reattached"]
+        assert len(reattached) == 1 and {int(t.split("#")[1]) for t in reattached[0]["trials"]} == in_flight
+        study_events = store.events(study="rayrestart", limit=2000)
+        started = [e.trial_number for e in study_events if e.kind == "trial_started"]
+        assert sorted(started) == list(range(6)), "every trial started exactly once"
+        assert not [e for e in study_events if e.kind == "trial_failed"]
+        assert not store.jobs("rayrestart", states=["running", "queued"])
+        assert sorted(j.state for j in store.jobs("rayrestart")) == ["done"] * 6
+    finally:
+        daemon.close()
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "hpod"]
