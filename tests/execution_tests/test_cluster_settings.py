@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -101,3 +102,14 @@ def test_status_prints_the_cluster_nodes() -> None:
     text = buf.getvalue()
     assert "10.0.0.1" in text and "alive" in text and "dead" in text
     assert "CPU 6" in text and "GPU 2" in text
+
+
+def test_executor_table_in_a_toml_settings_file(tmp_path: Path) -> None:
+    path = tmp_path / "hpod.toml"
+    path.write_text(f'state_dir = "{tmp_path}"\n[executor]\nkind = "ray"\naddress = "ray://head:10001"\nslots = 8\n')
+    cfg = load_config(path, env={})
+    assert (cfg.executor.kind, cfg.executor.address, cfg.executor.slots) == ("ray", "ray://head:10001", 8)
+    path.write_text('[executor]\nkind = "slurm"\n')
+    with pytest.raises(UsageError) as err:
+        load_config(path, env={"HPOD_STATE_DIR": str(tmp_path)})
+    assert f"{path}: setting 'executor.kind'" in str(err.value) and "'slurm'" in str(err.value)
