@@ -94,8 +94,8 @@ def _broadcast(value: Any) -> Any:
 def _figures(fig: Any, out: dict[str, Any]) -> dict[str, Any]:
     """One rank's figures for one seed, as sent to rank 0."""
     values: dict[str, Any] = {}
-    for name, v in out.items():
-        v = getattr(v, "value", v)
+    for name, raw in out.items():
+        v = getattr(raw, "value", raw)
         if isinstance(v, (int, float, str)) and not isinstance(v, bool):
             values[name] = v
     return {"time_seconds": float(fig.time_seconds), "memory_bytes": float(fig.memory_bytes),
@@ -177,7 +177,7 @@ def rank_main(payload: dict[str, Any], rank: int, world_size: int, port: int, gp
     die_with_parent()
     try:
         _rank_loop(payload, rank, world_size, port, gpu_indices)
-    except BaseException:  # noqa: BLE001 - a failed rank must end, so rank 0's collectives fail too
+    except BaseException:  # a failed rank must end, so that rank 0's collectives fail too
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
