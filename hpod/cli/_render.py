@@ -54,12 +54,16 @@ def print_monitors_and_retunes(monitors: list[dict[str, Any]], retunes: list[dic
     """Drift monitors (score, alarms) and study versions (reason, outcome, serving)."""
     if monitors:
         t = Table(title="monitors")
-        for col in ("study", "monitor", "kind", "source", "score", "alarms", "last alarm", "last check", "error"):
+        for col in ("study", "monitor", "kind", "source", "score", "alarms", "last alarm", "last check",
+                    "reference (source, size, since)", "error"):
             t.add_column(col)
         for m in monitors:
+            ref = m.get("reference") or {}
+            size = ref.get("size") if ref.get("size") is not None else "?"
+            ref_text = f"{ref['source']}, {size} texts, {_ago(ref.get('since'))}" if ref.get("source") else "–"
             t.add_row(m["study"], m["monitor"], str(m.get("kind") or "–"), str(m.get("source") or "–"),
                       _fmt(m.get("score")), str(m.get("alarms_total", 0)), _ago(m.get("last_alarm")),
-                      _ago(m.get("last_check")), (m.get("error") or "")[:60])
+                      _ago(m.get("last_check")), ref_text[:80], (m.get("error") or "")[:60])
         out.print(t)
     if retunes:
         t = Table(title="versions and retunes")
@@ -76,6 +80,15 @@ def print_monitors_and_retunes(monitors: list[dict[str, Any]], retunes: list[dic
                 t.add_row(r["study"], v["name"], str(v.get("parent") or "–"), str(v.get("reason") or "–"),
                           v["state"], text, served)
         out.print(t)
+        for r in retunes:
+            waiting, labels = r.get("waiting"), r.get("labels") or {}
+            if waiting:
+                out.print(f"[yellow]{r['study']}: retune waiting_for_labels[/] since {_ago(waiting.get('since'))} "
+                          f"({waiting.get('have')} of {waiting.get('need')} labelled records; {waiting.get('reason')})"
+                          f" — post them with `hpod feedback {r['study']} FILE`", highlight=False)
+            elif labels.get("pending_records"):
+                out.print(f"{r['study']}: {labels['pending_records']} labelled record(s) not yet used by a retune "
+                          f"(windows {labels.get('pending_windows')})", highlight=False)
 
 
 def print_studies(studies: list[dict[str, Any]]) -> None:

@@ -160,7 +160,7 @@ def set_reference(store: Store, study: str, texts: Any, *, monitor: str | None =
     field = reference_schema(spec).input_field
     records = check_labelled_records([{field: t} if isinstance(t, str) else t for t in texts],
                                      LabelSchema(field, field), with_target=False, where="texts")
-    return _store_reference(store, base, spec, [r[field] for r in records], monitor, source, field)
+    return _store_reference(store, base, spec, [r[field] for r in records], monitor, f"set via {source}", field)
 
 
 def set_reference_file(store: Store, study: str, path: Path, *, monitor: str | None = None,
@@ -173,4 +173,4 @@ def set_reference_file(store: Store, study: str, path: Path, *, monitor: str | N
     records = read_labelled_file(Path(path), LabelSchema(field, field), with_target=False,
                                  limit=MAX_RECORDS_PER_WINDOW)
     return _store_reference(store, base, spec, [r[field] for r in records], monitor,
-                            f"cli:{Path(path).resolve()}", field)
+                            f"set via cli: {Path(path).resolve()}", field)

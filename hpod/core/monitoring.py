@@ -269,7 +269,7 @@ class MonitorService:
             field = json.loads(w.fields_json)[0]
             texts = [r[field] for r in self.store.window_records([w.id])]
             monitor.set_reference(self._as_data_items(texts, mspec))
-            stored["reference"] = {"source": f"set: window {w.id} ({w.source})", "window": w.id, "size": len(texts),
+            stored["reference"] = {"source": f"{w.source} (window {w.id})", "window": w.id, "size": len(texts),
                                    "since": time.time(), "trained_key": trained_key}
             return
         if ref.get("trained_key") == trained_key:

@@ -23,6 +23,7 @@ __all__ = [
     "RetuneSnapshot",
     "Snapshot",
     "StudySnapshot",
+    "WaitingSnapshot",
     "event_dict",
     "pareto_numbers",
     "study_rows",
@@ -76,6 +77,15 @@ class RetuneSnapshot:
 
 
 @dataclass
+class WaitingSnapshot:
+    """Whether a study's retune waits for labelled records, and how many it has."""
+
+    study: str
+    waiting: bool
+    labelled_records: int
+
+
+@dataclass
 class Snapshot:
     """Everything the collector exports, read from the store once per scrape.
 
@@ -94,6 +104,7 @@ class Snapshot:
     retunes: list[RetuneSnapshot] = field(default_factory=list)
     #: the cluster executor's view (``RayExecutor.cluster_view()``: nodes, resources), or None
     cluster: dict[str, Any] | None = None
+    waiting: list[WaitingSnapshot] = field(default_factory=list)
 
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hpod import __version__
 from hpod.core.controller import Controller
 from hpod.core.monitoring import MonitorService, monitor_states
-from hpod.core.retune import RetunePolicy, retune_snapshots, retune_states
+from hpod.core.retune import RetunePolicy, retune_snapshots, retune_states, waiting_snapshots
 from hpod.core.runner import pid_alive_on_this_node
 from hpod.core.views import event_dict, study_rows
 from hpod.daemon._sd_notify import sd_notify, watchdog_interval
@@ -743,7 +743,8 @@ class Daemon:
             if self.controller is not None and self.controller.executor is not None else []
         return Snapshot(version=__version__, started_at=self.started_at, studies=studies, workers_by_state=workers,
                         gpus=gpu_snapshot(gpu_indices or None), events_by_kind=store.event_counts(),
-                        drift=drift, retunes=retunes, cluster=self._cluster_view())
+                        drift=drift, retunes=retunes, cluster=self._cluster_view(),
+                        waiting=waiting_snapshots(store))
 
 
 def _in_background(fn: Callable[..., Any], *args: Any, name: str) -> Future[None]:

@@ -24,12 +24,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpod import __version__
+from hpod.core.feedback import add_examples, set_reference, window_summary
 from hpod.core.views import event_dict, study_rows, trial_records
 from hpod.errors import HpodError, SpecError, StorageError, StudyNotFound, UsageError
 from hpod.spec import parse_spec, resolve
 from hpod.store import Store
 
-__all__ = ["ApiContext", "ObservationsBody", "RetuneBody", "SubmitRequest", "create_app", "submit_study"]
+__all__ = ["ApiContext", "ExamplesBody", "ObservationsBody", "ReferenceBody", "RetuneBody", "SubmitRequest",
+           "create_app", "submit_study"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,20 @@ class ObservationsBody(BaseModel):
 
     monitor: str = Field(min_length=1, max_length=200)
     items: list[Any] = Field(min_length=1, max_length=10_000)
+
+
+class ExamplesBody(BaseModel):
+    """``records``: labelled records, each with the objective's input and reference
+    output fields (``{"text": "...", "label": "..."}`` for ``text_classifier``)."""
+
+    records: list[Any] = Field(min_length=1, max_length=100_000)
+
+
+class ReferenceBody(BaseModel):
+    """``texts``: the new reference of the study's data monitors (or of ``monitor``)."""
+
+    texts: list[Any] = Field(min_length=1, max_length=100_000)
+    monitor: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class RetuneBody(BaseModel):
@@ -334,6 +350,25 @@ def create_app(ctx: ApiContext) -> Any:
         if ctx.add_observations is None:
             raise _Problem(503, "drift monitors are not running in this process")
         return ctx.add_observations(name, body.monitor, body.items)
+
+    @api.post("/v1/studies/{name}/examples", dependencies=auth, status_code=201,
+              summary="Labelled records (input + reference output): a new data window a retune trains on")
+    def examples(name: str, body: ExamplesBody) -> dict[str, Any]:
+        study_row(name)
+        result = add_examples(store, name, body.records, source="api")
+        ctx.wake()
+        return result
+
+    @api.get("/v1/studies/{name}/examples", dependencies=auth, summary="The study's labelled data windows")
+    def list_examples(name: str) -> list[dict[str, Any]]:
+        study_row(name)
+        return [window_summary(w) for w in store.data_windows(name.split("@", 1)[0], "labelled")]
+
+    @api.put("/v1/studies/{name}/monitors/reference", dependencies=auth,
+             summary="Set the reference of the study's data monitors (adopted at their next check)")
+    def reference(name: str, body: ReferenceBody) -> dict[str, Any]:
+        study_row(name)
+        return set_reference(store, name, body.texts, monitor=body.monitor, source="api")
 
     @api.get("/v1/events", dependencies=auth, summary="Events, oldest first, after an id")
     def events(study: str | None = Query(None, max_length=200), after: int = Query(0, ge=0),

@@ -316,7 +316,13 @@ def _drift_families(snap: Snapshot) -> Iterable[Metric]:
     )
     for retune in snap.retunes:
         retunes.add_metric([retune.study, retune.reason], retune.count)
-    return [score, alarms, retunes]
+    waiting = GaugeMetricFamily(
+        "hpod_retune_waiting_for_labels", "1 while a study's retune waits for labelled records, else 0.",
+        labels=["study"],
+    )
+    for w in snap.waiting:
+        waiting.add_metric([w.study], 1.0 if w.waiting else 0.0)
+    return [score, alarms, retunes, waiting]
 
 
 def _cluster_families(snap: Snapshot) -> Iterable[Metric]:

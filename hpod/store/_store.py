@@ -149,7 +149,8 @@ EVENT_KINDS = (
     "daemon_started", "study_submitted", "trial_started", "trial_completed", "trial_failed",
     "trial_pruned", "study_completed", "drift_detected", "retune_started", "worker_joined",
     "worker_lost", "daemon_stopping", "study_paused", "study_resumed", "study_cancelled",
-    "retune_completed", "serving_switched", "monitor_checked",
+    "retune_completed", "serving_switched", "monitor_checked", "retune_waiting", "examples_added",
+    "reference_set",
 )
 
 
@@ -721,6 +722,13 @@ class Store:
             return list(s.scalars(select(StateRow).where(StateRow.key.like(f"{key_prefix}%"))))  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ data windows
+    def _ensure_window_tables(self) -> None:
+        # a light store (``hpod status``) on a database older than these tables
+        if not getattr(self, "_window_tables", False):
+            tables = [DataWindowRow.__table__, DataRecordRow.__table__]  # type: ignore[attr-defined]
+            SQLModel.metadata.create_all(self.engine, tables=tables)
+            self._window_tables = True
+
     def add_data_window(self, study: str, kind: str, records: list[dict[str, Any]], *, source: str,
                         fields: Iterable[str], monitor: str | None = None) -> DataWindowRow:
         """Store ``records`` (already validated) as one new window, atomically: the
@@ -729,6 +737,7 @@ class Store:
             raise ValueError(f"kind must be one of {WINDOW_KINDS}, got {kind!r}")
         if not records:
             raise ValueError("a data window needs at least one record")
+        self._ensure_window_tables()
         row = DataWindowRow(study=study, kind=kind, monitor=monitor, source=source[:1000], n_records=len(records),
                             fields_json=_dumps(list(fields)), created_at=_now())
         with self.session() as s:
@@ -741,6 +750,7 @@ class Store:
 
     def data_windows(self, study: str, kind: str, *, after_id: int = 0) -> list[DataWindowRow]:
         """The study's windows of ``kind`` with id > ``after_id``, oldest first."""
+        self._ensure_window_tables()
         q = (select(DataWindowRow).where(DataWindowRow.study == study, DataWindowRow.kind == kind,
                                          DataWindowRow.id > after_id)  # type: ignore[operator]
              .order_by(DataWindowRow.id))  # type: ignore[arg-type]
@@ -752,6 +762,7 @@ class Store:
         ids = sorted(set(window_ids))
         if not ids:
             return []
+        self._ensure_window_tables()
         q = (select(DataRecordRow.record_json).where(DataRecordRow.window_id.in_(ids))  # type: ignore[attr-defined]
              .order_by(DataRecordRow.window_id, DataRecordRow.position))  # type: ignore[arg-type]
         with self.session() as s:

@@ -124,13 +124,22 @@ def test_shift_fires_once_and_starts_one_warm_started_retune(tmp_path: Path, art
     assert [dict(t.params) for t in trials[:k]] == [params for _, params in parent_front][:k]
     assert all(t.user_attrs["hpod.warm_start"]["study"] == "news" for t in trials[:k])
 
+    # this objective cannot learn from labelled examples: the retune says it keeps the data
+    started = store.events(study="news", kinds=["retune_started"])[0]
+    assert "cannot train on labelled examples" in json.loads(started.payload_json)["data"]["message"]
+    assert child_spec.sampler.seed != spec.sampler.seed  # no replay of the parent's random draws
+
     done = policy.handle_pending()
     assert [(o.action, o.child) for o in done] == [("completed", "news@v2")]
+    info = done[0].info
+    candidate, incumbent = info["candidate"]["score"], info["incumbent"]["score_on_new_data"]
+    # serving switches only to a strictly better pick; a tie keeps the served model
+    assert info["switched"] is (candidate < incumbent), info
     serving = store.get_state("news", "serving")
-    assert serving["study"] == "news@v2" and done[0].info["switched"] is True
+    assert (serving is not None and serving["study"] == "news@v2") is info["switched"]
     kinds = [e.kind for e in store.events(study="news", limit=1000)]
     assert kinds.count("drift_detected") == 1 and kinds.count("retune_started") == 1
-    assert kinds.count("retune_completed") == 1 and kinds.count("serving_switched") == 1
+    assert kinds.count("retune_completed") == 1 and kinds.count("serving_switched") == int(info["switched"])
 
     # status (database path) and /metrics show the monitor, its alarm and the retune
     states = {m["monitor"]: m for m in monitor_states(store)}
@@ -209,7 +218,9 @@ def test_kinds_not_in_retune_on_do_not_retune(tmp_path: Path) -> None:
 
 
 def test_t5_lora_child_trains_on_the_new_window(tmp_path: Path) -> None:
-    """The drifted records up to the alarm become the child's data (labelled ones only)."""
+    """The labelled records of a watched file up to the alarm become a labelled window
+    and the child's data (the newest fifth validates; a replayed share of the served
+    model's training data trains beside the new records)."""
     store = Store.for_state_dir(tmp_path)
     raw = _spec(tmp_path / "incoming")
     raw["objective"] = {"name": "t5_lora", "params": {"model": "tiny", "data": {"train_size": 16, "val_size": 4}}}
@@ -229,9 +240,15 @@ def test_t5_lora_child_trains_on_the_new_window(tmp_path: Path) -> None:
     child = parse_spec(json.loads(store.get_study("news@v2").spec_json))
     data = child.objective.params["data"]
     records = [json.loads(x) for x in Path(data["source"]).read_text().splitlines()]
-    # every labelled record up to the alarm (the one without a summary is skipped); a fifth validates
-    assert len(records) == 25 and records[-1]["article"] == "short text 24"
-    assert (data["train_size"], data["val_size"]) == (20, 5)
+    # 25 labelled records up to the alarm (the one without a summary is skipped): 20 train, 5 validate;
+    # replay_share 0.2 of the training set (5 records) comes from the synthetic corpus it was trained on
+    new = [r for r in records if r["article"].startswith("short text")]
+    assert [r["article"] for r in new] == [f"short text {i}" for i in range(25)]
+    assert len(records) == 30 and records[-1]["article"] == "short text 24"
+    assert (data["train_size"], data["val_size"]) == (25, 5)
+    info = json.loads(store.events(study="news", kinds=["retune_started"])[0].payload_json)["data"]
+    assert (info["source"], info["train_new"], info["replay"], info["validation"]) == ("labelled", 20, 5, 5)
+    assert "5 replayed" in info["message"] and "newest 5 labelled records" in info["message"]
 
 
 def test_daemon_retune_requests_are_acted_on_once(tmp_path: Path) -> None:
