@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from hpod.cli._common import app
+from hpod.core.feedback import add_examples
 from hpod.core.monitoring import MonitorService, monitor_states
 from hpod.core.retune import RetunePolicy, retune_states
 from hpod.errors import UsageError
@@ -132,8 +133,7 @@ def test_alarm_without_labels_waits_and_starts_when_they_arrive(tmp_path: Path) 
     (again,) = policy.handle_pending()
     assert again.action == "skipped" and again.detail.startswith("waiting_for_labels")
     code, output = _cli(tmp_path, "status")
-    assert "waiting_for_labels" in output and "0 of 8" in output, output
-    from hpod.core.feedback import add_examples
+    assert code == 0 and "waiting_for_labels" in output and "0 of 8" in output, output
 
     add_examples(store, "reviews", synthetic_reviews("restaurants", 5, seed=2))
     assert policy.handle_pending() == [] and retune_states(store)[0]["waiting"]["have"] == 5
