@@ -1,10 +1,19 @@
 """The drift tests: two-sample tests on text features, change detectors on metric
 streams, and the relative-change test on a reference configuration's cost.
 
-Every test returns a :class:`DriftResult` whose ``score`` is its statistic divided
-by its threshold, so ``score >= 1`` means "the effect is at least as large as the
-threshold" whatever the test; tests with a p-value are over threshold only when
-that p-value (after the monitor's multiple-testing correction) is at most alpha.
+Every test returns a :class:`DriftResult` with a ``score`` on one scale: 1.0 is
+the test's threshold, whatever its statistic.
+
+Data tests (length, vocabulary, embedding) are permutation tests: whole texts are
+shuffled between the reference and the window, which gives the statistic's null
+distribution for exactly these two samples. Their threshold is the null's critical
+value at the level ``alpha`` (the monitor passes alpha / number of tests), and
+``score = (statistic - null median) / (critical value - null median)``, floored at 0:
+about 0 on windows like the reference, above 1 exactly when the permutation
+p-value is at most ``alpha``, and growing linearly with the statistic (it does not
+saturate). A fixed ``threshold`` given for a data test is an extra floor on the
+statistic (an effect size the test must also reach), not a replacement for the
+calibration. Performance and cost tests have ``score = statistic / threshold``.
 """
 
 from __future__ import annotations
@@ -91,6 +100,60 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _critical_value(null: np.ndarray, alpha: float) -> float:
+    """The smallest value whose permutation p-value ``(1 + #{null >= v}) / (1 + P)`` is at
+    most ``alpha`` is anything above the returned value (the (K+1)-th largest null value,
+    K = floor(alpha (P + 1)) - 1). Raises ValueError when P permutations cannot reach alpha."""
+    k = math.floor(alpha * (null.size + 1) + 1e-9) - 1
+    if k < 0:
+        raise ValueError(
+            f"{null.size} permutations cannot give a p-value <= {alpha:.3g}; "
+            f"use at least {math.ceil(1 / alpha) - 1} permutations"
+        )
+    return float(np.sort(null)[::-1][k])
+
+
+def _calibrated(
+    detector: str,
+    observed: float,
+    null: np.ndarray,
+    *,
+    alpha: float,
+    floor: float | None,
+    details: dict[str, Any],
+) -> DriftResult:
+    """A permutation test's result on the calibrated score scale (see the module doc)."""
+    p_value = _permutation_p(observed, null)
+    critical = _critical_value(null, alpha)
+    center = float(np.median(null))
+    # a degenerate null (every permutation gives the same value) has no spread
+    margin = critical - center if critical > center else max(abs(critical), 1.0) * 1e-9
+    score = max(0.0, (observed - center) / margin)
+    over = p_value <= alpha and (floor is None or observed >= floor)
+    details = {**details, "null_median": center, "critical_value": critical, "level": alpha}
+    if floor is not None:
+        details["floor"] = float(floor)
+    return DriftResult(
+        detector=detector,
+        reason=REASONS[detector],
+        statistic=float(observed),
+        threshold=critical if floor is None else max(critical, float(floor)),
+        score=score,
+        over_threshold=over,
+        p_value=p_value,
+        p_value_adjusted=p_value,
+        details=details,
+    )
+
+
+def _floor(detector: str, threshold: float | None) -> float | None:
+    if threshold is None:
+        return None
+    if not threshold > 0:
+        raise ValueError(f"threshold for {detector} must be > 0, got {threshold}")
+    return float(threshold)
+
+
 def _result(
     detector: str,
     statistic: float,
@@ -143,6 +206,21 @@ def _window_masks(n_pooled: int, n_window: int, permutations: int, rng: np.rando
 # -- data drift ------------------------------------------------------------
 
 
+def _ks_rows(pooled: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Row-wise two-sample KS statistic D between the values a 0/1 mask row marks (the
+    window) and the rest (the reference), for every row of ``masks``."""
+    order = np.argsort(pooled, kind="stable")
+    values = pooled[order]
+    marked = masks[:, order]
+    m = marked.sum(axis=1, keepdims=True)
+    n = pooled.size - m
+    window_cdf = np.cumsum(marked, axis=1) / m
+    reference_cdf = np.cumsum(1.0 - marked, axis=1) / n
+    # compare the two empirical CDFs only after the last of each run of tied values
+    last_of_ties = np.append(values[1:] != values[:-1], True)
+    return np.abs(window_cdf - reference_cdf)[:, last_of_ties].max(axis=1)
+
+
 def length_drift(
     reference: Sequence[float] | np.ndarray,
     current: Sequence[float] | np.ndarray,
@@ -150,43 +228,49 @@ def length_drift(
     method: Literal["ks", "wasserstein"] = "ks",
     threshold: float | None = None,
     alpha: float = 0.05,
-    permutations: int = 199,
+    permutations: int = 999,
     rng: np.random.Generator | None = None,
 ) -> DriftResult:
     """Has the length distribution (tokens per text) moved?
 
-    ``ks``: two-sample Kolmogorov-Smirnov (scipy); statistic D in [0, 1], exact or
-    asymptotic p-value. ``wasserstein``: Wasserstein-1 distance between the
-    log(1 + length) distributions in units of the reference's standard deviation of
-    log-length, with a permutation p-value.
+    ``ks``: the two-sample Kolmogorov-Smirnov statistic D in [0, 1];
+    ``wasserstein``: the Wasserstein-1 distance between the log(1 + length)
+    distributions in units of the reference's standard deviation of log-length.
+    Both are calibrated by permuting texts between the samples (module doc);
+    ``threshold`` is an optional floor on the statistic.
     """
     from scipy import stats
 
     ref = _as_1d(reference, "reference")
     cur = _as_1d(current, "current")
+    if method not in ("ks", "wasserstein"):
+        raise ValueError(f"method must be 'ks' or 'wasserstein', got {method!r}")
     details: dict[str, Any] = {
         "reference_median": float(np.median(ref)),
         "current_median": float(np.median(cur)),
         "n_reference": int(ref.size),
         "n_current": int(cur.size),
     }
+    rng = rng or np.random.default_rng(0)
     if method == "ks":
-        test = stats.ks_2samp(ref, cur)
-        return _result("ks", float(test.statistic), threshold, p_value=float(test.pvalue), alpha=alpha, details=details)
-    if method != "wasserstein":
-        raise ValueError(f"method must be 'ks' or 'wasserstein', got {method!r}")
+        pooled = np.concatenate([ref, cur])
+        window = np.zeros((1, pooled.size))
+        window[0, ref.size :] = 1.0
+        statistics = _ks_rows(pooled, np.vstack([window, _window_masks(pooled.size, cur.size, permutations, rng)]))
+        return _calibrated(
+            "ks", float(statistics[0]), statistics[1:], alpha=alpha, floor=_floor("ks", threshold), details=details
+        )
     log_ref, log_cur = np.log1p(ref), np.log1p(cur)
     # a reference of identical lengths has no spread; any difference is then large
     scale = max(float(np.std(log_ref, ddof=1)) if ref.size > 1 else 0.0, 1e-3)
     observed = stats.wasserstein_distance(log_ref, log_cur) / scale
-    rng = rng or np.random.default_rng(0)
     pooled = np.concatenate([log_ref, log_cur])
     permuted = np.empty(permutations)
     for i in range(permutations):
         shuffled = rng.permutation(pooled)
         permuted[i] = stats.wasserstein_distance(shuffled[: ref.size], shuffled[ref.size :]) / scale
-    return _result(
-        "wasserstein", observed, threshold, p_value=_permutation_p(observed, permuted), alpha=alpha, details=details
+    return _calibrated(
+        "wasserstein", observed, permuted, alpha=alpha, floor=_floor("wasserstein", threshold), details=details
     )
 
 
@@ -219,7 +303,7 @@ def vocabulary_drift(
     method: Literal["js", "psi"] = "js",
     threshold: float | None = None,
     alpha: float = 0.05,
-    permutations: int = 199,
+    permutations: int = 999,
     rng: np.random.Generator | None = None,
 ) -> DriftResult:
     """Has the token distribution moved?
@@ -229,7 +313,9 @@ def vocabulary_drift(
     distributions: ``js`` the Jensen-Shannon distance (base 2, in [0, 1]), ``psi``
     the population stability index. The p-value comes from permuting whole texts
     between the two samples: words come in topical bursts, so a test that treated
-    tokens as independent (chi-square) would alarm on every new news topic.
+    tokens as independent (chi-square) would alarm on every new news topic. The
+    threshold is the permutation null's critical value at ``alpha`` (module doc);
+    ``threshold`` is an optional floor on the statistic.
     """
     ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(current, dtype=np.float64)
@@ -259,11 +345,9 @@ def vocabulary_drift(
         "n_current": int(cur.shape[0]),
         "tokens_reference": int(ref_total.sum()),
         "tokens_current": int(cur_total.sum()),
-        "null_median": float(np.median(permuted)),
         "top_buckets": [int(i) for i in top],
     }
-    p_value = _permutation_p(observed, permuted)
-    return _result(method, observed, threshold, p_value=p_value, alpha=alpha, details=details)
+    return _calibrated(method, observed, permuted, alpha=alpha, floor=_floor(method, threshold), details=details)
 
 
 def embedding_drift(
@@ -272,7 +356,7 @@ def embedding_drift(
     *,
     threshold: float | None = None,
     alpha: float = 0.05,
-    permutations: int = 199,
+    permutations: int = 999,
     rng: np.random.Generator | None = None,
 ) -> DriftResult:
     """Maximum mean discrepancy between two sets of embedding vectors.
@@ -280,7 +364,8 @@ def embedding_drift(
     ``reference`` is ``n x d``, ``current`` ``m x d`` (e.g. an encoder's
     mean-pooled hidden states). Statistic: unbiased squared MMD with an RBF kernel
     whose bandwidth is the median pairwise distance of the pooled sample (in
-    [-small, 2]); p-value from a permutation test.
+    [-small, 2]), calibrated by a permutation test (module doc); ``threshold`` is
+    an optional floor on the statistic.
     """
     from scipy.spatial.distance import pdist, squareform
 
@@ -311,8 +396,8 @@ def embedding_drift(
     within_rest = ((rest @ kernel) * rest).sum(axis=1) / (n * (n - 1))
     mmd2 = within_rest + within_window - 2.0 * cross
     observed = float(mmd2[0])
-    details = {"n_reference": n, "n_current": m, "bandwidth": bandwidth, "null_median": float(np.median(mmd2[1:]))}
-    return _result("mmd", observed, threshold, p_value=_permutation_p(observed, mmd2[1:]), alpha=alpha, details=details)
+    details = {"n_reference": n, "n_current": m, "bandwidth": bandwidth}
+    return _calibrated("mmd", observed, mmd2[1:], alpha=alpha, floor=_floor("mmd", threshold), details=details)
 
 
 def adjust_p_values(p_values: Sequence[float], method: Literal["holm", "bonferroni"] = "holm") -> list[float]:
@@ -360,9 +445,10 @@ def performance_drift(
 
     Values are standardised with the reference's mean and standard deviation, so
     thresholds are in reference standard deviations whatever the metric's unit.
-    ``page_hinkley`` (river) and ``adwin`` (river) read the reference followed by
-    the window, and the window is over threshold when they detect a change inside
-    it; ``cusum`` runs a tabular CUSUM (slack ``k``) over the window from zero.
+    ``page_hinkley`` (river's recurrence, without its reset after a detection) and
+    ``adwin`` (river) read the reference followed by the window, and the window is
+    over threshold when they detect a change inside it; ``cusum`` runs a tabular
+    CUSUM (slack ``k``) over the window from zero.
     Statistic: Page-Hinkley's and CUSUM's largest cumulative deviation in the window
     (SDs); ADWIN's is 1.0 when it detected a change in the window, else 0.0.
     ``direction`` keeps only increases or decreases of the metric.
@@ -393,52 +479,57 @@ def performance_drift(
                 details["change_index"] = index
         return _result("cusum", peak, limit, details=details)
 
+    if method == "page_hinkley":
+        path = _page_hinkley_path(
+            np.concatenate([ref_z, cur_z]), opts["delta"], opts["alpha"], int(opts["min_instances"]), direction
+        )[ref_z.size :]
+        crossed = np.flatnonzero(path >= limit)
+        details["change_index"] = int(crossed[0]) if crossed.size else None
+        return _result(method, float(path.max()), limit, details=details)
+
     from river import drift
 
-    if method == "page_hinkley":
-        mode = {"increase": "up", "decrease": "down", "both": "both"}[direction]
-        detector: Any = drift.PageHinkley(
-            min_instances=int(opts["min_instances"]), delta=opts["delta"], threshold=limit, alpha=opts["alpha"],
-            mode=mode,
-        )
-    else:
-        detector = drift.ADWIN(delta=opts["delta"], grace_period=int(opts["grace_period"]))
+    detector = drift.ADWIN(delta=opts["delta"], grace_period=int(opts["grace_period"]))
     for z in ref_z:
         detector.update(float(z))
     peak = 0.0
     for index, z in enumerate(cur_z):
         detector.update(float(z))
-        if method == "page_hinkley":
-            peak = max(peak, _page_hinkley_statistic(detector, direction))
         if detector.drift_detected:
-            if method == "adwin":
-                # ADWIN flags changes in either direction; keep the ones asked for
-                recent = float(np.mean(cur_z[max(0, index - 9) : index + 1]))
-                if (direction == "increase" and recent <= 0) or (direction == "decrease" and recent >= 0):
-                    continue
-                peak = 1.0
+            # ADWIN flags changes in either direction; keep the ones asked for
+            recent = float(np.mean(cur_z[max(0, index - 9) : index + 1]))
+            if (direction == "increase" and recent <= 0) or (direction == "decrease" and recent >= 0):
+                continue
+            peak = 1.0
             if details["change_index"] is None:
                 details["change_index"] = index
-                # river resets Page-Hinkley on the next update; keep the value that crossed
-                peak = max(peak, limit)
     return _result(method, peak, limit, details=details)
 
 
-def _page_hinkley_statistic(detector: Any, direction: Direction) -> float:
-    # river keeps the cumulative sums private; read them when present so the score
-    # is continuous below the threshold, fall back to 0 (score only at detection)
-    try:
-        increase = float(detector._sum_increase - detector._min_increase)
-        decrease = float(detector._max_decrease - detector._sum_decrease)
-    except AttributeError:
-        return 0.0
-    if detector._x_mean.n < detector.min_instances:
-        return 0.0
-    if direction == "increase":
-        return max(increase, 0.0)
-    if direction == "decrease":
-        return max(decrease, 0.0)
-    return max(increase, decrease, 0.0)
+def _page_hinkley_path(
+    z: np.ndarray, delta: float, alpha: float, min_instances: int, direction: Direction
+) -> np.ndarray:
+    """The Page-Hinkley statistic after each value of ``z`` (river's recurrence: running
+    mean, forgetting factor ``alpha``, slack ``delta``), 0 before ``min_instances`` values.
+
+    river's ``PageHinkley`` resets itself right after it detects, so reading its sums
+    gives a score stuck near the threshold whatever the size of the change; here the
+    sums run on, and the statistic keeps growing with the shift.
+    """
+    out = np.zeros(z.size)
+    mean = up = down = 0.0
+    min_up, max_down = math.inf, -1.0  # river's starting values
+    for i, x in enumerate(z):
+        mean += (x - mean) / (i + 1)
+        dev = x - mean
+        up = alpha * up + dev - delta
+        down = alpha * down + dev + delta
+        min_up = min(min_up, up)
+        max_down = max(max_down, down)
+        if i + 1 >= min_instances:
+            increase, decrease = up - min_up, max_down - down
+            out[i] = {"increase": increase, "decrease": decrease, "both": max(increase, decrease)}[direction]
+    return out
 
 
 # -- cost drift ------------------------------------------------------------

@@ -53,6 +53,9 @@ class MonitorCheck:
     some test is at or over its threshold and, where it has a p-value, significant
     after correction. ``fired``: this window raised an alarm (retune with
     ``reason``). ``p_value``: the smallest corrected p-value among the tests.
+    ``window``: samples per window (the spec's); ``samples_to_alarm``: the fewest
+    samples from a fresh start before this monitor can fire (``confirm`` windows, plus
+    one window when the first window must become the reference).
     """
 
     monitor: str
@@ -69,6 +72,8 @@ class MonitorCheck:
     cooldown_until: float | None
     alarms_total: int
     checked_at: float
+    window: int = 0
+    samples_to_alarm: int = 0
     results: tuple[DriftResult, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +124,17 @@ class Monitor:
     @property
     def has_reference(self) -> bool:
         return self._reference is not None
+
+    @property
+    def samples_to_alarm(self) -> int:
+        """The fewest samples from a fresh start before this monitor can fire:
+        ``confirm x window``, plus one window while it has no reference."""
+        return self.spec.samples_to_alarm + (0 if self.has_reference else self.spec.window)
+
+    def facts(self) -> dict[str, Any]:
+        """The monitor's stated facts (``MonitorSpec.facts`` plus its reference size and
+        ``samples_to_alarm`` given whether it has a reference), for status displays."""
+        return {**self.spec.facts(), "samples_to_alarm": self.samples_to_alarm, "reference_size": self.reference_size}
 
     @property
     def reference_size(self) -> int:
@@ -238,6 +254,8 @@ class Monitor:
             cooldown_until=self.cooldown_until,
             alarms_total=self.alarms_total,
             checked_at=now,
+            window=self.spec.window,
+            samples_to_alarm=self.samples_to_alarm,
             results=results,
         )
 
@@ -261,10 +279,12 @@ class Monitor:
         # permutation tests draw from a generator seeded by (seed, check number), so a
         # check gives the same verdict after a restart
         rng = np.random.default_rng([spec.seed, self.checks_total])
-        common = {"alpha": spec.alpha, "permutations": spec.permutations, "rng": rng}
+        # each test's critical value (score 1.0) is at alpha / tests: the score of the
+        # most significant test reaches 1.0 exactly when Holm rejects at family level alpha
+        common = {"alpha": spec.test_level, "permutations": spec.permutations, "rng": rng}
         results: list[DriftResult] = []
         for name in spec.detector:
-            threshold = spec.threshold_for(name)
+            threshold = spec.floor_for(name)
             if name in ("ks", "wasserstein"):
                 results.append(
                     length_drift(ref["lengths"], window["lengths"], method=name, threshold=threshold, **common)  # type: ignore[arg-type]
@@ -285,7 +305,8 @@ class Monitor:
         out = list(results)
         for i, p_adj in zip(with_p, adjusted, strict=True):
             r = results[i]
-            over = r.score >= 1.0 and p_adj <= self.spec.alpha
+            floor = r.details.get("floor")
+            over = p_adj <= self.spec.alpha and (floor is None or r.statistic >= floor)
             out[i] = DriftResult(
                 detector=r.detector,
                 reason=r.reason,
@@ -319,6 +340,7 @@ class Monitor:
             "checks_total": self.checks_total,
             "last_score": self.last_score,
             "last_fired_at": self.last_fired_at,
+            "facts": self.facts(),
         }
         if include_reference and self._reference is not None:
             state["reference"] = self._reference_state()

@@ -6,6 +6,7 @@ filled in at validation time so ``model_dump()`` shows what will actually run.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -34,18 +35,13 @@ _DETECTORS: dict[str, tuple[str, ...]] = {
     "cost": COST_DETECTORS,
 }
 
-#: Threshold of each detector on its own statistic (see ``hpod.monitors.drift``):
-#: KS statistic D; Wasserstein-1 distance of log-lengths in reference standard
-#: deviations; Jensen-Shannon distance (base 2, in [0, 1]); population stability
-#: index; squared MMD (RBF kernel, median bandwidth); Page-Hinkley and CUSUM
-#: statistics in reference standard deviations; ADWIN detects or not (1.0);
-#: relative change of the median cost (0.15 = 15 %).
+#: Threshold of each performance and cost detector on its own statistic (see
+#: ``hpod.monitors.drift``): Page-Hinkley and CUSUM statistics in reference standard
+#: deviations; ADWIN detects or not (1.0); relative change of the median cost
+#: (0.15 = 15 %). Data detectors have none: their threshold is the permutation
+#: null's critical value at ``alpha / number of tests``, computed for each window
+#: (a ``threshold`` given for a data detector is an extra floor on its statistic).
 DEFAULT_THRESHOLDS: dict[str, float] = {
-    "ks": 0.15,
-    "wasserstein": 0.35,
-    "js": 0.15,
-    "psi": 0.2,
-    "mmd": 0.02,
     "page_hinkley": 15.0,
     "adwin": 1.0,
     "cusum": 8.0,
@@ -62,7 +58,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, float]] = {
     "cusum": {"k": 0.5},
 }
 
-_DEFAULT_WINDOW = {"data": 50, "performance": 50, "cost": 3}
+_DEFAULT_WINDOW = {"data": 30, "performance": 50, "cost": 3}
 _DEFAULT_MIN_SAMPLES = {"data": 20, "performance": 10, "cost": 3}
 _DEFAULT_DETECTOR = {"data": ["ks", "js"], "performance": ["page_hinkley"], "cost": ["relative_change"]}
 _DEFAULT_SOURCE = {"data": "served", "performance": "observations", "cost": "trials"}
@@ -123,11 +119,15 @@ class MonitorSpec(BaseModel):
     list: data ``ks``/``wasserstein`` on lengths, ``js``/``psi`` on tokens,
     ``mmd`` on embeddings; performance ``page_hinkley``/``adwin``/``cusum``; cost
     ``relative_change``); ``threshold`` (one float for every detector, a mapping
-    detector -> float, or None for :data:`DEFAULT_THRESHOLDS`); ``alpha`` (family
-    level of the data tests' p-values, corrected over the monitor's tests by
-    ``correction``); ``window`` (samples per window); ``min_samples`` (fewest
+    detector -> float, or None: performance and cost detectors then use
+    :data:`DEFAULT_THRESHOLDS`; for a data detector it is only an extra floor on
+    the statistic, whose threshold is calibrated per window by permutation);
+    ``alpha`` (family level of the data tests' permutation p-values, corrected over
+    the monitor's tests by ``correction``; each test's score reaches 1.0 at
+    ``alpha / tests``); ``window`` (samples per window); ``min_samples`` (fewest
     samples in the reference and in a window for a check to count); ``confirm``
-    (consecutive windows over threshold before firing); ``cooldown`` (windows as
+    (consecutive windows over threshold before firing: no alarm before
+    ``confirm x window`` samples, see :meth:`facts`); ``cooldown`` (windows as
     an int, or a duration such as ``"6h"``, after firing before it can fire
     again); ``direction`` (performance/cost: which change matters);
     ``n_buckets``, ``permutations``, ``seed`` (data tests); ``options`` (detector
@@ -149,7 +149,7 @@ class MonitorSpec(BaseModel):
     cooldown: int | str = 10
     direction: Literal["increase", "decrease", "both"] = "both"
     n_buckets: int = Field(default=512, ge=16, le=1 << 20)
-    permutations: int = Field(default=199, ge=19, le=100_000)
+    permutations: int = Field(default=999, ge=19, le=100_000)
     seed: int = 0
     options: dict[str, float] = Field(default_factory=dict)
 
@@ -215,6 +215,11 @@ class MonitorSpec(BaseModel):
             parse_duration_seconds(self.cooldown)
         elif self.cooldown < 0:
             raise ValueError(f"cooldown must be >= 0 windows, got {self.cooldown}")
+        if self.kind == "data" and (self.permutations + 1) * self.test_level < 1:
+            raise ValueError(
+                f"permutations ({self.permutations}) cannot give p-values as small as alpha / tests = "
+                f"{self.test_level:.3g}; use at least {math.ceil(1 / self.test_level) - 1} permutations"
+            )
         known = {key for name in self.detector for key in DEFAULT_OPTIONS.get(name, {})}
         for key in self.options:
             if key not in known:
@@ -226,12 +231,49 @@ class MonitorSpec(BaseModel):
     # -- resolved values -------------------------------------------------
 
     def threshold_for(self, detector: str) -> float:
-        """The threshold that applies to ``detector`` (spec value or default)."""
+        """The threshold of a performance or cost ``detector`` (spec value or default)."""
+        if detector in DATA_DETECTORS:
+            raise ValueError(f"data detector {detector!r} is calibrated per window; see floor_for")
         if isinstance(self.threshold, dict):
             return float(self.threshold.get(detector, DEFAULT_THRESHOLDS[detector]))
         if self.threshold is not None:
             return float(self.threshold)
         return DEFAULT_THRESHOLDS[detector]
+
+    def floor_for(self, detector: str) -> float | None:
+        """The optional floor on a data ``detector``'s statistic (None: significance alone)."""
+        if isinstance(self.threshold, dict):
+            value = self.threshold.get(detector)
+            return None if value is None else float(value)
+        return None if self.threshold is None else float(self.threshold)
+
+    @property
+    def test_level(self) -> float:
+        """The level of each test: ``alpha`` over the number of tests of a data monitor
+        (Bonferroni; the monitor's Holm correction is never stricter), ``alpha`` otherwise."""
+        return self.alpha / len(self.detector) if self.kind == "data" else self.alpha
+
+    @property
+    def samples_to_alarm(self) -> int:
+        """The fewest samples (texts, metric values or runs) after which this monitor can
+        fire, its reference already set: ``confirm`` full windows of ``window`` samples.
+        Without a reference the first full window becomes it: add one ``window``."""
+        return self.confirm * self.window
+
+    def facts(self) -> dict[str, Any]:
+        """What a user needs to read this monitor's alarms: sample size per window, the
+        fewest samples before an alarm, the alarm discipline and the tests' level."""
+        return {
+            "window": self.window,
+            "min_samples": self.min_samples,
+            "confirm": self.confirm,
+            "samples_to_alarm": self.samples_to_alarm,
+            "cooldown": self.cooldown,
+            "detectors": list(self.detector),
+            "alpha": self.alpha,
+            "test_level": self.test_level if self.kind == "data" else None,
+            "permutations": self.permutations if self.kind == "data" else None,
+        }
 
     def option(self, detector: str, key: str) -> float:
         """A detector option: the spec's ``options[key]`` or its default."""

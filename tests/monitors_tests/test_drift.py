@@ -283,3 +283,90 @@ def test_cooldown_in_seconds_uses_the_clock() -> None:
     assert monitor.check([150.0] * 3, now=3601.0).fired
     with pytest.raises(ValueError, match="state is for a 'cost' monitor"):
         Monitor({"kind": "performance"}).load_state_dict(monitor.state_dict())
+
+
+# -- real text: whole held-out articles, another real domain mixed in ---------
+
+
+@pytest.fixture(scope="module")
+def split_articles() -> tuple[list[TextFeatures], list[TextFeatures]]:
+    """Whole CNN/DailyMail articles: a reference of 50 and the 50 held-out others."""
+    if not CNNDM.exists():
+        pytest.skip(f"{CNNDM} is absent")
+    texts = [json.loads(line)["article"] for line in CNNDM.read_text(encoding="utf-8").splitlines() if line.strip()]
+    order = np.random.default_rng(11).permutation(len(texts))
+    features = [text_features(texts[i]) for i in order]
+    return features[:50], features[50:]
+
+
+@pytest.fixture(scope="module")
+def python_docs() -> list[TextFeatures]:
+    """Another real domain that ships with Python: its reference documentation topics,
+    kept when as long as news articles (150 to 1700 words)."""
+    topics = pytest.importorskip("pydoc_data.topics").topics
+    return [text_features(topics[k]) for k in sorted(topics) if 150 <= len(topics[k].split()) <= 1700]
+
+
+def _mixed(
+    rng: np.random.Generator, held_out: list[TextFeatures], other: list[TextFeatures], share: float, size: int = 30
+) -> list[TextFeatures]:
+    k = round(share * size)
+    window = [held_out[i] for i in rng.choice(len(held_out), size - k, replace=False)]
+    return window + [other[i] for i in rng.choice(len(other), k, replace=False)]
+
+
+def test_default_monitor_states_its_window_and_the_texts_before_an_alarm(
+    split_articles: tuple[list[TextFeatures], list[TextFeatures]],
+) -> None:
+    reference, held_out = split_articles
+    spec = MonitorSpec.model_validate({"kind": "data"})
+    assert spec.facts()["window"] == spec.window and spec.samples_to_alarm == spec.confirm * spec.window
+    fresh = Monitor(spec)
+    assert fresh.samples_to_alarm == spec.samples_to_alarm + spec.window  # the first window becomes the reference
+    monitor = Monitor(spec, reference)
+    check = monitor.check(held_out[: spec.window])
+    assert (check.window, check.samples_to_alarm) == (spec.window, spec.samples_to_alarm)
+    facts = monitor.state_dict()["facts"]
+    assert facts["samples_to_alarm"] == spec.samples_to_alarm and facts["reference_size"] == len(reference)
+
+
+def test_held_out_articles_do_not_alarm_and_score_below_one(
+    split_articles: tuple[list[TextFeatures], list[TextFeatures]],
+) -> None:
+    reference, held_out = split_articles
+    rng = np.random.default_rng(12)
+    monitor = Monitor({"kind": "data"}, reference)
+    checks = [monitor.check(_mixed(rng, held_out, [], 0.0)) for _ in range(8)]
+    assert not any(check.fired for check in checks)
+    assert sum(check.score < 1.0 for check in checks) >= 7
+
+
+def test_half_python_docs_alarms_within_four_windows(
+    split_articles: tuple[list[TextFeatures], list[TextFeatures]], python_docs: list[TextFeatures]
+) -> None:
+    reference, held_out = split_articles
+    rng = np.random.default_rng(13)
+    monitor = Monitor({"kind": "data"}, reference)
+    checks = [monitor.check(_mixed(rng, held_out, python_docs, 0.5)) for _ in range(4)]
+    fired = [check for check in checks if check.fired]
+    assert fired and fired[0].reason == "drift:data:vocabulary"
+
+
+def test_drift_score_grows_with_the_share_of_another_domain(
+    split_articles: tuple[list[TextFeatures], list[TextFeatures]], python_docs: list[TextFeatures]
+) -> None:
+    reference, held_out = split_articles
+    means = []
+    for share in (0.0, 0.25, 0.5, 1.0):
+        rng = np.random.default_rng(14)
+        monitor = Monitor({"kind": "data"}, reference)
+        means.append(np.mean([monitor.check(_mixed(rng, held_out, python_docs, share)).score for _ in range(3)]))
+    assert means[0] < 1.0 < means[1] < means[2] < means[3], means
+
+
+def test_page_hinkley_score_keeps_growing_with_the_step() -> None:
+    rng = np.random.default_rng(15)
+    reference = rng.normal(1.2, 0.05, size=50)
+    noise = rng.normal(0.0, 0.05, size=50)
+    scores = [performance_drift(reference, 1.2 + step * 0.05 + noise).score for step in (0.0, 1.0, 2.0, 4.0)]
+    assert scores[0] < 1.0 < scores[2] < scores[3] and scores[1] < scores[2], scores
