@@ -49,7 +49,7 @@ WINDOW = 40
 TRAIN, VAL = 300, 100
 MIXES = (0.1, 0.25, 0.5, 1.0)
 STEPS = (0.5, 1.0, 2.0)
-LABELLED = 100
+LABELLED = 200
 HELD_OUT = 300
 MONITOR = {"kind": "data", "name": "served_inputs", "source": "served", "window": WINDOW, "confirm": 2,
            "cooldown": 2}

@@ -13,7 +13,8 @@ from hpod_testing import ROOT
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["drift", "exporter", "lora", "overhead", "coordination", "strategies", "samplers"])
+@pytest.mark.parametrize("name", ["drift", "exporter", "lora", "overhead", "coordination", "strategies", "samplers",
+                                  "adaptation"])
 def test_benchmark_quick_run_writes_results(name: str):
     started = time.time()
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick"], cwd=ROOT, capture_output=True,
