@@ -36,7 +36,7 @@ def _start_together(n: int, work: Any) -> list[Any]:
         barrier.wait()
         try:
             results[i] = work(i)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below in the test's thread
+        except BaseException as exc:  # re-raised below, in the test's thread
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
