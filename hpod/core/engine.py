@@ -322,7 +322,7 @@ class Engine:
                           ("seeds", "hpod.seeds")):
             storage.set_trial_user_attr(job.trial_id, attr, result.get(key, {}))
         info.update({k: result.get(k) for k in ("metrics_std", "energy_spent_joules", "notes", "artifact_dir",
-                                                "placement")})
+                                                "placement", "ranks")})
         info["intermediate"] = (result.get("intermediate") or [])[-100:]
         storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
         metrics = result.get("metrics", {})

@@ -17,14 +17,14 @@ reports reach the executor, so the trial's loss curve is reported once.
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
+import json
 import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import traceback
-import types
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -135,19 +135,17 @@ class RankGroup:
         self.on_gpu = bool(gpu_indices)
         self.devices = rank_devices(gpu_indices, world_size)
         port = _free_port()
-        ctx = multiprocessing.get_context("spawn")
-        self.procs = []
-        real_main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")  # ranks need no main module
-        try:
-            for rank in range(1, world_size):
-                proc = ctx.Process(target=rank_main, args=(payload, rank, world_size, port, gpu_indices), daemon=True,
-                                   name=f"hpod-rank{rank}-{payload['study']}-{payload['trial_number']}")
-                proc.start()
-                self.procs.append(proc)
-        finally:
-            if real_main is not None:
-                sys.modules["__main__"] = real_main
+        # Plain child processes (the trial process is a daemonic multiprocessing child,
+        # which may not start multiprocessing children); they see this process's sys.path.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for rank in range(1, world_size):
+            proc = subprocess.Popen([sys.executable, "-m", "hpod.execution._ranks", str(rank), str(world_size),
+                                     str(port)], stdin=subprocess.PIPE, env=env)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"payload": payload, "gpu_indices": gpu_indices}).encode())
+            proc.stdin.close()
+            self.procs.append(proc)
         _init_group(0, world_size, port, self.on_gpu)
 
     def begin_seed(self, index: int) -> None:
@@ -167,9 +165,11 @@ class RankGroup:
             dist.destroy_process_group()
         finally:
             for proc in self.procs:
-                proc.join(timeout=30)
-                if proc.is_alive():
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
 
 
 def rank_main(payload: dict[str, Any], rank: int, world_size: int, port: int, gpu_indices: list[int]) -> None:
@@ -216,3 +216,8 @@ def _rank_loop(payload: dict[str, Any], rank: int, world_size: int, port: int, g
         _gather(_figures(fig, out))
     meters.finish()
     dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # a rank process: ``python -m hpod.execution._ranks RANK WORLD PORT`` < payload
+    _job = json.loads(sys.stdin.read())
+    rank_main(_job["payload"], int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), _job["gpu_indices"])

@@ -22,7 +22,6 @@ stops its trial and exits (its job is then re-queued as orphaned by the next dae
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -32,6 +31,7 @@ import time
 import types
 from typing import Any
 
+from hpod.execution._ranks import die_with_parent
 from hpod.execution._trial_child import trial_main
 
 __all__ = ["TrialRunner", "ray_trial_main"]
@@ -42,18 +42,9 @@ _QUESTIONS = ("report", "seed_done")
 _FINAL = ("result", "error")
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent (the actor) dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def ray_trial_main(payload: dict[str, Any], conn: Any) -> None:
     """The trial child's entry point under a Ray actor."""
-    _die_with_parent()
+    die_with_parent()
     trial_main(payload, conn)
 
 

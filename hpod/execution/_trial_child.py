@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import statistics
 import traceback
 from pathlib import Path
 from typing import Any
 
 from hpod.errors import TrialPruned
+from hpod.execution._ranks import RankGroup, aggregate_figures, rank_devices, seed_everything
 from hpod.monitors.meters import TrialMeters
 from hpod.objectives.base import Measurement, TrialContext, create_objective
 
@@ -25,19 +25,6 @@ __all__ = ["INFRA_REASONS", "trial_main"]
 #: Failure reasons that are not the configuration's fault: the trial is re-queued
 #: and does not count toward the budget.
 INFRA_REASONS = frozenset({"interrupted", "shutdown", "orphaned", "worker_lost"})
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    import numpy as np
-
-    np.random.seed(seed % (2**32))
-    import sys
-
-    if "torch" in sys.modules:
-        import torch
-
-        torch.manual_seed(seed)
 
 
 def _describe(exc: BaseException) -> str:
@@ -79,9 +66,12 @@ def trial_main(payload: dict[str, Any], conn: Any) -> None:
 
 def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
     gpu = payload.get("gpu_index")
-    if gpu is not None:
-        # Before CUDA initialises: this process sees exactly one GPU, as cuda:0.
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    gpu_indices = [int(g) for g in payload.get("gpu_indices") or ([] if gpu is None else [gpu])]
+    world_size = max(1, int(payload.get("world_size") or 1))
+    if gpu_indices:
+        # Before CUDA initialises: this process sees exactly the trial's GPUs, as cuda:0…
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_indices[:world_size])
+        gpu_indices = gpu_indices[:world_size]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -99,8 +89,12 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
         and "energy_joules" not in provided,
     )
     seeds: list[int] = list(payload["seeds"])
+    # Several ranks: this process is rank 0 and starts the others (see _ranks).
+    group = RankGroup(payload, world_size, gpu_indices) if world_size > 1 else None
+    devices = rank_devices(gpu_indices, world_size)
     per_seed: list[dict[str, Any]] = []
     intermediate: list[list[Any]] = []
+    rank_records: list[dict[str, Any]] = []
     pruned = False
 
     def hook(seed_index: int):  # type: ignore[no-untyped-def]
@@ -115,10 +109,14 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
         ctx = TrialContext(
             params=dict(payload["params"]), seed=seed, seed_index=i, trial_number=payload["trial_number"],
             study_name=payload["study"], artifact_dir=artifact_dir, cache_dir=cache_dir,
-            device="cuda" if gpu is not None else "cpu", report_hook=hook(i),
+            device=("cuda" if group is None else devices[0]) if gpu_indices else "cpu", report_hook=hook(i),
             resume_from=Path(payload["resume_from"]) if payload.get("resume_from") else None,
+            rank=0, world_size=world_size, devices=devices,
+            stop_sync=group.stop_sync if group is not None else None,
         )
-        _seed_everything(seed)
+        if group is not None:
+            group.begin_seed(i)
+        seed_everything(seed)
         out: dict[str, Any]
         with meters.section() as fig:
             try:
@@ -126,6 +124,11 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
             except TrialPruned:
                 pruned = True
                 out = dict(ctx.intermediate[-1][1]) if ctx.intermediate else {}
+        if group is not None:
+            # The ranks' meters, folded into this seed's figures (energy summed, memory max and sum).
+            ranks = group.gather(fig, out)
+            out.update(aggregate_figures(fig, ranks))
+            rank_records.append({"seed": seed, "ranks": ranks})
         per_seed.append({"seed": seed, "out": out, "fig": fig})
         if pruned:
             break
@@ -134,6 +137,8 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
             conn.send(("seed_done", i, _seed_values(out, fig)))
             if not conn.recv():
                 break
+    if group is not None:
+        group.close()
     meters.finish()
 
     seeds_out: list[dict[str, Any]] = []
@@ -191,4 +196,5 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
         "energy_spent_joules": spent,
         "notes": meters.notes,
         "artifact_dir": str(artifact_dir),
+        **({"ranks": rank_records} if rank_records else {}),
     }

@@ -311,6 +311,8 @@ class LocalExecutor:
             "codecarbon": self.codecarbon,
             "resume_from": resume_from,
             "adaptive_seeds": spec.seeds_adaptive is not None,
+            # Data parallel: ranks of the trial (one per device, or CPU processes over gloo).
+            "world_size": spec.resources.world_size,
         }
         return payload, spec
 

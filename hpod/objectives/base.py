@@ -85,11 +85,25 @@ class TrialContext:
     #: checkpoint to resume from (population-based training), or None.
     resume_from: Path | None = None
     intermediate: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    #: data parallelism (``resources.gpus_per_trial`` / ``processes_per_trial`` > 1): this
+    #: process's rank in the trial's ``torch.distributed`` group (initialized before ``run``),
+    #: the group's size and every rank's device (``cuda:0``…, or ``cpu``)
+    rank: int = 0
+    world_size: int = 1
+    devices: list[str] = field(default_factory=list)
+    #: with several ranks: called with rank 0's stop decision at every report, returns it on
+    #: every rank (so all ranks leave the training loop together)
+    stop_sync: Callable[[bool], bool] | None = None
 
     def report(self, step: int, values: Mapping[str, float]) -> None:
+        """Record an intermediate result; with several ranks, call it on every rank at
+        the same steps (rank 0's report is the trial's; the stop decision is shared)."""
         clean = {k: float(v) for k, v in values.items()}
         self.intermediate.append((int(step), clean))
-        if self.report_hook is not None and self.report_hook(int(step), clean):
+        stop = self.report_hook is not None and bool(self.report_hook(int(step), clean))
+        if self.stop_sync is not None:
+            stop = self.stop_sync(stop)
+        if stop:
             raise TrialPruned(f"stopped at step {step}")
 
 

@@ -192,6 +192,22 @@ class ResourcesSpec(_Strict):
     gpus_per_trial: int = Field(default=0, ge=0, le=64)
     cpus_per_trial: float = Field(default=1.0, gt=0, le=1024)
     custom: dict[str, float] = Field(default_factory=dict)
+    #: data-parallel processes (ranks) of one trial: one per GPU with ``gpus_per_trial``
+    #: (the default), or N CPU processes over gloo without GPUs (how CI tests the path)
+    processes_per_trial: int | None = Field(default=None, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _ranks(self) -> ResourcesSpec:
+        n = self.processes_per_trial
+        if n is not None and self.gpus_per_trial and n != self.gpus_per_trial:
+            raise ValueError(f"processes_per_trial ({n}) must equal gpus_per_trial ({self.gpus_per_trial}): "
+                             "one process per device (or leave it unset)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Ranks of one trial: ``processes_per_trial``, else ``gpus_per_trial``, else 1."""
+        return self.processes_per_trial or self.gpus_per_trial or 1
 
     @field_validator("custom")
     @classmethod

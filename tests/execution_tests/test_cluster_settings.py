@@ -68,12 +68,17 @@ def test_spec_resources_section() -> None:
     assert spec.resources.gpus_per_trial == 2 and spec.resources.cpus_per_trial == 4
     default = parse_spec({"name": "r", "objective": {"name": "synthetic:training_cost"}, "budget": {"n_trials": 2}})
     assert default.resources.gpus_per_trial == 0 and default.resources.cpus_per_trial == 1
+    # Ranks of one trial: one per GPU, or CPU processes over gloo, else one.
+    assert (spec.resources.world_size, default.resources.world_size) == (2, 1)
+    assert parse_spec(_spec({"processes_per_trial": 3})).resources.world_size == 3
 
 
 @pytest.mark.parametrize("resources, where", [
     ({"gpus_per_trial": -1}, "resources.gpus_per_trial"), ({"cpus_per_trial": 0}, "resources.cpus_per_trial"),
     ({"custom": {"GPU": 1}}, "resources.custom"), ({"custom": {"x": 0}}, "resources.custom"),
     ({"gpu_per_trial": 1}, "resources.gpu_per_trial"),
+    ({"gpus_per_trial": 2, "processes_per_trial": 3}, "processes_per_trial (3) must equal gpus_per_trial (2)"),
+    ({"processes_per_trial": 0}, "resources.processes_per_trial"),
 ])
 def test_bad_spec_resources_name_the_field(resources: dict[str, object], where: str) -> None:
     with pytest.raises(SpecError) as err:

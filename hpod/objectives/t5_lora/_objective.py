@@ -34,6 +34,7 @@ from hpod.objectives.t5_lora.predictor import T5LoraPredictor, load_adapter_mode
 from hpod.objectives.t5_lora.tools import compare_table, export_adapter
 from hpod.objectives.t5_lora.train import (
     Hyperparameters,
+    adapter_digest,
     artifact_subdir,
     generate_summaries,
     seed_everything,
@@ -174,6 +175,11 @@ class T5LoraObjective(BaseObjective):
                             start_step=interval["start_step"] if interval else 0,
                             max_steps=interval["interval_steps"] if interval else None,
                             optimizer_state=optimizer_state)
+        if ctx.world_size > 1:
+            digest = adapter_digest(model)
+            if ctx.rank != 0:
+                # Other ranks trained the same adapter (data parallel); rank 0 scores and saves it.
+                return {"loss": float(result.best_val_loss), "adapter_sha256": digest}
         scored = val if options.generate_size is None else val[: options.generate_size]
         predictions = generate_summaries(model, tokenizer, [e.text for e in scored], options, ctx.device)
         quality = summary_metrics(predictions, [e.summary for e in scored])
@@ -207,4 +213,5 @@ class T5LoraObjective(BaseObjective):
             "early_stopped": float(result.early_stopped),
             "steps": float(result.steps),
             "train_loss": float(result.final_train_loss),
+            **({"adapter_sha256": digest} if ctx.world_size > 1 else {}),
         }

@@ -144,6 +144,51 @@ def _token_count(batch: Mapping[str, Any]) -> int:
     return int((batch["labels"] != -100).sum().item())
 
 
+def _data_parallel() -> tuple[int, int]:
+    """``(rank, world size)`` of the trial's ``torch.distributed`` group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return [float(v) for v in t.cpu().tolist()]
+
+
+def _sync_gradients(trainable: Sequence[Any]) -> None:
+    """Sum the ranks' gradients (each rank weighted its loss by its share of the global
+    batch's tokens, so the sum is the whole batch's gradient) — what DDP's all-reduce
+    does, without requiring the same number of micro-batches on every rank."""
+    import torch
+    import torch.distributed as dist
+
+    for p in trainable:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+
+
+def adapter_digest(model: Any) -> str:
+    """SHA-256 of the trainable (LoRA) weights: equal on every rank of a data-parallel trial."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def validation_loss(model: Any, encoded: _Encoded, pad_id: int, device: str, options: T5LoraOptions,
                     batch_size: int) -> float:
     """Token-weighted mean cross-entropy on the validation split (nats per token)."""
@@ -262,14 +307,20 @@ def train_lora(
     stale, step, evaluations, last_loss = 0, start_step, 0, math.nan
     early_stopped = False
     model.train()
+    # Data parallel (the trial spans several ranks): each rank takes every world-th example
+    # of each batch; the space's batch size stays the effective batch.
+    rank, world = _data_parallel()
     started = time.perf_counter()
     epochs = hp.epochs if max_steps is None else math.ceil(max_steps / steps_per_epoch)
     for _epoch in range(epochs):
         permutation = torch.randperm(len(train), generator=order).tolist()
         for start in range(0, len(permutation), hp.batch_size):
-            indices = permutation[start: start + hp.batch_size]
-            micro = [_collate(train_enc, m, pad_id, device) for m in _micro_batches(indices, options.max_micro_batch)]
+            indices = permutation[start: start + hp.batch_size][rank::world]
+            micro = [_collate(train_enc, m, pad_id, device)
+                     for m in _micro_batches(indices, options.max_micro_batch)] if indices else []
             tokens = sum(_token_count(b) for b in micro)
+            if world > 1:
+                tokens = int(_all_reduce_sum([float(tokens)])[0])
             batch_loss = 0.0
             for batch in micro:
                 with _autocast(device, options):
@@ -279,6 +330,9 @@ def train_lora(
                 share = _token_count(batch) / max(tokens, 1)
                 (loss * share).backward()
                 batch_loss += float(loss.detach().float()) * share
+            if world > 1:
+                _sync_gradients(trainable)
+                batch_loss = _all_reduce_sum([batch_loss])[0]
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
