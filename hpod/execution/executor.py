@@ -121,6 +121,8 @@ class RunningTrial:
     timeout: float | None
     kill_reason: str | None = None
     terminated_at: float | None = None
+    #: further GPU slots a multi-GPU trial holds (``resources.gpus_per_trial`` > 1)
+    extra_slots: list[Slot] = field(default_factory=list)
 
 
 @dataclass
@@ -212,6 +214,7 @@ class LocalExecutor:
     # ------------------------------------------------------------------ capacity
     def free_slots(self) -> list[Slot]:
         busy = {rt.slot for rt in self.running.values()}
+        busy.update(s for rt in self.running.values() for s in getattr(rt, "extra_slots", ()))
         return [s for s in self.slots if s not in busy]
 
     def running_by_study(self) -> dict[str, int]:
@@ -235,6 +238,8 @@ class LocalExecutor:
         if start_new:
             study_list = list(studies) if studies is not None else None
             for slot in self.free_slots():
+                if slot not in self.free_slots():
+                    continue  # taken by a multi-GPU trial started in this round
                 try:
                     job = self.store.claim_job(self.worker_name, lease_seconds=self.lease_seconds,
                                                studies=study_list, exclude_studies=exclude_studies)
@@ -243,7 +248,8 @@ class LocalExecutor:
                     break
                 if job is None:
                     break
-                self._start(job, slot)
+                if self._start(job, slot) is False:
+                    break  # the job waits for more free GPUs: it keeps its place in the queue
         return finished
 
     def _study(self, name: str) -> _StudyInfo:
@@ -316,12 +322,39 @@ class LocalExecutor:
         }
         return payload, spec
 
-    def _start(self, job: JobRow, slot: Slot) -> None:
+    def _reserve_gpus(self, job: JobRow, slot: Slot, need: int) -> list[Slot] | None:
+        """The further GPU slots a trial of ``need`` GPUs takes beside ``slot``; None when
+        it cannot start now (handed back to the queue, or failed when it never can)."""
+        gpu_slots = [s for s in self.slots if s.gpu_index is not None]
+        if need > len(gpu_slots):
+            have = f"{len(gpu_slots)} GPU slot(s)" if gpu_slots else "no GPU slots (CPU slots only)"
+            self._pending_results.append((job, None, f"infeasible: resources.gpus_per_trial is {need} but this "
+                                                     f"executor has {have}"))
+            return None
+        others = [s for s in self.free_slots() if s != slot and s.gpu_index is not None]
+        if len(others) < need - 1:
+            try:
+                self.store.unclaim_job(job.id, job.lease_token or "")  # type: ignore[arg-type]
+            except StorageError as exc:  # its lease expires and the controller re-queues it
+                log.warning("cannot hand job %s back: %s", job.id, exc)
+            return None
+        return others[: need - 1]
+
+    def _start(self, job: JobRow, slot: Slot) -> bool | None:
         prepared = self._payload(job, slot)
         if prepared is None:
-            return
+            return None
+        need = prepared[1].resources.gpus_per_trial
+        extra: list[Slot] = []
+        if need > 1 or (need == 1 and slot.gpu_index is None):
+            reserved = self._reserve_gpus(job, slot, need)
+            if reserved is None:
+                failed = any(pending[0].id == job.id for pending in self._pending_results)
+                return None if failed else False
+            extra = reserved
         self._restart_if_idle()
         payload, spec = prepared
+        payload["gpu_indices"] = [s.gpu_index for s in [slot, *extra] if s.gpu_index is not None]
         params = payload["params"]
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(target=trial_main, args=(payload, child_conn), daemon=True,
@@ -331,10 +364,11 @@ class LocalExecutor:
         child_conn.close()
         self.running[job.id] = RunningTrial(job=job, slot=slot, process=proc, conn=parent_conn,
                                             started_at=time.monotonic(),
-                                            timeout=spec.budget.trial_timeout_seconds)
+                                            timeout=spec.budget.trial_timeout_seconds, extra_slots=extra)
         try:
             self.store.append_event("trial_started", study=job.study, trial_number=job.trial_number,
-                                    payload={"worker": self.worker_name, "slot": slot.name, "attempt": job.attempt,
+                                    payload={"worker": self.worker_name,
+                                             "slot": ",".join(s.name for s in [slot, *extra]), "attempt": job.attempt,
                                              "params": params}, handled=True)
         except StorageError as exc:
             log.warning("cannot record trial_started: %s", exc)

@@ -555,6 +555,17 @@ class Store:
                     return s.get(JobRow, job_id)
         return None
 
+    def unclaim_job(self, job_id: int, token: str) -> bool:
+        """Hand a job this claim holds back to the queue untouched (its executor cannot
+        start it yet, e.g. too few free GPUs for a multi-GPU trial). False: the claim
+        was no longer held."""
+        with self.session() as s:
+            res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
+                                                 JobRow.state == "running")
+                            .values(state="queued", worker=None, lease_token=None, claimed_at=None,
+                                    heartbeat_at=None, lease_expires_at=None))
+            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
     def renew_leases(self, worker: str, tokens: dict[int, str], *, lease_seconds: float) -> set[int]:
         """Renew the leases this worker holds; returns the job ids it still holds
         (a job missing from the answer was expired and handed to someone else)."""

@@ -77,3 +77,56 @@ def test_two_gloo_ranks_train_one_adapter(tmp_path: Path, shared_cnndm: Path) ->
     assert all(r["time_seconds"] > 0 for r in ranks)
     assert "rouge2" in metrics  # rank 0 scored and saved the adapter
     assert (Path(info["artifact_dir"]) / "adapter_config.json").exists()
+
+
+def _gpu_study(name: str, gpus: int) -> dict[str, Any]:
+    return {"name": name, "objective": {"name": "synthetic:training_cost", "params": {"sleep_seconds": 30}},
+            "objectives": [{"name": "loss"}, {"name": "time_seconds"}], "budget": {"n_trials": 1, "max_retries": 0},
+            "resources": {"gpus_per_trial": gpus}}
+
+
+def test_local_executor_reserves_all_gpus_of_a_trial_on_one_node(tmp_path: Path) -> None:
+    """Slots only (no GPU needed: the trial is stopped before it uses them)."""
+    state = tmp_path / "state"
+    store = Store.for_state_dir(state)
+    executor = LocalExecutor(store, state, slots=[Slot("gpu0", 0), Slot("gpu1", 1)], codecarbon=False)
+    controller = Controller(store, state, executor=executor, remote_workers=False)
+    two = controller.activate(parse_spec(_gpu_study("two-gpus", 2)))
+    three = controller.activate(parse_spec(_gpu_study("three-gpus", 3)))
+    try:
+        assert two.ask(1) and three.ask(1)
+        executor.poll(studies=["three-gpus"])
+        executor.poll(start_new=False)  # stores the outcome
+        controller.step(start_new=False)  # tells Optuna
+        (failed,) = three.study.get_trials(deepcopy=False)
+        assert failed.user_attrs["hpod.fail_reason"] == \
+            "infeasible: resources.gpus_per_trial is 3 but this executor has 2 GPU slot(s)"
+        executor.poll(studies=["two-gpus"])
+        (rt,) = executor.running.values()
+        assert (rt.slot.name, [s.name for s in rt.extra_slots]) == ("gpu0", ["gpu1"])
+        assert executor.free_slots() == []
+        started = [e for e in store.events(study="two-gpus") if e.kind == "trial_started"]
+        assert '"slot": "gpu0,gpu1"' in started[0].payload_json
+    finally:
+        executor.stop(reason="shutdown")
+
+
+def test_multi_gpu_trial_waits_in_the_queue_for_enough_free_gpus(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = Store.for_state_dir(state)
+    executor = LocalExecutor(store, state, slots=[Slot("gpu0", 0), Slot("gpu1", 1)], codecarbon=False)
+    controller = Controller(store, state, executor=executor, remote_workers=False)
+    one = controller.activate(parse_spec(_gpu_study("one-gpu", 1)))
+    two = controller.activate(parse_spec(_gpu_study("two-gpus", 2)))
+    try:
+        assert one.ask(1)
+        executor.poll(studies=["one-gpu"])
+        assert len(executor.running) == 1
+        assert two.ask(1)
+        executor.poll(studies=["two-gpus"])
+        # Handed back untouched: still queued, no attempt spent, one GPU still free.
+        (job,) = store.jobs("two-gpus")
+        assert (job.state, job.worker, job.attempt) == ("queued", None, 1)
+        assert len(executor.running) == 1 and [s.name for s in executor.free_slots()] == ["gpu1"]
+    finally:
+        executor.stop(reason="shutdown")
