@@ -15,6 +15,9 @@ objective (``synthetic:training_cost`` without sleeping, ~1 ms):
 - Optuna: n processes each running ``study.optimize`` on the same storage with the
   same cost model and the random sampler; trials per second from the first trial
   start to the last completion. ``ratio`` is hpod's rate over Optuna's.
+- Ray (``--only ray`` runs just these and merges them into the existing results): the
+  Ray executor on a local one-node Ray cluster with 1, 2, 4 slots; trials per second and
+  scheduling latency (claim to trial process start on the node).
 
 hpod's rate includes what Optuna's loop does not: a separate measured trial process
 per trial, leases, events and the controller's tell/summary per trial.
@@ -194,6 +197,68 @@ def optuna_rate(url: str, workers: int, n_trials: int) -> dict[str, Any]:
     return {"trials": len(done), "seconds": span, "trials_per_second": len(done) / span}
 
 
+def ray_rate(slots: int, n_trials: int, tmp: Path) -> dict[str, Any]:
+    """hpod's Ray executor on a local one-node Ray cluster with ``slots`` logical CPUs (one
+    trial actor per CPU): trials per second from the first claim to the last stored
+    result, and scheduling latency — from the claim (the actor is submitted) to the trial
+    process starting on its node."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # everything on 127.0.0.1
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from hpod.core.controller import Controller
+    from hpod.execution.ray_executor import RayExecutor
+    from hpod.spec import parse_spec, resolve
+    from hpod.store import Store
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": slots, "object_store_memory": 80 * 1024 * 1024, "include_dashboard": False,
+        "node_ip_address": "127.0.0.1"})
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        state = tmp / f"ray-{slots}"
+        store = Store.for_state_dir(state)
+        spec = parse_spec(json.loads(_spec(tmp / f"ray-{slots}.json", "coord", n_trials).read_text()))
+        executor = RayExecutor(store, state, slots=slots, namespace=f"coord-{slots}", codecarbon=False)
+        controller = Controller(store, state, executor=executor, remote_workers=False)
+        engine = controller.activate(spec, resolved=resolve(spec))
+        deadline = time.monotonic() + 1800
+        while spec.name in controller.engines and time.monotonic() < deadline:
+            if not controller.step():
+                controller.wait(0.05)
+        executor.stop(reason="shutdown")
+        jobs = {j.trial_id: j for j in store.jobs("coord") if j.state == "done"}
+        latencies = []
+        for t in engine.study.get_trials(deepcopy=False):
+            placement = (t.user_attrs.get("hpod.info") or {}).get("placement") or {}
+            job = jobs.get(t._trial_id)
+            if job is not None and placement.get("started_at") and job.claimed_at:
+                latencies.append(1000.0 * (placement["started_at"] - job.claimed_at))
+        store.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    span = max(j.finished_at or 0 for j in jobs.values()) - min(j.claimed_at or 0 for j in jobs.values())
+    latencies.sort()
+    return {"slots": slots, "trials": len(jobs), "seconds": span, "trials_per_second": len(jobs) / span,
+            "schedule_p50_ms": statistics.median(latencies),
+            "schedule_p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+
+
+def run_ray(quick: bool) -> dict[str, Any]:
+    n_trials = 4 if quick else 24
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hpod-coord-ray-") as tmp_name:
+        for slots in (1,) if quick else (1, 2, 4):
+            print(f"ray × {slots} slot(s)…", flush=True)
+            row = ray_rate(slots, n_trials, Path(tmp_name))
+            print(f"  {row['trials_per_second']:.2f}/s, scheduling p50 {row['schedule_p50_ms']:.0f} ms", flush=True)
+            rows.append(row)
+    import ray
+
+    return {"n_trials": n_trials, "ray": ray.__version__, "results": rows}
+
+
 def run(quick: bool) -> dict[str, Any]:
     n_trials = 16 if quick else 80
     claims_per_worker = 20 if quick else 100
@@ -238,6 +303,23 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {r['storage']} | {r['workers']} | {r['hpod']['trials_per_second']:.2f} | "
                      f"{r['claim']['median_ms']:.1f} | {r['claim']['p99_ms']:.1f} | "
                      f"{r['optuna']['trials_per_second']:.2f} | {r['ratio']:.2f} |")
+    ray_rows = data.get("ray")
+    if ray_rows:
+        lines += [
+            "",
+            f"Ray executor (Ray {ray_rows['ray']}, a local one-node Ray cluster with one logical CPU per slot, "
+            f"SQLite; {ray_rows['n_trials']} trials per run of the same objective): scheduling latency is from "
+            "the claim (the trial's actor submitted) to the trial process starting on its node.",
+            "",
+            "| executor | slots | trials/s | scheduling p50 (ms) | scheduling p99 (ms) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in ray_rows["results"]:
+            lines.append(f"| ray | {r['slots']} | {r['trials_per_second']:.2f} | {r['schedule_p50_ms']:.0f} | "
+                         f"{r['schedule_p99_ms']:.0f} |")
+        lines += ["", "Each Ray trial starts a fresh actor process and, in it, a fresh trial process (the "
+                  "Python interpreter and hpod's imports: seconds on a loaded machine); a local slot forks "
+                  "its trial from a warm fork server. On trials of minutes that start-up is noise."]
     lines += [
         "",
         "hpod's rate counts, per trial, a separate measured trial process, a lease, events and the "
@@ -253,10 +335,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer trials, 1–2 workers")
     parser.add_argument("--output", type=Path, default=None, help="results folder (default benchmarks/results, "
                         "or benchmarks/results/quick with --quick)")
+    parser.add_argument("--only", choices=("all", "ray"), default="all",
+                        help="ray: run only the Ray executor rows and merge them into the existing results")
     args = parser.parse_args(argv)
     print(json.dumps(machine()), flush=True)
-    data = run(args.quick)
     out = args.output or (RESULTS / "quick" if args.quick else RESULTS)
+    data = json.loads((out / "coordination.json").read_text()) if args.only == "ray" else run(args.quick)
+    try:
+        data["ray"] = {**run_ray(args.quick), "machine": machine()}
+    except ImportError:
+        print("ray is not installed (pip install hpod[ray]): no Ray rows", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "coordination.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "coordination.md").write_text(markdown(data))

@@ -140,7 +140,8 @@ class TrialRunner:
                         if msg[0] == "result" and isinstance(msg[1], dict):
                             # Provenance: where the cluster ran this trial.
                             msg[1]["placement"] = {"executor": "ray", "node_id": self.node_id,
-                                                   "gpu_indices": self.payload.get("gpu_indices") or []}
+                                                   "gpu_indices": self.payload.get("gpu_indices") or [],
+                                                   "started_at": self.started_at}
                         self._final = msg[:2]
                         self._proc.join(timeout=10)
                         return [*out, self._final]

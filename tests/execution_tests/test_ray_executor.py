@@ -114,8 +114,7 @@ def test_lost_ray_node_reruns_its_trial_elsewhere(ray_cluster: Any, tmp_path: Pa
     state = tmp_path / "state"
     store = Store.for_state_dir(state)
     spec = parse_spec(_spec("raylost", 6, sleep=4.0))
-    executor = RayExecutor(store, state, slots=3, namespace="hpod-tlost", codecarbon=False, lease_seconds=10,
-                           heartbeat_seconds=1)
+    executor = RayExecutor(store, state, slots=3, namespace="hpod-tlost", codecarbon=False)
     controller = Controller(store, state, executor=executor, remote_workers=False)
     engine = controller.activate(spec, resolved=resolve(spec))
     killed: dict[str, Any] = {}
@@ -125,8 +124,8 @@ def test_lost_ray_node_reruns_its_trial_elsewhere(ray_cluster: Any, tmp_path: Pa
             return
         for job_id, rt in list(executor.running.items()):
             try:
-                where = executor.where(job_id, timeout=60)
-            except Exception:
+                where = executor.where(job_id, timeout=2)  # an actor still starting answers later
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
                 continue
             if where and where["node_id"] == victim.node_id:
                 killed["job"] = rt.job
@@ -138,17 +137,19 @@ def test_lost_ray_node_reruns_its_trial_elsewhere(ray_cluster: Any, tmp_path: Pa
     lost_job = killed["job"]
     counts = _states(engine)
     assert counts.get("COMPLETE") == 6 and counts.get("RUNNING", 0) == 0, counts
-    assert counts.get("FAIL") == 1, counts  # the lost attempt, re-queued
-    failed = [t for t in engine.study.get_trials(deepcopy=False) if t.state.name == "FAIL"]
-    assert failed[0].user_attrs["hpod.fail_reason"] == "worker_lost"
-    assert failed[0].number == lost_job.trial_number
-    rerun = [t for t in engine.study.get_trials(deepcopy=False)
-             if t.user_attrs.get("hpod.retry_of") == lost_job.trial_number]
-    assert len(rerun) == 1 and rerun[0].state.name == "COMPLETE"
-    assert rerun[0].params == failed[0].params
+    trials = engine.study.get_trials(deepcopy=False)
+    # Every attempt the lost node took with it (the one we saw there, and any actor Ray
+    # placed there meanwhile) failed as worker_lost and was re-queued, not counted.
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all(t.user_attrs["hpod.fail_reason"] == "worker_lost" for t in failed)
+    assert lost_job.trial_number in {t.number for t in failed}
+    lost_params = next(t.params for t in failed if t.number == lost_job.trial_number)
+    rerun = [t for t in trials if t.state.name == "COMPLETE" and t.params == lost_params]
+    assert len(rerun) == 1 and rerun[0].user_attrs["hpod.retry_of"] is not None
     assert rerun[0].user_attrs["hpod.info"]["placement"]["node_id"] != victim.node_id
-    events = [e for e in store.events(study=spec.name, limit=1000) if e.kind == "trial_failed"]
-    assert [json.loads(e.payload_json)["requeued"] for e in events] == [True]
+    events = [json.loads(e.payload_json) for e in store.events(study=spec.name, limit=1000)
+              if e.kind == "trial_failed"]
+    assert len(events) == len(failed) and all(e["requeued"] and e["infrastructure"] for e in events)
     assert not store.jobs(states=["running", "queued"])
     executor.stop(reason="shutdown")
 
