@@ -7,6 +7,15 @@ measurements with provenance as user attributes), re-queues configurations whose
 trial failed for infrastructure reasons, appends events, and keeps the study's
 summary (counts, Pareto front size, hypervolume, best values) up to date.
 
+Never the same configuration twice: a suggestion whose parameters equal those of a
+finished or running trial of the study (the seeds a trial runs are the study's, so
+equal parameters mean an equal evaluation) is closed unrun as a ``FAIL`` trial marked
+``hpod.rejected`` and the sampler is asked again; after
+:data:`MAX_REPEATED_SUGGESTIONS` repeats in a row the engine draws an unevaluated
+configuration itself, and when none is left (a finite space, all evaluated) the study
+stops with reason ``search_space_exhausted``. A resumed study's sampler is seeded from
+the spec's seed and the study's trial count, so it continues instead of replaying.
+
 The study's strategy (``spec.strategy``: pareto, scalarized, pbt; see
 :mod:`hpod.core.strategies`) may pick the sampler, queue jobs itself, turn metrics
 into the told values and act after each tell; ``report_handler`` (pruning, early
@@ -31,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpod.core.pareto import derive_reference_point, hypervolume, non_dominated_mask
-from hpod.core.records import CONSTRAINTS_ATTR, FAIL_REASON_ATTR, SAMPLER_SECONDS_KEY, feasible
+from hpod.core.records import CONSTRAINTS_ATTR, FAIL_REASON_ATTR, REJECTED_ATTR, SAMPLER_SECONDS_KEY, feasible
 from hpod.core.samplers import SamplerChoice, create_sampler
+from hpod.core.samplers._startup import from_unit_interval
 from hpod.core.strategies import PBTStrategy, ScalarizedStrategy, Strategy
 from hpod.core.strategies._pruning import create_report_handler
 from hpod.core.strategies._seeds import AdaptiveSeeds
@@ -43,10 +53,49 @@ from hpod.store import JobRow, Store, config_key, name_values
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Engine", "StudySummary", "create_strategy", "trial_handlers"]
+__all__ = ["Engine", "MAX_REPEATED_SUGGESTIONS", "SPACE_EXHAUSTED", "StudySummary", "configuration_key",
+           "create_strategy", "trial_handlers"]
 
 log = logging.getLogger(__name__)
 _REF_MIN_TRIALS = 5
+#: Repeated suggestions in a row after which the engine stops asking the sampler and
+#: draws an unevaluated configuration itself (a sampler stuck on its favourite point).
+MAX_REPEATED_SUGGESTIONS = 20
+#: ``budget_exhausted()``'s answer once every configuration of a finite space was evaluated.
+SPACE_EXHAUSTED = "search_space_exhausted"
+#: Random draws tried before a finite space's unevaluated configurations are enumerated.
+_RANDOM_DRAWS = 2000
+#: Largest finite space whose configurations are enumerated to find an unevaluated one.
+_MAX_ENUMERATED = 1_000_000
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, float):
+        # 12 significant digits: grid values computed two ways (0.1 * 3 vs 0.3) are one value.
+        return float(f"{value:.12g}")
+    return value
+
+
+def configuration_key(params: dict[str, Any]) -> str:
+    """What makes two trials of a study the same evaluation: their parameters (the
+    seeds are the study's, the same for every trial). Floats compare to 12 digits."""
+    return json.dumps({k: _normalized(v) for k, v in params.items()}, sort_keys=True, default=str)
+
+
+def _grid(dist: Any) -> list[Any] | None:
+    """Every value of a finite distribution, or None for a continuous one."""
+    import optuna
+
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        if dist.log:
+            return list(range(int(dist.low), int(dist.high) + 1))
+        return list(range(int(dist.low), int(dist.high) + 1, int(dist.step)))
+    if isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is not None:
+        n = int(round((dist.high - dist.low) / dist.step)) + 1
+        return [float(min(dist.low + i * dist.step, dist.high)) for i in range(n)]
+    return None
 
 
 @dataclass
@@ -94,6 +143,8 @@ class Engine:
         #: the sampler's seconds per suggestion (see SAMPLER_SECONDS_KEY), saved with the summary
         self._sampler_seconds: dict[str, Any] | None = None
         self._sampler_seconds_dirty = False
+        #: why the search space cannot give a new configuration (set once, then the study stops)
+        self._exhausted: str | None = None
 
     @property
     def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
@@ -123,15 +174,27 @@ class Engine:
         return self._study
 
     def _choose_sampler(self) -> SamplerChoice:
-        """The study's sampler, built (and its options validated) once; raises SpecError."""
+        """The study's sampler, built (and its options validated) once; raises SpecError.
+
+        A resumed study's sampler continues from its history rather than replaying the
+        sequence its seed started (the spec's seed alone would repeat trials)."""
         if self._sampler_choice is None:
             self._sampler_choice = self.strategy.create_sampler() or create_sampler(
                 self.spec.sampler.name, dict(self.spec.sampler.options), directions=self.spec.directions,
                 n_trials=self.spec.budget.n_trials, n_params=len(self.distributions),
                 parallelism=self.parallelism, seed=self.spec.sampler.seed,
                 has_constraints=bool(self.constraints), reference_point=self.stated_reference_point(),
+                n_trials_so_far=self._trials_so_far(),
             )
         return self._sampler_choice
+
+    def _trials_so_far(self) -> int:
+        storage = self.store.optuna_storage
+        try:
+            study_id = storage.get_study_id_from_name(self.spec.name)
+        except KeyError:
+            return 0
+        return len(storage.get_all_trials(study_id, deepcopy=False))
 
     def _load(self) -> optuna.Study:
         choice = self._choose_sampler()
@@ -202,6 +265,8 @@ class Engine:
             return "energy_joules"
         if b.timeout_seconds is not None and time.time() - self.started_at >= b.timeout_seconds:
             return "timeout_seconds"
+        if self._exhausted is not None:
+            return SPACE_EXHAUSTED
         return self.strategy.budget_exhausted()
 
     def done(self) -> bool:
@@ -222,7 +287,53 @@ class Engine:
                 self._summary = None
             return own
         jobs = []
+        evaluated = self._evaluated_configurations() if n > 0 else {}
         for _ in range(max(0, n)):
+            job = self._ask_new(evaluated)
+            if job is None:
+                break
+            jobs.append(job)
+        if jobs or self._exhausted is not None:
+            self._summary = None
+        return jobs
+
+    # ------------------------------------------------------------------ no repeats
+    def _evaluated_configurations(self) -> dict[str, int]:
+        """``configuration_key -> trial number`` of every trial that ran, runs or is
+        queued: complete, pruned, failed by the objective, running or waiting. Trials
+        failed for infrastructure reasons are not evaluations (they are re-queued), nor
+        are rejected repeats."""
+        import optuna
+
+        out: dict[str, int] = {}
+        for t in self.study.get_trials(deepcopy=False):
+            if t.user_attrs.get(REJECTED_ATTR) is not None or not t.params:
+                continue
+            if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(FAIL_REASON_ATTR) in INFRA_REASONS:
+                continue
+            out.setdefault(configuration_key(dict(t.params)), t.number)
+        return out
+
+    def space_size(self) -> int | None:
+        """How many distinct configurations the tunable space holds; None when a
+        parameter is continuous (an unstepped float)."""
+        size = 1
+        for dist in self.distributions.values():
+            grid = _grid(dist)
+            if grid is None:
+                return None
+            size *= max(1, len(grid))
+        return size
+
+    def _ask_new(self, evaluated: dict[str, int]) -> JobRow | None:
+        """Ask until the sampler suggests a configuration not evaluated yet and queue
+        it; after MAX_REPEATED_SUGGESTIONS repeats draw one; None when none is left."""
+        size = self.space_size()
+        if size is not None and len(evaluated) >= size:
+            self._mark_exhausted(size)
+            return None
+        repeats = 0
+        while True:
             t0 = time.perf_counter()
             trial = self.study.ask(self.distributions)
             elapsed = time.perf_counter() - t0
@@ -230,17 +341,74 @@ class Engine:
             for cb in self.on_suggest:
                 cb(self.name, elapsed)
             params = dict(trial.params)
-            retry_of = trial.user_attrs.get("hpod.retry_of")
-            attempt = int(trial.user_attrs.get("hpod.attempt", 1))
-            trial.set_user_attr("hpod.ask", {"attempt": attempt, "config_key": config_key(params),
-                                             "suggest_seconds": elapsed, "retry_of": retry_of,
-                                             "sampler": self.sampler_name if retry_of is None else "requeued"})
-            job = self.store.create_job(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
-                                        params=params, attempt=attempt, priority=self.spec.priority)
-            jobs.append(job)
-        if jobs:
-            self._summary = None
-        return jobs
+            key = configuration_key(params)
+            if key in evaluated:
+                self._reject(trial, evaluated[key])
+                repeats += 1
+                if repeats >= MAX_REPEATED_SUGGESTIONS:
+                    fresh = self._unevaluated_configuration(evaluated, size)
+                    if fresh is None:
+                        self._mark_exhausted(size)
+                        return None
+                    log.info("study %s: the sampler repeated %d evaluated configurations in a row; running an "
+                             "unevaluated one drawn at random", self.name, repeats)
+                    self.study.enqueue_trial(fresh, user_attrs={"hpod.drawn_after_repeats": repeats})
+                    repeats = 0
+                continue
+            evaluated[key] = trial.number
+            return self._queue_job(trial, params, elapsed)
+
+    def _queue_job(self, trial: optuna.Trial, params: dict[str, Any], elapsed: float) -> JobRow:
+        retry_of = trial.user_attrs.get("hpod.retry_of")
+        attempt = int(trial.user_attrs.get("hpod.attempt", 1))
+        sampler = self.sampler_name if retry_of is None else "requeued"
+        if "hpod.drawn_after_repeats" in trial.user_attrs:
+            sampler = "drawn: the sampler repeated evaluated configurations"
+        trial.set_user_attr("hpod.ask", {"attempt": attempt, "config_key": config_key(params),
+                                         "suggest_seconds": elapsed, "retry_of": retry_of, "sampler": sampler})
+        return self.store.create_job(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
+                                     params=params, attempt=attempt, priority=self.spec.priority)
+
+    def _reject(self, trial: optuna.Trial, original: int) -> None:
+        """Close a repeated suggestion unrun: a FAIL trial marked as rejected (samplers
+        learn from complete trials only; counts and budgets leave it out)."""
+        import optuna
+
+        trial.set_user_attr(REJECTED_ATTR, {"reason": "duplicate", "duplicate_of": original})
+        trial.set_user_attr(FAIL_REASON_ATTR, f"duplicate of trial {original}: not run again")
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def _unevaluated_configuration(self, evaluated: dict[str, int], size: int | None) -> dict[str, Any] | None:
+        """A configuration of the space that no trial evaluated, drawn at random; None
+        when every configuration of a finite space was evaluated."""
+        import itertools
+
+        rng = np.random.default_rng()
+        names = list(self.distributions)
+        for _ in range(_RANDOM_DRAWS):
+            params = {n: from_unit_interval(float(rng.random()), self.distributions[n]) for n in names}
+            if configuration_key(params) not in evaluated:
+                return params
+        if size is None or size > _MAX_ENUMERATED:
+            return None  # not provably exhausted, but the sampler and 2000 random draws found nothing new
+        grids = [_grid(self.distributions[n]) or [] for n in names]
+        left = [values for values in itertools.product(*grids)
+                if configuration_key(dict(zip(names, values))) not in evaluated]
+        if not left:
+            return None
+        return dict(zip(names, left[int(rng.integers(len(left)))]))
+
+    def _mark_exhausted(self, size: int | None) -> None:
+        if self._exhausted is not None:
+            return
+        what = (f"all {size} configurations of the search space were evaluated" if size is not None
+                else "no unevaluated configuration found after the sampler repeated itself "
+                     f"{MAX_REPEATED_SUGGESTIONS} times and {_RANDOM_DRAWS} random draws")
+        self._exhausted = what
+        log.warning("study %s: %s; the study stops", self.name, what)
+        self.store.update_study(self.name, message=f"search space exhausted: {what}")
+        self.store.append_event("search_space_exhausted", study=self.name, handled=True,
+                                payload={"message": what, "space_size": size})
 
     def _count_suggest(self, seconds: float) -> None:
         if self._sampler_seconds is None:
@@ -400,6 +568,10 @@ class Engine:
         infra = objective_failures = 0
         energy = 0.0
         for t in trials:
+            if t.user_attrs.get(REJECTED_ATTR) is not None:
+                # A repeated suggestion closed unrun: neither a failure nor budget.
+                counts["REJECTED"] = counts.get("REJECTED", 0) + 1
+                continue
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
             energy += float((t.user_attrs.get("hpod.info") or {}).get("energy_spent_joules") or 0.0)
             if t.state == optuna.trial.TrialState.FAIL:

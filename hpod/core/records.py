@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSTRAINTS_ATTR",
     "FAIL_REASON_ATTR",
+    "REJECTED_ATTR",
     "SAMPLER_SECONDS_KEY",
     "constraint_values",
     "feasible",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 FAIL_REASON_ATTR = "hpod.fail_reason"
+#: Set on a suggestion the engine closed unrun (``{"reason": "duplicate", "duplicate_of": N}``).
+REJECTED_ATTR = "hpod.rejected"
 #: Store state key (per study) of the sampler's time per suggestion: ``{"trials": n,
 #: "total": seconds, "last": seconds, "max": seconds}``, kept by the engine.
 SAMPLER_SECONDS_KEY = "hpod.sampler_seconds"
@@ -71,7 +74,7 @@ def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str],
     constraints = constraint_values(trial, constraint_names)
     return {
         "number": trial.number,
-        "state": trial.state.name,
+        "state": "REJECTED" if attrs.get(REJECTED_ATTR) is not None else trial.state.name,
         "values": values,
         "params": dict(trial.params),
         "constraints": constraints,
@@ -95,11 +98,16 @@ def trial_record(trial: optuna.trial.FrozenTrial, objective_names: list[str],
     }
 
 
-def study_records(store: Store, name: str) -> list[dict[str, Any]]:
-    """Every trial of a stored study as :func:`trial_record` dicts."""
+def study_records(store: Store, name: str, *, rejected: bool = False) -> list[dict[str, Any]]:
+    """Every trial of a stored study as :func:`trial_record` dicts. Suggestions closed
+    unrun as repeats of an evaluated configuration are left out unless ``rejected``;
+    the study's counts (``REJECTED``) say how many there were."""
     row = store.get_study(name)
     assert row is not None
     spec = parse_spec(json.loads(row.spec_json))
     study = store.load_optuna_study(name)
     constraints = [c.text for c in spec.parsed_constraints()]
-    return [trial_record(t, spec.value_names, constraints) for t in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)
+    if not rejected:
+        trials = [t for t in trials if t.user_attrs.get(REJECTED_ATTR) is None]
+    return [trial_record(t, spec.value_names, constraints) for t in trials]

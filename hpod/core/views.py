@@ -123,6 +123,8 @@ def study_rows(store: Store) -> list[dict[str, Any]]:
             "n_trials": spec.get("budget", {}).get("n_trials"),
             "trials": counts,
             "failed": counts.get("FAIL", 0),
+            # suggestions closed unrun because they repeated an evaluated configuration
+            "duplicates_rejected": counts.get("REJECTED", 0),
             "best": json.loads(r.best_json) if r.best_json else {},
             "hypervolume": r.hypervolume,
             "pareto_front_size": r.pareto_front_size,

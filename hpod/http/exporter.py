@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 # down again and are exported as gauges (hpod_trials_running / hpod_trials_waiting).
 # The three Optuna terminal states are always exported, at 0 if need be, so that
 # rate()/increase() see the first failure instead of a series appearing from nothing.
-FINISHED_TRIAL_STATES: tuple[str, ...] = ("complete", "fail", "pruned")
+# ``rejected`` counts suggestions the engine closed unrun because they repeated an
+# evaluated configuration of the study (hpod_trials_total{state="rejected"}).
+FINISHED_TRIAL_STATES: tuple[str, ...] = ("complete", "fail", "pruned", "rejected")
 _GAUGE_TRIAL_STATES = frozenset({"running", "waiting"})
 
 # Study lifecycle states exported as hpod_study_state{state} (1 for the current one).
@@ -401,7 +403,8 @@ class TrialObserver:
         """Create a study's series at 0 (idempotent), so its first trial shows in rate()."""
         _check_label("study", study)
         for state in FINISHED_TRIAL_STATES:
-            self.trial_duration.labels(study, state)
+            if state != "rejected":  # a rejected suggestion never ran: no duration
+                self.trial_duration.labels(study, state)
         self.trial_memory.labels(study)
         self.trial_energy.labels(study)
         self.suggest.labels(study)

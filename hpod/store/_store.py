@@ -150,7 +150,7 @@ EVENT_KINDS = (
     "trial_pruned", "study_completed", "drift_detected", "retune_started", "worker_joined",
     "worker_lost", "daemon_stopping", "study_paused", "study_resumed", "study_cancelled",
     "retune_completed", "serving_switched", "monitor_checked", "retune_waiting", "examples_added",
-    "reference_set",
+    "reference_set", "search_space_exhausted",
 )
 
 

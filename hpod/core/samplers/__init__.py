@@ -7,7 +7,7 @@ Names: ``auto``, ``nsga2``, ``qlognehvi`` (hpod's BoTorch qLogNEHVI sampler), ``
 from __future__ import annotations
 
 from hpod.core.samplers._auto import ModelThenEvolutionSampler
-from hpod.core.samplers._factory import SAMPLER_NAMES, SamplerChoice, create_sampler
+from hpod.core.samplers._factory import SAMPLER_NAMES, SamplerChoice, continued_seed, create_sampler
 from hpod.core.samplers._qlognehvi import QLogNEHVISampler
 from hpod.core.samplers._startup import SobolStartupSampler
 
@@ -17,5 +17,6 @@ __all__ = [
     "QLogNEHVISampler",
     "SamplerChoice",
     "SobolStartupSampler",
+    "continued_seed",
     "create_sampler",
 ]

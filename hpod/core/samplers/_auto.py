@@ -45,6 +45,7 @@ def build_gp_sampler(
     n_params: int,
     n_startup_trials: int,
     seed: int | None,
+    design_seed: int | None = None,
     deterministic_objective: bool = False,
     reference_point: list[float] | None = None,
 ) -> optuna.samplers.GPSampler:
@@ -54,9 +55,13 @@ def build_gp_sampler(
 
     GPSampler reads ``FrozenTrial.constraints`` itself (Optuna 5) and treats running
     trials as pending points, so neither a ``constraints_func`` nor extra batching is needed.
+
+    ``design_seed`` scrambles the Sobol design (indexed by trial number, so a resumed
+    study continues it; default ``seed``); ``seed`` seeds the random state.
     """
 
-    startup = SobolStartupSampler(max(n_params, 1), max(n_startup_trials, 1), seed=seed)
+    startup = SobolStartupSampler(max(n_params, 1), max(n_startup_trials, 1),
+                                  seed=seed if design_seed is None else design_seed, fallback_seed=seed)
     return HpodGPSampler(
         reference_point=reference_point,
         seed=seed,

@@ -25,7 +25,7 @@ from hpod.core.samplers._qlognehvi import QLogNEHVISampler
 from hpod.errors import SpecError
 from hpod.spec import SAMPLER_NAMES, samplers_for
 
-__all__ = ["SAMPLER_NAMES", "SamplerChoice", "create_sampler"]
+__all__ = ["SAMPLER_NAMES", "SamplerChoice", "continued_seed", "create_sampler"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,19 @@ class SamplerChoice:
     sampler: optuna.samplers.BaseSampler
     name: str
     reason: str
+
+
+def continued_seed(seed: int | None, n_trials_so_far: int) -> int | None:
+    """The seed of a sampler's random state for a study that already holds
+    ``n_trials_so_far`` trials: the spec's seed itself for a new study (runs stay
+    reproducible), and a seed derived from both once the study has history, so a
+    resumed study continues instead of replaying the suggestions it started with.
+    ``None`` (fresh randomness) stays ``None``."""
+    if seed is None or n_trials_so_far <= 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed) % (1 << 63), int(n_trials_so_far)]).generate_state(1)[0])
 
 
 # One validator per option: returns an error text (what is allowed) or None when valid.
@@ -137,6 +150,7 @@ def create_sampler(
     seed: int | None = None,
     has_constraints: bool = False,
     reference_point: list[float] | None = None,
+    n_trials_so_far: int = 0,
 ) -> SamplerChoice:
     """Build the sampler a study spec asks for.
 
@@ -149,6 +163,11 @@ def create_sampler(
         parallelism: trials that may run at once (worker slots); batch-aware samplers
             use it to size their startup design and to lie for pending trials.
         seed: seeds the sampler; ``None`` for fresh randomness.
+        n_trials_so_far: trials the study already holds (a resumed study). Random
+            state is seeded from ``seed`` and this count (:func:`continued_seed`), so
+            a resumed sampler does not replay its first suggestions; designs indexed
+            by trial number (the Sobol startup, qLogNEHVI's per-trial draws) keep
+            ``seed``, so they continue their sequence where the study left it.
         has_constraints: whether the spec declares constraints (informs ``auto``'s reason).
         reference_point: the study's hypervolume reference point (one value per objective,
             in the objectives' own directions) when the spec or the objective states one;
@@ -183,6 +202,7 @@ def create_sampler(
             f"reference_point has {len(reference_point)} values for {len(directions)} objectives"
         )
     opts = _validated_options(name, options, len(directions))
+    design_seed, seed = seed, continued_seed(seed, n_trials_so_far)
 
     if name == "auto":
         return _choose_auto(
@@ -192,6 +212,7 @@ def create_sampler(
             n_params=n_params,
             parallelism=parallelism,
             seed=seed,
+            design_seed=design_seed,
             has_constraints=has_constraints,
             reference_point=reference_point,
         )
@@ -208,6 +229,7 @@ def create_sampler(
             n_params=n_params,
             n_startup_trials=opts.get("n_startup_trials", auto_startup_trials(n_params, parallelism)),
             seed=seed,
+            design_seed=design_seed,
             deterministic_objective=opts.get("deterministic_objective", False),
             reference_point=reference_point,
         )
@@ -218,7 +240,7 @@ def create_sampler(
     opts.setdefault("n_startup_trials", max(auto_startup_trials(n_params, parallelism), 2))
     if reference_point is not None:
         opts.setdefault("reference_point", list(reference_point))
-    sampler = QLogNEHVISampler(n_params=max(n_params, 1), seed=seed, **opts)
+    sampler = QLogNEHVISampler(n_params=max(n_params, 1), seed=design_seed, **opts)
     return SamplerChoice(sampler, name, "requested in the spec")
 
 
@@ -230,6 +252,7 @@ def _choose_auto(
     n_params: int,
     parallelism: int,
     seed: int | None,
+    design_seed: int | None,
     has_constraints: bool,
     reference_point: list[float] | None,
 ) -> SamplerChoice:
@@ -260,6 +283,7 @@ def _choose_auto(
         n_params=n_params,
         n_startup_trials=n_startup,
         seed=seed,
+        design_seed=design_seed,
         deterministic_objective=opts.get("deterministic_objective", False),
         reference_point=reference_point,
     )

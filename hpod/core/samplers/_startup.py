@@ -70,7 +70,8 @@ class SobolStartupSampler(optuna.samplers.BaseSampler):
     precomputed sequence, so it is safe for several workers sharing one study.
     """
 
-    def __init__(self, n_params: int, n_points: int, *, seed: int | None = None) -> None:
+    def __init__(self, n_params: int, n_points: int, *, seed: int | None = None,
+                 fallback_seed: int | None = None) -> None:
         if n_params < 1:
             raise ValueError(f"n_params must be >= 1; got {n_params}")
         if n_points < 1:
@@ -80,7 +81,9 @@ class SobolStartupSampler(optuna.samplers.BaseSampler):
         # Sobol balance needs a power of two points; draw the next one up.
         exponent = max(1, math.ceil(math.log2(n_points)))
         self._points = qmc.Sobol(d=n_params, scramble=True, seed=seed).random_base2(exponent)[:n_points]
-        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        # The fallback's random state is its own (``fallback_seed``, default ``seed``):
+        # a resumed study gives it a seed derived from its history so it does not replay.
+        self._fallback = optuna.samplers.RandomSampler(seed=seed if fallback_seed is None else fallback_seed)
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
