@@ -35,6 +35,11 @@ class SpecError(UsageError):
         super().__init__(text)
 
 
+class ObjectiveNotAllowed(SpecError):
+    """A spec submitted to the daemon names an objective its ``allowed_objectives`` does
+    not list: nothing was imported or run. Ask the operator to allow it (API: 403)."""
+
+
 class DataError(UsageError):
     """A data file is missing, empty, not UTF-8 or lacks a field: fix the file or the spec."""
 

@@ -14,7 +14,7 @@ from hpod.daemon.config import log_format
 from hpod.daemon.worker import Worker, default_worker_name
 from hpod.errors import UsageError
 from hpod.execution.executor import HEAVY_PRELOAD, parse_slots
-from hpod.store import Store, default_state_dir, retry_storage
+from hpod.store import Store, default_state_dir, private_state_dir, retry_storage
 
 __all__ = ["worker"]
 
@@ -67,7 +67,7 @@ def worker(
     worker_name = name or default_worker_name()
     logging.basicConfig(level=logging.INFO, format=log_format())
     sd = default_state_dir(state_dir)
-    sd.mkdir(parents=True, exist_ok=True)
+    private_state_dir(sd)
     # A small pool: one loop thread plus the objective-preparing thread.
     store = retry_storage(lambda: Store(url, pool_size=2, create=False, application_name=f"hpod-worker {worker_name}"),
                           what=f"worker {worker_name}: opening {url.split('@')[-1]}",

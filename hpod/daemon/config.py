@@ -28,6 +28,7 @@ from pydantic import (
 
 from hpod.errors import UsageError
 from hpod.http.server import parse_address
+from hpod.objectives.base import DEFAULT_ALLOWED_OBJECTIVES, check_allowed_entry
 from hpod.store import default_state_dir
 
 __all__ = [
@@ -142,6 +143,12 @@ class DaemonConfig(BaseModel):
     codecarbon: bool = True
     #: where trials run (see ExecutorConfig): ``local`` (default) or ``{kind: ray, address: ...}``
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    #: objectives a submitted spec may name (specs from the API and the spec directory):
+    #: ``builtin`` (hpod's synthetic:* and t5_lora), ``entry-points`` (installed
+    #: ``hpod.objectives`` plugins), a module (``mylab.objectives`` allows
+    #: ``mylab.objectives[.sub]:callable``) or one ``module:callable``. Anything else is
+    #: refused (API 403) before it is imported. A comma-separated string in HPOD_ALLOWED_OBJECTIVES.
+    allowed_objectives: tuple[str, ...] = DEFAULT_ALLOWED_OBJECTIVES
 
     @field_validator("api")
     @classmethod
@@ -165,6 +172,18 @@ class DaemonConfig(BaseModel):
             parse_address(v, what="metrics address", default_host="0.0.0.0")  # type: ignore[arg-type]
         except UsageError as exc:
             raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("allowed_objectives", mode="before")
+    @classmethod
+    def _allowed_objectives(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        if isinstance(v, (list, tuple)):
+            for entry in v:
+                problem = check_allowed_entry(entry) if isinstance(entry, str) else f"{entry!r} is not a string"
+                if problem is not None:
+                    raise ValueError(problem)
         return v
 
     @field_validator("log_level")
@@ -270,7 +289,7 @@ def load_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None
 def _write_new_token(path: Path) -> str:
     """Create ``path`` with a fresh token, mode 0600, failing if it appeared meanwhile."""
     token = secrets.token_hex(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

@@ -54,8 +54,9 @@ from hpod.http.exporter import (
 from hpod.http.server import start_server
 from hpod.monitors.gpu import gpu_snapshot
 from hpod.objectives.base import create_objective
+from hpod.objectives.base import check_objective_allowed
 from hpod.spec import load_spec, parse_spec
-from hpod.store import Store
+from hpod.store import Store, private_state_dir
 
 if TYPE_CHECKING:
     from hpod.core.controller import Controller
@@ -165,7 +166,7 @@ class Daemon:
 
 
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_state_dir(cfg.state_dir)
         self.token, token_path = resolve_token(cfg)
         log.info("API token: %s", token_path)
         self.store = store = Store.for_state_dir(cfg.state_dir, cfg.storage)
@@ -263,7 +264,8 @@ class Daemon:
                          max_request_bytes=self.config.max_request_bytes, wait_handled=self.wait_handled,
                          ready=lambda: self._ready and not self._stopping, wake=self._wake.set,
                          add_observations=self.monitor_service.add_observations
-                         if self.monitor_service is not None else None)
+                         if self.monitor_service is not None else None,
+                         allowed_objectives=self.config.allowed_objectives)
         app = create_app(ctx)
         try:
             served = start_server(app, self.config.api, name="hpod-api", what="the control API (--api / HPOD_API)",
@@ -532,7 +534,8 @@ class Daemon:
                 row = self.store.get_study(spec.name, missing_ok=True)
                 if row is not None and row.spec_json == spec.model_dump_json():
                     continue
-                submit_study(self.store, spec, by=f"spec_dir:{path.name}")
+                submit_study(self.store, spec, by=f"spec_dir:{path.name}",
+                             allowed_objectives=self.config.allowed_objectives)
                 self._spec_errors.pop(str(path), None)
             except StorageError:
                 raise
@@ -585,6 +588,8 @@ class Daemon:
         if "spec" not in payload:
             return "no spec in the event (registered by `hpod run`)"
         spec = parse_spec(payload["spec"], source=f"event {ev.id}")
+        # The settings in force now decide (the event may predate a narrower allowed_objectives).
+        check_objective_allowed(spec.objective.name, self.config.allowed_objectives)
         active = self.controller.engines.get(spec.name)
         if active is not None:
             if active.engine.spec == spec:

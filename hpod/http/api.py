@@ -26,7 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hpod import __version__
 from hpod.core.feedback import add_examples, set_reference, window_summary
 from hpod.core.views import event_dict, study_rows, trial_records
-from hpod.errors import HpodError, SpecError, StorageError, StudyNotFound, UsageError
+from hpod.errors import HpodError, ObjectiveNotAllowed, SpecError, StorageError, StudyNotFound, UsageError
+from hpod.objectives.base import DEFAULT_ALLOWED_OBJECTIVES, check_objective_allowed
 from hpod.spec import parse_spec, resolve
 from hpod.store import Store
 
@@ -56,6 +57,8 @@ class ApiContext:
     handle_wait_seconds: float = HANDLE_WAIT_SECONDS
     #: (study, monitor, items) -> summary; the drift monitors' observation intake
     add_observations: Callable[[str, str, list[Any]], dict[str, Any]] | None = None
+    #: the objectives a submitted spec may name (the daemon's ``allowed_objectives``)
+    allowed_objectives: tuple[str, ...] = DEFAULT_ALLOWED_OBJECTIVES
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,12 +105,20 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def submit_study(store: Store, spec: Any, *, by: str) -> tuple[int, bool]:
-    """Validate ``spec`` against its objective, register the study if it is new, and
-    append an unhandled ``study_submitted`` event for the main loop. Returns
-    ``(event_id, created)``. Raises :class:`SpecError` for an invalid spec or one that
-    clashes with the stored study of that name (different objectives)."""
+def submit_study(store: Store, spec: Any, *, by: str, allowed_objectives: tuple[str, ...] | list[str]
+                 ) -> tuple[int, bool]:
+    """Check ``spec``'s objective against ``allowed_objectives`` (before anything is
+    imported), validate the spec against its objective, register the study if it is
+    new, and append an unhandled ``study_submitted`` event for the main loop. Returns
+    ``(event_id, created)``. Raises :class:`~hpod.errors.ObjectiveNotAllowed` for an
+    objective the daemon does not run, :class:`SpecError` for an invalid spec or one
+    that clashes with the stored study of that name (different objectives)."""
 
+    check_objective_allowed(spec.objective.name, allowed_objectives)
+    if spec.storage is not None:
+        raise SpecError("storage", "a spec submitted to the daemon cannot choose the database: the daemon keeps "
+                        "every study in its own (its `storage` setting)", found=spec.storage,
+                        allowed="no storage field (storage is for `hpod run`)")
     resolve(spec)  # unknown objective, bad space, objective names it does not report
     created = store.check_compatible(spec) is None
     if created:
@@ -216,6 +227,8 @@ def create_app(ctx: ApiContext) -> Any:
     async def _hpod_error(request: Request, exc: HpodError) -> JSONResponse:
         if isinstance(exc, StudyNotFound):
             return _error(404, str(exc))
+        if isinstance(exc, ObjectiveNotAllowed):
+            return _error(403, str(exc))
         if isinstance(exc, SpecError):
             return _error(422, str(exc))
         if isinstance(exc, UsageError):
@@ -299,7 +312,7 @@ def create_app(ctx: ApiContext) -> Any:
     def submit(body: SubmitRequest) -> dict[str, Any]:
 
         spec = parse_spec(body.spec, source="request body")
-        event_id, created = submit_study(store, spec, by="api")
+        event_id, created = submit_study(store, spec, by="api", allowed_objectives=ctx.allowed_objectives)
         ctx.wake()
         outcome = ctx.wait_handled(event_id, ctx.handle_wait_seconds)
         return {"event_id": event_id, "study": spec.name, "created": created, "handled": outcome is not None,

@@ -14,17 +14,21 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from hpod.errors import SpecError
+from hpod.errors import ObjectiveNotAllowed, SpecError
 from hpod.errors import TrialPruned as TrialPruned  # re-exported for objectives that stop early
 from hpod.objectives.labelled import LabelSchema
 
 __all__ = [
+    "ALLOW_BUILTIN",
+    "ALLOW_ENTRY_POINTS",
+    "DEFAULT_ALLOWED_OBJECTIVES",
     "ENTRY_POINT_GROUP",
     "ComparesToBaseline",
     "ExportsModel",
@@ -38,6 +42,8 @@ __all__ = [
     "Serves",
     "TrialContext",
     "capabilities",
+    "check_allowed_entry",
+    "check_objective_allowed",
     "create_objective",
     "register_objective",
     "registered_objectives",
@@ -328,6 +334,17 @@ LORA_EXPERIMENT_SPACE: dict[str, dict[str, Any]] = {
 
 ObjectiveFactory = Callable[[Mapping[str, Any]], Objective]
 _REGISTRY: dict[str, ObjectiveFactory] = {}
+#: names registered by hpod's own modules / by installed ``hpod.objectives`` entry points
+_BUILTIN_NAMES: set[str] = set()
+_ENTRY_POINT_NAMES: set[str] = set()
+
+#: ``allowed_objectives`` entry for hpod's built-in objectives (``synthetic:*``, ``t5_lora``)
+ALLOW_BUILTIN = "builtin"
+#: ``allowed_objectives`` entry for objectives installed under the ``hpod.objectives`` entry point group
+ALLOW_ENTRY_POINTS = "entry-points"
+DEFAULT_ALLOWED_OBJECTIVES: tuple[str, ...] = (ALLOW_BUILTIN, ALLOW_ENTRY_POINTS)
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_CALLABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def register_objective(name: str, factory: ObjectiveFactory | None = None) -> Any:
@@ -360,12 +377,14 @@ def _load_builtins() -> None:
         importlib.import_module("hpod.objectives.t5_lora")
     except ImportError:  # pragma: no cover - partial installs
         pass
+    _BUILTIN_NAMES.update(_REGISTRY)
     try:
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name not in _REGISTRY:
                 _REGISTRY[ep.name] = ep.load()
+                _ENTRY_POINT_NAMES.add(ep.name)
     except Exception:  # pragma: no cover - a broken third-party plugin must not break hpod
         pass
 
@@ -373,6 +392,56 @@ def _load_builtins() -> None:
 def registered_objectives() -> list[str]:
     _load_builtins()
     return sorted(_REGISTRY)
+
+
+def check_allowed_entry(entry: str) -> str | None:
+    """What is wrong with one ``allowed_objectives`` entry, or None when it is valid:
+    ``builtin``, ``entry-points``, a module (``mylab.objectives`` allows every
+    ``mylab.objectives[.sub]:callable``) or one ``module:callable`` / registered name."""
+    if entry in DEFAULT_ALLOWED_OBJECTIVES:
+        return None
+    module, colon, attr = entry.partition(":")
+    if _MODULE_RE.match(module) and (not colon or _CALLABLE_RE.match(attr)):
+        return None
+    return (f"{entry!r} is neither {ALLOW_BUILTIN!r}, {ALLOW_ENTRY_POINTS!r}, a module name (mylab.objectives) "
+            "nor module:callable")
+
+
+def _allows(entry: str, name: str) -> bool:
+    if entry == ALLOW_BUILTIN:
+        return name in _BUILTIN_NAMES
+    if entry == ALLOW_ENTRY_POINTS:
+        return name in _ENTRY_POINT_NAMES
+    if entry == name:
+        return True
+    if ":" in entry:
+        return False
+    module = name.partition(":")[0]
+    return ":" in name and (module == entry or module.startswith(entry + "."))
+
+
+def check_objective_allowed(name: str, allowed: tuple[str, ...] | list[str], *,
+                            path: str = "objective.name") -> None:
+    """Refuse an objective the operator's ``allowed_objectives`` does not list, before
+    anything is imported: a registered name is looked up among hpod's built-ins and the
+    installed entry points (which the operator installed); any other ``module:callable``
+    must fall under an allowed module. Raises :class:`~hpod.errors.ObjectiveNotAllowed`.
+    """
+    _load_builtins()
+    if isinstance(name, str) and any(_allows(entry, name) for entry in allowed):
+        return
+    shown = []
+    for entry in allowed:
+        if entry == ALLOW_BUILTIN:
+            shown.append("built-ins (" + ", ".join(sorted(_BUILTIN_NAMES)) + ")")
+        elif entry == ALLOW_ENTRY_POINTS:
+            shown.append("entry points (" + (", ".join(sorted(_ENTRY_POINT_NAMES)) or "none installed") + ")")
+        else:
+            shown.append(entry if ":" in entry else f"module {entry} and its submodules (any callable)")
+    raise ObjectiveNotAllowed(
+        path, "this daemon does not run that objective: its allowed_objectives setting does not list it "
+              "(`hpod run` runs any local module:callable)", found=name,
+        allowed="; ".join(shown) or "nothing (allowed_objectives is empty)")
 
 
 def create_objective(name: str, params: Mapping[str, Any] | None = None, *, path: str = "objective.name") -> Objective:

@@ -79,6 +79,7 @@ __all__ = [
     "default_storage_url",
     "is_disconnect",
     "name_values",
+    "private_state_dir",
     "retry_storage",
     "same_database",
     "worker_state",
@@ -167,6 +168,33 @@ def default_state_dir(explicit: str | Path | None = None) -> Path:
     return Path(platformdirs.user_state_dir("hpod"))
 
 
+def private_state_dir(state_dir: Path) -> Path:
+    """Create ``state_dir`` (and missing parents) with mode 0700, or narrow an existing
+    one this user owns to 0700: it holds the database (specs, trials), the token and the
+    artifacts, which other local users must not read."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        info = state_dir.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077 and state_dir.resolve() != Path.home().resolve():
+            os.chmod(state_dir, 0o700)
+            log.info("state directory %s narrowed to mode 0700", state_dir)
+    except OSError as exc:
+        log.warning("cannot make state directory %s private: %s", state_dir, exc.strerror)
+    return state_dir
+
+
+def _create_private_file(path: Path) -> None:
+    """Create an empty ``path`` with mode 0600 unless it exists (SQLite gives its -wal and
+    -shm files the database file's mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # the database open below reports what is wrong with the path
+    os.close(fd)
+
+
 def default_storage_url(state_dir: Path) -> str:
     return f"sqlite:///{(state_dir / 'hpod.db').resolve()}"
 
@@ -241,6 +269,9 @@ class Store:
         self.is_postgres = url.startswith("postgresql")
         if self.is_sqlite:
             self._check_sqlite_path(url, must_exist=light or not create)
+            db_file = self._sqlite_file(url)
+            if db_file is not None and create and not light:
+                _create_private_file(db_file)
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.is_sqlite:
             # Several processes write one file: wait for the lock instead of failing at once.
@@ -328,6 +359,13 @@ class Store:
         return self._optuna_storage
 
     @staticmethod
+    def _sqlite_file(url: str) -> Path | None:
+        path = url.split(":///", 1)[-1].split("?", 1)[0] if ":///" in url else ""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        return Path(path).expanduser()
+
+    @staticmethod
     def _check_sqlite_path(url: str, *, must_exist: bool = False) -> None:
         """SQLite creates a missing file on connect: refuse a missing directory, and
         with ``must_exist`` (stores that only read) a missing file, before connecting."""
@@ -350,7 +388,7 @@ class Store:
         is :class:`NoDatabase`."""
         if url is None:
             if create and not light:
-                state_dir.mkdir(parents=True, exist_ok=True)
+                private_state_dir(state_dir)
             url = default_storage_url(state_dir)
         return cls(url, light=light, create=create)
 

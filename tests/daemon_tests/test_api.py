@@ -107,7 +107,11 @@ def test_spec_mistakes_come_back_as_422_naming_the_field(client: TestClient) -> 
     assert resp.status_code == 422 and "budget.n_trials" in resp.json()["error"]
     unknown_objective = dict(SPEC, name="x2", objective={"name": "nope:missing"})
     resp = client.post("/v1/studies", headers=AUTH, json={"spec": unknown_objective})
-    assert resp.status_code == 422 and "nope:missing" in resp.json()["error"]
+    # not among the allowed objectives: refused before the daemon tries to import it
+    assert resp.status_code == 403 and "nope:missing" in resp.json()["error"]
+    bad_param = dict(SPEC, name="x3", objective={"name": "synthetic:training_cost", "params": {"noise": -1}})
+    resp = client.post("/v1/studies", headers=AUTH, json={"spec": bad_param})
+    assert resp.status_code == 422 and "objective.params.noise" in resp.json()["error"]
     clash = dict(SPEC, objectives=[{"name": "loss"}])
     client.post("/v1/studies", headers=AUTH, json={"spec": SPEC})
     resp = client.post("/v1/studies", headers=AUTH, json={"spec": clash})

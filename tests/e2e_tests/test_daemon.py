@@ -222,7 +222,7 @@ def test_events_left_unhandled_before_a_start_are_acted_on_once(daemon: DaemonPr
     spec = load_spec(write_spec(tmp_path / "pending.yaml", "e2e-pending", n_trials=2, sleep_seconds=0.0))
     store = Store.for_state_dir(daemon.state_dir)
     try:
-        event_id, created = submit_study(store, spec, by="test")  # as the API does, with no daemon to act
+        event_id, created = submit_study(store, spec, by="test", allowed_objectives=("builtin",))  # as the API does, with no daemon to act
         paused = store.append_event("study_paused", study="e2e-pending", payload={"by": "test"})
         resumed = store.append_event("study_resumed", study="e2e-pending", payload={"by": "test"})
     finally:
