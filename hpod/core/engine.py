@@ -53,8 +53,15 @@ from hpod.store import JobRow, Store, config_key, name_values
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Engine", "MAX_REPEATED_SUGGESTIONS", "SPACE_EXHAUSTED", "StudySummary", "configuration_key",
-           "create_strategy", "trial_handlers"]
+__all__ = [
+    "MAX_REPEATED_SUGGESTIONS",
+    "SPACE_EXHAUSTED",
+    "Engine",
+    "StudySummary",
+    "configuration_key",
+    "create_strategy",
+    "trial_handlers",
+]
 
 log = logging.getLogger(__name__)
 _REF_MIN_TRIALS = 5
@@ -93,7 +100,7 @@ def _grid(dist: Any) -> list[Any] | None:
             return list(range(int(dist.low), int(dist.high) + 1))
         return list(range(int(dist.low), int(dist.high) + 1, int(dist.step)))
     if isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is not None:
-        n = int(round((dist.high - dist.low) / dist.step)) + 1
+        n = round((dist.high - dist.low) / dist.step) + 1
         return [float(min(dist.low + i * dist.step, dist.high)) for i in range(n)]
     return None
 

@@ -68,6 +68,7 @@ __all__ = [
     "RETUNE_KEY",
     "RetuneOutcome",
     "RetunePolicy",
+    "manual_retune_wait",
     "pareto_configurations",
     "retune_snapshots",
     "retune_states",
@@ -80,6 +81,29 @@ RETUNE_KEY = "retune"
 _HISTORY = 50
 _MIN_DATA_RECORDS = 4
 _FINISHED = ("completed", "failed", "cancelled")
+
+
+def manual_retune_wait(store: Store, study: str, *, now: float | None = None) -> tuple[float, float]:
+    """``(seconds to wait, retune.min_manual_interval)`` before another manual retune
+    request of ``study`` (its family: ``study@vN`` share the base's limit) is accepted;
+    0 seconds when it may go now. The last manual request is the newest
+    ``retune_started`` event with reason ``manual`` (the events table is the record)."""
+    base = base_study_name(study)
+    row = store.get_study(base, missing_ok=True)
+    if row is None:
+        return 0.0, 0.0
+    interval = parse_spec(json.loads(row.spec_json)).retune.min_manual_interval_seconds
+    if interval <= 0:
+        return 0.0, interval
+    now = time.time() if now is None else now
+    for event in store.events(study=base, kinds=["retune_started"], newest=True, limit=200):
+        try:
+            payload = json.loads(event.payload_json or "{}")
+        except ValueError:
+            continue
+        if isinstance(payload, dict) and payload.get("reason") == "manual" and payload.get("by") is not None:
+            return max(0.0, event.ts + interval - now), interval
+    return 0.0, interval
 
 
 @dataclass

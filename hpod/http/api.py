@@ -13,20 +13,22 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpod import __version__
 from hpod.core.feedback import add_examples, set_reference, window_summary
+from hpod.core.retune import manual_retune_wait
 from hpod.core.views import event_dict, study_rows, trial_records
-from hpod.errors import HpodError, ObjectiveNotAllowed, SpecError, StorageError, StudyNotFound, UsageError
+from hpod.errors import DataError, HpodError, ObjectiveNotAllowed, SpecError, StorageError, StudyNotFound, UsageError
 from hpod.objectives.base import DEFAULT_ALLOWED_OBJECTIVES, check_objective_allowed
 from hpod.spec import parse_spec, resolve
 from hpod.store import Store
@@ -94,6 +96,29 @@ class RetuneBody(BaseModel):
     reason: str = Field(default="manual request", min_length=1, max_length=500)
 
 
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": "<what is wrong, what is allowed>"}``."""
+
+    error: str
+
+
+_ERROR_TEXT = {
+    400: "Bad request (an invalid header or setting)",
+    401: "Missing or invalid bearer token",
+    403: "The spec names an objective this daemon's allowed_objectives does not list (nothing was imported)",
+    404: "No study of that name",
+    413: "Request body over max_request_bytes",
+    422: "Invalid request or spec; the message names the field, what was found and what is allowed",
+    429: "Too many manual retunes; the Retry-After header says when to retry",
+    503: "The daemon is starting, stopping, or its database is unavailable; retry shortly",
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error codes a route really answers with."""
+    return {code: {"model": ErrorBody, "description": _ERROR_TEXT[code]} for code in codes}
+
+
 class _Problem(Exception):
     def __init__(self, status: int, message: str, **extra: Any):
         super().__init__(message)
@@ -101,8 +126,10 @@ class _Problem(Exception):
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if status == 429 and "retry_after_seconds" in extra:
+        headers["Retry-After"] = str(int(extra["retry_after_seconds"]))
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers or None)
 
 
 def submit_study(store: Store, spec: Any, *, by: str, allowed_objectives: tuple[str, ...] | list[str]
@@ -119,7 +146,8 @@ def submit_study(store: Store, spec: Any, *, by: str, allowed_objectives: tuple[
         raise SpecError("storage", "a spec submitted to the daemon cannot choose the database: the daemon keeps "
                         "every study in its own (its `storage` setting)", found=spec.storage,
                         allowed="no storage field (storage is for `hpod run`)")
-    resolve(spec)  # unknown objective, bad space, objective names it does not report
+    resolved = resolve(spec)  # bad space, objective names it does not report
+    resolved.objective.validate()  # its inputs (data files), as `hpod run` checks them
     created = store.check_compatible(spec) is None
     if created:
         store.register_study(spec, state="queued")
@@ -229,7 +257,7 @@ def create_app(ctx: ApiContext) -> Any:
             return _error(404, str(exc))
         if isinstance(exc, ObjectiveNotAllowed):
             return _error(403, str(exc))
-        if isinstance(exc, SpecError):
+        if isinstance(exc, (SpecError, DataError)):
             return _error(422, str(exc))
         if isinstance(exc, UsageError):
             return _error(400, str(exc))
@@ -277,13 +305,16 @@ def create_app(ctx: ApiContext) -> Any:
                 "state": row.state if row is not None else None}
 
     # ------------------------------------------------------------------ open routes
-    @api.get("/healthz", summary="Liveness and readiness (no token needed)")
+    @api.get("/healthz", summary="Liveness and readiness (no token needed)",
+             responses={503: {"description": "Starting or stopping: not ready"}})
     def healthz() -> JSONResponse:
         ready = ctx.ready()
         return JSONResponse({"status": "ok" if ready else "unavailable", "ready": ready, "version": __version__},
                             status_code=200 if ready else 503)
 
-    @api.get("/metrics", summary="Prometheus metrics (no token needed)")
+    @api.get("/metrics", summary="Prometheus metrics (no token needed)", response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text exposition format 0.0.4",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -296,19 +327,21 @@ def create_app(ctx: ApiContext) -> Any:
     def openapi() -> JSONResponse:
         return JSONResponse(api.openapi())
 
-    @api.get("/v1/status", dependencies=auth, summary="Daemon, slots, workers, studies, monitors, last events")
+    @api.get("/v1/status", dependencies=auth, summary="Daemon, slots, workers, studies, monitors, last events",
+             responses=_responses(401, 503))
     def status() -> dict[str, Any]:
         if ctx.status is None:
 
             return {"daemon": {"version": __version__}, "storage": store.safe_url, "studies": study_rows(store)}
         return ctx.status()
 
-    @api.get("/v1/studies", dependencies=auth, summary="All studies")
+    @api.get("/v1/studies", dependencies=auth, summary="All studies", responses=_responses(401, 503))
     def list_studies() -> list[dict[str, Any]]:
 
         return study_rows(store)
 
-    @api.post("/v1/studies", dependencies=auth, status_code=202, summary="Submit a study spec")
+    @api.post("/v1/studies", dependencies=auth, status_code=202, summary="Submit a study spec",
+              responses=_responses(401, 403, 413, 422, 503))
     def submit(body: SubmitRequest) -> dict[str, Any]:
 
         spec = parse_spec(body.spec, source="request body")
@@ -319,7 +352,8 @@ def create_app(ctx: ApiContext) -> Any:
                 "ok": outcome["ok"] if outcome else None,
                 "message": outcome["message"] if outcome else "accepted; the daemon starts it shortly"}
 
-    @api.get("/v1/studies/{name}", dependencies=auth, summary="One study, with its spec")
+    @api.get("/v1/studies/{name}", dependencies=auth, summary="One study, with its spec",
+             responses=_responses(401, 404, 422, 503))
     def get_study(name: str) -> dict[str, Any]:
 
         row = study_row(name)
@@ -327,37 +361,50 @@ def create_app(ctx: ApiContext) -> Any:
         out["spec"] = json.loads(row.spec_json)
         return out
 
-    @api.get("/v1/studies/{name}/trials", dependencies=auth, summary="The study's trials")
-    def trials(name: str, offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100000)) -> Any:
+    @api.get("/v1/studies/{name}/trials", dependencies=auth, summary="The study's trials",
+             responses=_responses(401, 404, 422, 503))
+    def trials(name: str, offset: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(1000, ge=1, le=100000)) -> Any:
 
         study_row(name)
         return trial_records(store, name)[offset:offset + limit]
 
-    @api.get("/v1/studies/{name}/pareto", dependencies=auth, summary="The study's Pareto front")
+    @api.get("/v1/studies/{name}/pareto", dependencies=auth, summary="The study's Pareto front",
+             responses=_responses(401, 404, 422, 503))
     def pareto(name: str) -> Any:
 
         study_row(name)
         return trial_records(store, name, pareto_only=True)
 
-    @api.post("/v1/studies/{name}/pause", dependencies=auth, summary="Start no new trials of the study")
+    @api.post("/v1/studies/{name}/pause", dependencies=auth, summary="Start no new trials of the study",
+              responses=_responses(401, 404, 422, 503))
     def pause(name: str) -> dict[str, Any]:
         return act("study_paused", name)
 
-    @api.post("/v1/studies/{name}/resume", dependencies=auth, summary="Resume a paused study")
+    @api.post("/v1/studies/{name}/resume", dependencies=auth, summary="Resume a paused study",
+              responses=_responses(401, 404, 422, 503))
     def resume(name: str) -> dict[str, Any]:
         return act("study_resumed", name)
 
-    @api.post("/v1/studies/{name}/cancel", dependencies=auth, summary="Cancel queued trials; end the study")
+    @api.post("/v1/studies/{name}/cancel", dependencies=auth, summary="Cancel queued trials; end the study",
+              responses=_responses(401, 404, 422, 503))
     def cancel(name: str) -> dict[str, Any]:
         return act("study_cancelled", name)
 
-    @api.post("/v1/studies/{name}/retune", dependencies=auth, summary="Retune the study now")
+    @api.post("/v1/studies/{name}/retune", dependencies=auth, summary="Retune the study now",
+              responses=_responses(401, 404, 413, 422, 429, 503))
     def retune(name: str, body: RetuneBody | None = None) -> dict[str, Any]:
         note = body.reason if body is not None else "manual request"
+        study_row(name)
+        wait, interval = manual_retune_wait(store, name)
+        if wait > 0:
+            raise _Problem(429, f"retune of {name}: a manual retune was requested less than "
+                                f"retune.min_manual_interval ({interval:.0f} s) ago; retry in {math.ceil(wait)} s",
+                           retry_after_seconds=math.ceil(wait))
         return act("retune_started", name, {"reason": "manual", "note": note, "by": "api"})
 
     @api.post("/v1/studies/{name}/observations", dependencies=auth, status_code=202,
-              summary="Observations for a drift monitor whose source is `observations`")
+              summary="Observations for a drift monitor whose source is `observations`",
+              responses=_responses(400, 401, 404, 413, 422, 503))
     def observations(name: str, body: ObservationsBody) -> dict[str, Any]:
         study_row(name)
         if ctx.add_observations is None:
@@ -365,26 +412,30 @@ def create_app(ctx: ApiContext) -> Any:
         return ctx.add_observations(name, body.monitor, body.items)
 
     @api.post("/v1/studies/{name}/examples", dependencies=auth, status_code=201,
-              summary="Labelled records (input + reference output): a new data window a retune trains on")
+              summary="Labelled records (input + reference output): a new data window a retune trains on",
+              responses=_responses(400, 401, 404, 413, 422, 503))
     def examples(name: str, body: ExamplesBody) -> dict[str, Any]:
         study_row(name)
         result = add_examples(store, name, body.records, source="api")
         ctx.wake()
         return result
 
-    @api.get("/v1/studies/{name}/examples", dependencies=auth, summary="The study's labelled data windows")
+    @api.get("/v1/studies/{name}/examples", dependencies=auth, summary="The study's labelled data windows",
+             responses=_responses(401, 404, 422, 503))
     def list_examples(name: str) -> list[dict[str, Any]]:
         study_row(name)
         return [window_summary(w) for w in store.data_windows(name.split("@", 1)[0], "labelled")]
 
     @api.put("/v1/studies/{name}/monitors/reference", dependencies=auth,
-             summary="Set the reference of the study's data monitors (adopted at their next check)")
+             summary="Set the reference of the study's data monitors (adopted at their next check)",
+             responses=_responses(400, 401, 404, 413, 422, 503))
     def reference(name: str, body: ReferenceBody) -> dict[str, Any]:
         study_row(name)
         return set_reference(store, name, body.texts, monitor=body.monitor, source="api")
 
-    @api.get("/v1/events", dependencies=auth, summary="Events, oldest first, after an id")
-    def events(study: str | None = Query(None, max_length=200), after: int = Query(0, ge=0),
+    @api.get("/v1/events", dependencies=auth, summary="Events, oldest first, after an id",
+             responses=_responses(401, 422, 503))
+    def events(study: str | None = Query(None, max_length=200), after: int = Query(0, ge=0, le=2**63 - 1),
                limit: int = Query(200, ge=1, le=5000), kind: str | None = Query(None, max_length=64)) -> Any:
 
         rows = store.events(study=study or None, after_id=after, limit=limit, kinds=[kind] if kind else None)

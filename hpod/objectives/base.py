@@ -269,6 +269,10 @@ class BaseObjective(ABC):
     provides: frozenset[str] = frozenset()
     reference_point: Mapping[str, float] | None = None
     heavy: bool = False
+    #: True when ``run`` takes parameters beyond ``default_space()``; otherwise a spec's
+    #: ``space`` key that the default space lacks is refused as a typo (optional attribute:
+    #: objectives without it are treated as False).
+    open_space: bool = False
 
     def default_space(self) -> dict[str, dict[str, Any]]:
         return {}
@@ -300,6 +304,8 @@ class FunctionObjective(BaseObjective):
         self.heavy = bool(getattr(func, "heavy", False))
         self.preload = tuple(getattr(func, "preload", ()) or ())
         self._space = dict(getattr(func, "default_space", {}) or {})
+        # a function that declares no space takes whatever the spec's space names
+        self.open_space = bool(getattr(func, "open_space", not self._space))
         try:
             self._takes_ctx = len(inspect.signature(func).parameters) >= 2
         except (TypeError, ValueError):

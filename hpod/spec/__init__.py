@@ -10,6 +10,7 @@ from hpod.spec._monitors import (
     MonitorSpec,
     parse_duration_seconds,
 )
+from hpod.spec._sampler import validate_sampler_options
 from hpod.spec._strategies import (
     AdaptiveSeedsSpec,
     PrunerSpec,
@@ -58,4 +59,5 @@ __all__ = [
     "parse_spec",
     "resolve",
     "samplers_for",
+    "validate_sampler_options",
 ]

@@ -8,6 +8,7 @@ names, default search space) without running anything.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pydantic import (
 from hpod.errors import SpecError
 from hpod.objectives.base import create_objective
 from hpod.spec._monitors import MonitorSpec, parse_duration_seconds
+from hpod.spec._sampler import SAMPLER_NAMES, validate_sampler_options
 from hpod.spec._strategies import (
     AdaptiveSeedsSpec,
     PrunerSpec,
@@ -58,7 +60,6 @@ __all__ = [
 
 #: What hpod's meters measure for every trial, whatever the objective.
 MEASURED_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
-SAMPLER_NAMES = ("auto", "nsga2", "qlognehvi", "tpe", "gp", "random")
 #: Samplers that need two or more objectives (hypervolume-improvement acquisitions have no
 #: single-objective form): refused at validation for a study with one value.
 MULTI_OBJECTIVE_ONLY_SAMPLERS = ("qlognehvi",)
@@ -72,8 +73,19 @@ def samplers_for(n_values: int) -> tuple[str, ...]:
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 
 
+#: Largest magnitude of any integer in a spec: exact as a float and as JSON, and far
+#: inside the database's 64-bit integers.
+MAX_SPEC_INT = 2**53
+#: How deeply a spec may nest mappings and lists.
+_MAX_DEPTH = 32
+#: ``priority`` bounds (a 32-bit column on PostgreSQL; fair sharing needs no more).
+MAX_PRIORITY = 1_000_000
+#: A year, in seconds: longer trial and study time limits are typos.
+_YEAR_SECONDS = 366 * 86400.0
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FloatParam(_Strict):
@@ -93,6 +105,9 @@ class FloatParam(_Strict):
             raise ValueError("step cannot be combined with log: true")
         if self.step is not None and self.step <= 0:
             raise ValueError(f"step must be > 0 (found {self.step})")
+        if self.step is not None and self.high > self.low and self.step > self.high - self.low:
+            raise ValueError(f"step ({self.step}) is larger than the range high - low ({self.high - self.low:g}): "
+                             "the parameter would take one value; use a smaller step or a fixed value")
         return self
 
 
@@ -113,6 +128,9 @@ class IntParam(_Strict):
             raise ValueError(f"step must be >= 1 (found {self.step})")
         if self.log and self.step != 1:
             raise ValueError("step cannot be combined with log: true")
+        if self.high > self.low and self.step > self.high - self.low:
+            raise ValueError(f"step ({self.step}) is larger than the range high - low ({self.high - self.low}): "
+                             "the parameter would take one value; use a smaller step or a fixed value")
         return self
 
 
@@ -154,7 +172,8 @@ class ObjectiveRef(_Strict):
 class SamplerSpec(_Strict):
     name: str = "auto"
     options: dict[str, Any] = Field(default_factory=dict)
-    seed: int | None = None
+    #: seeds the sampler's random state (numpy takes 0 .. 2**32 - 1)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
     @field_validator("name")
     @classmethod
@@ -165,13 +184,13 @@ class SamplerSpec(_Strict):
 
 
 class Budget(_Strict):
-    n_trials: int | None = Field(default=None, ge=1)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    energy_joules: float | None = Field(default=None, gt=0)
+    n_trials: int | None = Field(default=None, ge=1, le=10_000_000)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=10 * _YEAR_SECONDS)
+    energy_joules: float | None = Field(default=None, gt=0, le=1e18)
     #: wall-clock limit for one trial; the trial fails with reason ``timeout``.
-    trial_timeout_seconds: float | None = Field(default=None, gt=0)
+    trial_timeout_seconds: float | None = Field(default=None, gt=0, le=_YEAR_SECONDS)
     #: how often one configuration is re-queued after infrastructure failures.
-    max_retries: int = Field(default=3, ge=0)
+    max_retries: int = Field(default=3, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _some_limit(self) -> Budget:
@@ -281,10 +300,13 @@ class RetuneSpec(_Strict):
     """
 
     enabled: bool = True
-    n_trials: int = Field(default=20, ge=1)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    energy_joules: float | None = Field(default=None, gt=0)
+    n_trials: int = Field(default=20, ge=1, le=10_000_000)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=10 * _YEAR_SECONDS)
+    energy_joules: float | None = Field(default=None, gt=0, le=1e18)
     min_interval: float | str = "1h"
+    #: least time between two manual retune requests of the study (``hpod retune``,
+    #: ``POST …/retune``); earlier ones are refused (API 429 with Retry-After)
+    min_manual_interval: float | str = "10m"
     warm_start: int = Field(default=20, ge=0, le=1000)
     on: list[Literal["data", "performance", "cost"]] = Field(
         default_factory=lambda: ["data", "performance", "cost"])
@@ -293,20 +315,24 @@ class RetuneSpec(_Strict):
     validation_share: float = Field(default=0.2, gt=0.0, lt=1.0)
     replay_share: float = Field(default=0.2, ge=0.0, lt=1.0)
 
-    @field_validator("min_interval")
+    @field_validator("min_interval", "min_manual_interval")
     @classmethod
     def _interval(cls, v: float | str) -> float | str:
         try:
             seconds = _duration_seconds(v)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
-        if seconds < 0:
-            raise ValueError(f"min_interval must be >= 0 seconds (found {v!r})")
+        if not math.isfinite(seconds) or seconds < 0 or seconds > 10 * _YEAR_SECONDS:
+            raise ValueError(f"must be 0 .. {10 * _YEAR_SECONDS:.0f} seconds (found {v!r})")
         return v
 
     @property
     def min_interval_seconds(self) -> float:
         return _duration_seconds(self.min_interval)
+
+    @property
+    def min_manual_interval_seconds(self) -> float:
+        return _duration_seconds(self.min_manual_interval)
 
 
 SERVING_POLICIES = ("min-loss", "knee", "objective NAME")
@@ -360,8 +386,8 @@ class StudySpec(_Strict):
     storage: str | None = None
     reference_point: dict[str, float] | None = None
     #: local trial slots this study may use at once (None: all the executor has)
-    max_concurrency: int | None = Field(default=None, ge=1)
-    priority: int = 0
+    max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     schedule: ScheduleSpec | None = None
     #: drift monitors (see hpod.monitors.drift.MonitorSpec); `[{kind: data}]` is enough
     monitors: list[MonitorSpec] = Field(default_factory=list)
@@ -556,10 +582,33 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
                     f"space.{key}.type", "unknown parameter type", found=entry.get("type"),
                     allowed="float, int, categorical, fixed",
                 )
+    _check_numbers(data, "", 0)
     try:
-        return StudySpec.model_validate(data)
+        spec = StudySpec.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc) from None
+    validate_sampler_options(spec.sampler.name, spec.sampler.options, len(spec.directions))
+    return spec
+
+
+def _check_numbers(value: Any, path: str, depth: int) -> None:
+    """Refuse NaN, infinities and integers beyond :data:`MAX_SPEC_INT` anywhere in a spec
+    (objective params and sampler options included), and nesting beyond reason."""
+    if depth > _MAX_DEPTH:
+        raise SpecError(path, f"nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(path or "spec", "must be a finite number", found=value, allowed="a finite number")
+    if isinstance(value, int) and abs(value) > MAX_SPEC_INT:
+        raise SpecError(path or "spec", "integer out of range", found=value,
+                        allowed=f"-{MAX_SPEC_INT} .. {MAX_SPEC_INT} (2**53)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_numbers(item, f"{path}.{key}" if path else str(key), depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_numbers(item, f"{path}[{i}]", depth + 1)
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -640,12 +689,22 @@ def resolve(spec: StudySpec, objective: Objective | None = None) -> ResolvedStud
     constraint name the objective does not report.
     """
 
+    validate_sampler_options(spec.sampler.name, spec.sampler.options, len(spec.directions))
     if objective is None:
         objective = create_objective(spec.objective.name, spec.objective.params)
     space: dict[str, FloatParam | IntParam | CategoricalParam | FixedParam] = {}
-    for key, entry in objective.default_space().items():
+    defaults = objective.default_space()
+    for key, entry in defaults.items():
         space[key] = _as_param(f"objective default space.{key}", entry)
+    # An objective with a default space names its parameters: a key it does not know is a
+    # typo (`learning_rat`), not a new parameter, unless the objective says it takes more.
+    closed = bool(defaults) and not getattr(objective, "open_space", False)
     for key, entry in spec.space.items():
+        if closed and key not in defaults:
+            close = difflib.get_close_matches(str(key), list(defaults), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"space.{key}", f"not a parameter of objective {spec.objective.name!r}{hint}",
+                            allowed=", ".join(sorted(defaults)))
         space[key] = _as_param(f"space.{key}", entry)
     if not any(not isinstance(p, FixedParam) for p in space.values()):
         raise SpecError("space", "the search space has no tunable parameter", found=sorted(space))

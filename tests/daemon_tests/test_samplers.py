@@ -79,13 +79,16 @@ def test_unknown_sampler_name_is_a_spec_error_listing_the_allowed_names() -> Non
 @pytest.mark.parametrize(
     ("name", "options", "field", "shown"),
     [
-        ("nsga2", {"population_size": 1}, "sampler.options.population_size", "integer >= 2"),
+        ("nsga2", {"population_size": 1}, "sampler.options.population_size", "integer from 2 to 10000"),
+        ("nsga2", {"population_size": 10**9}, "sampler.options.population_size", "integer from 2 to 10000"),
         ("nsga2", {"popsize": 10}, "sampler.options.popsize", "population_size"),
         ("random", {"seed": 3}, "sampler.options.seed", "takes no options"),
-        ("qlognehvi", {"reference_point": [1.0]}, "sampler.options.reference_point", "list of 2 numbers"),
-        ("qlognehvi", {"n_startup_trials": 1}, "sampler.options.n_startup_trials", "integer >= 2"),
+        ("qlognehvi", {"reference_point": [1.0]}, "sampler.options.reference_point", "list of 2 finite numbers"),
+        ("qlognehvi", {"reference_point": [1.0, float("nan")]}, "sampler.options.reference_point",
+         "list of 2 finite numbers"),
+        ("qlognehvi", {"n_startup_trials": 1}, "sampler.options.n_startup_trials", "integer from 2 to"),
         ("tpe", {"multivariate": "yes"}, "sampler.options.multivariate", "true or false"),
-        ("auto", {"switch_after": 0}, "sampler.options.switch_after", "integer >= 2"),
+        ("auto", {"switch_after": 0}, "sampler.options.switch_after", "integer from 2 to"),
     ],
 )
 def test_bad_sampler_options_name_the_field(name: str, options: dict[str, object], field: str, shown: str) -> None:

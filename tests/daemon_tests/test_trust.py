@@ -89,7 +89,7 @@ def test_allowed_objectives_entries(name: str, allowed: tuple[str, ...], ok: boo
     if ok:
         check_objective_allowed(name, allowed)
     else:
-        with pytest.raises(ObjectiveNotAllowed, match="objective.name"):
+        with pytest.raises(ObjectiveNotAllowed, match=r"objective\.name"):
             check_objective_allowed(name, allowed)
 
 

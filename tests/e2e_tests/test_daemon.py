@@ -86,7 +86,8 @@ def test_sigterm_mid_trial_requeues_the_trial_and_exits_0_within_the_grace_perio
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(30) == 0
     elapsed = time.monotonic() - started
-    assert 1.5 <= elapsed < 2.0 + 10, elapsed  # waited for the grace period, not for the 120 s trial
+    # waited for the 2 s grace period, not for the 120 s trial (a loaded machine adds seconds)
+    assert 1.5 <= elapsed < 90, elapsed
     assert "STOPPING=1" in daemon.read_notifications()
 
     store = Store.for_state_dir(daemon.state_dir)
@@ -141,11 +142,13 @@ def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: Daemon
     out = daemon.hpod("pause", "share-a").stdout
     assert "paused" in out
     paused_at = daemon.events()[-1]["id"]
-    time.sleep(4)
+    # While share-a is paused, share-b goes on: wait (on events, however slow the machine)
+    # until share-b has started two more trials, then check share-a started none meanwhile.
+    wait_for(lambda: len([e for e in daemon.events("trial_started", "share-b") if e["id"] > paused_at]) >= 2,
+             120, "share-b to start two trials while share-a is paused", daemon)
     late = [e for e in daemon.events("trial_started", "share-a") if e["id"] > paused_at]
     assert late == [], "a paused study started a trial"
     assert daemon.study("share-a")["state"] == "paused"
-    assert len([e for e in daemon.events("trial_started", "share-b") if e["id"] > paused_at]) >= 2
 
     daemon.hpod("resume", "share-a")
     out = daemon.hpod("cancel", "share-b").stdout
@@ -222,7 +225,8 @@ def test_events_left_unhandled_before_a_start_are_acted_on_once(daemon: DaemonPr
     spec = load_spec(write_spec(tmp_path / "pending.yaml", "e2e-pending", n_trials=2, sleep_seconds=0.0))
     store = Store.for_state_dir(daemon.state_dir)
     try:
-        event_id, created = submit_study(store, spec, by="test", allowed_objectives=("builtin",))  # as the API does, with no daemon to act
+        # as the API does, with no daemon to act
+        event_id, created = submit_study(store, spec, by="test", allowed_objectives=("builtin",))
         paused = store.append_event("study_paused", study="e2e-pending", payload={"by": "test"})
         resumed = store.append_event("study_resumed", study="e2e-pending", payload={"by": "test"})
     finally:

@@ -7,7 +7,7 @@ is passed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from hpod.core.samplers._auto import (
 )
 from hpod.core.samplers._qlognehvi import QLogNEHVISampler
 from hpod.errors import SpecError
-from hpod.spec import SAMPLER_NAMES, samplers_for
+from hpod.spec import SAMPLER_NAMES, samplers_for, validate_sampler_options
 
 __all__ = ["SAMPLER_NAMES", "SamplerChoice", "continued_seed", "create_sampler"]
 
@@ -49,94 +49,6 @@ def continued_seed(seed: int | None, n_trials_so_far: int) -> int | None:
     import numpy as np
 
     return int(np.random.SeedSequence([int(seed) % (1 << 63), int(n_trials_so_far)]).generate_state(1)[0])
-
-
-# One validator per option: returns an error text (what is allowed) or None when valid.
-_Check = Callable[[Any], "str | None"]
-
-
-def _int_at_least(low: int) -> _Check:
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-        return None if ok else f"an integer >= {low}"
-
-    return check
-
-
-def _probability(allow_none: bool = False) -> _Check:
-    def check(value: Any) -> str | None:
-        if value is None and allow_none:
-            return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-        return None if ok else "a number in [0, 1]" + (" or null" if allow_none else "")
-
-    return check
-
-
-def _boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "true or false"
-
-
-def _number_list(length: int) -> _Check:
-    def check(value: Any) -> str | None:
-        ok = (
-            isinstance(value, (list, tuple))
-            and len(value) == length
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        )
-        return None if ok else f"a list of {length} numbers (one per objective)"
-
-    return check
-
-
-def _options_schema(name: str, n_objectives: int) -> dict[str, _Check]:
-    schemas: dict[str, dict[str, _Check]] = {
-        "nsga2": {
-            "population_size": _int_at_least(2),
-            "mutation_prob": _probability(allow_none=True),
-            "crossover_prob": _probability(),
-            "swapping_prob": _probability(),
-        },
-        "tpe": {
-            "n_startup_trials": _int_at_least(0),
-            "n_ei_candidates": _int_at_least(1),
-            "multivariate": _boolean,
-            "constant_liar": _boolean,
-        },
-        "gp": {"n_startup_trials": _int_at_least(1), "deterministic_objective": _boolean},
-        "random": {},
-        "qlognehvi": {
-            "n_startup_trials": _int_at_least(2),
-            "num_restarts": _int_at_least(1),
-            "raw_samples": _int_at_least(1),
-            "mc_samples": _int_at_least(1),
-            "max_iterations": _int_at_least(1),
-            "reference_point": _number_list(n_objectives),
-        },
-        "auto": {
-            "n_startup_trials": _int_at_least(1),
-            "switch_after": _int_at_least(2),
-            "population_size": _int_at_least(2),
-            "deterministic_objective": _boolean,
-        },
-    }
-    return schemas[name]
-
-
-def _validated_options(name: str, options: Mapping[str, Any] | None, n_objectives: int) -> dict[str, Any]:
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise SpecError("sampler.options", "must be a mapping of option names to values", found=options)
-    schema = _options_schema(name, n_objectives)
-    for key, value in options.items():
-        if key not in schema:
-            allowed = ", ".join(sorted(schema)) or f"none (sampler {name!r} takes no options)"
-            raise SpecError(f"sampler.options.{key}", f"unknown option for sampler {name!r}", allowed=allowed)
-        problem = schema[key](value)
-        if problem is not None:
-            raise SpecError(f"sampler.options.{key}", "invalid value", found=value, allowed=problem)
-    return dict(options)
 
 
 def create_sampler(
@@ -201,7 +113,7 @@ def create_sampler(
         raise ValueError(
             f"reference_point has {len(reference_point)} values for {len(directions)} objectives"
         )
-    opts = _validated_options(name, options, len(directions))
+    opts = validate_sampler_options(name, options, len(directions))
     design_seed, seed = seed, continued_seed(seed, n_trials_so_far)
 
     if name == "auto":
