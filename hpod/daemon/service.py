@@ -53,8 +53,7 @@ from hpod.http.exporter import (
 )
 from hpod.http.server import start_server
 from hpod.monitors.gpu import gpu_snapshot
-from hpod.objectives.base import create_objective
-from hpod.objectives.base import check_objective_allowed
+from hpod.objectives.base import check_objective_allowed, create_objective
 from hpod.spec import load_spec, parse_spec
 from hpod.store import Store, private_state_dir
 

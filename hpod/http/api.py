@@ -103,7 +103,7 @@ class ErrorBody(BaseModel):
 
 
 _ERROR_TEXT = {
-    400: "Bad request (an invalid header or setting)",
+    400: "Bad request: a body that cannot be parsed, an invalid header or setting",
     401: "Missing or invalid bearer token",
     403: "The spec names an objective this daemon's allowed_objectives does not list (nothing was imported)",
     404: "No study of that name",
@@ -341,7 +341,7 @@ def create_app(ctx: ApiContext) -> Any:
         return study_rows(store)
 
     @api.post("/v1/studies", dependencies=auth, status_code=202, summary="Submit a study spec",
-              responses=_responses(401, 403, 413, 422, 503))
+              responses=_responses(400, 401, 403, 413, 422, 503))
     def submit(body: SubmitRequest) -> dict[str, Any]:
 
         spec = parse_spec(body.spec, source="request body")
@@ -391,7 +391,7 @@ def create_app(ctx: ApiContext) -> Any:
         return act("study_cancelled", name)
 
     @api.post("/v1/studies/{name}/retune", dependencies=auth, summary="Retune the study now",
-              responses=_responses(401, 404, 413, 422, 429, 503))
+              responses=_responses(400, 401, 404, 413, 422, 429, 503))
     def retune(name: str, body: RetuneBody | None = None) -> dict[str, Any]:
         note = body.reason if body is not None else "manual request"
         study_row(name)
