@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -384,42 +385,51 @@ def _registered(url: str, study: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- Ctrl-C / resume
+def _interrupt_one(tmp: Path, sampler: str, cycles: int, n_trials: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    state = tmp / f"interrupt-{sampler}"
+    spec_path = tmp / f"interrupt-{sampler}.json"
+    name = f"ctrlc-{sampler}"
+    spec_path.write_text(json.dumps(_study_spec(name, sampler, n_trials, sleep=0.4)))
+    db = state / "hpod.db"
+    ledger = Ledger(f"sqlite:///{db}", {name: n_trials})
+    rng = random.Random(sampler)
+    exits: list[int] = []
+    tracebacks = 0
+    for _ in range(cycles):
+        before = ledger.snapshot() if db.exists() else 0
+        proc = subprocess.Popen([HPOD, "run", str(spec_path), "--no-codecarbon"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=_env(state), start_new_session=True)
+        with contextlib.suppress(TimeoutError):
+            _wait(lambda b=before, p=proc: p.poll() is not None or (db.exists() and ledger.snapshot() > b),
+                  300, "progress")
+        time.sleep(rng.uniform(0.0, 0.4))
+        if db.exists():
+            ledger.snapshot()
+        _killpg(proc, signal.SIGINT)  # Ctrl-C: the whole foreground process group
+        _, err = proc.communicate(timeout=300)
+        exits.append(proc.returncode)
+        tracebacks += err.decode(errors="replace").count("Traceback")
+    final = subprocess.run([HPOD, "run", str(spec_path), "--no-codecarbon"], capture_output=True,
+                           env=_env(state), timeout=1800)
+    tracebacks += final.stderr.decode(errors="replace").count("Traceback")
+    check = ledger.check()
+    row = {"cycles": cycles, "exit_codes": exits, "final_exit": final.returncode, "tracebacks": tracebacks,
+           **check["studies"][name]}
+    return row, check
+
+
 def interrupts(tmp: Path, samplers: list[str], cycles: int, n_trials: int) -> dict[str, Any]:
+    """Ctrl-C / resume cycles, one sampler per thread (the studies are independent)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(samplers)) as pool:
+        futures = {s: pool.submit(_interrupt_one, tmp, s, cycles, n_trials) for s in samplers}
+        results = {s: f.result() for s, f in futures.items()}
     per: dict[str, Any] = {}
     totals = collections.Counter[str]()
-    for sampler in samplers:
-        state = tmp / f"interrupt-{sampler}"
-        spec_path = tmp / f"interrupt-{sampler}.json"
-        name = f"ctrlc-{sampler}"
-        spec_path.write_text(json.dumps(_study_spec(name, sampler, n_trials, sleep=0.4)))
-        url = f"sqlite:///{state / 'hpod.db'}"
-        ledger = Ledger(url, {name: n_trials})
-        rng = random.Random(sampler)
-        exits: list[int] = []
-        tracebacks = 0
-        for _ in range(cycles):
-            before = ledger.snapshot() if (state / "hpod.db").exists() else 0
-            proc = subprocess.Popen([HPOD, "run", str(spec_path), "--no-codecarbon"], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=_env(state), start_new_session=True)
-            with contextlib.suppress(TimeoutError):
-                _wait(lambda b=before, p=proc, db=state / "hpod.db", book=ledger: p.poll() is not None or
-                      (db.exists() and book.snapshot() > b), 300, "progress")
-            time.sleep(rng.uniform(0.0, 0.4))
-            if (state / "hpod.db").exists():
-                ledger.snapshot()
-            _killpg(proc, signal.SIGINT)  # Ctrl-C: the whole foreground process group
-            _, err = proc.communicate(timeout=300)
-            exits.append(proc.returncode)
-            tracebacks += err.decode(errors="replace").count("Traceback")
-        final = subprocess.run([HPOD, "run", str(spec_path), "--no-codecarbon"], capture_output=True,
-                               env=_env(state), timeout=1800)
-        tracebacks += final.stderr.decode(errors="replace").count("Traceback")
-        check = ledger.check()
-        per[sampler] = {"cycles": cycles, "exit_codes": exits, "final_exit": final.returncode,
-                        "tracebacks": tracebacks, **check["studies"][name]}
+    for sampler, (row, check) in results.items():
+        per[sampler] = row
         totals["resumes"] += cycles
-        totals["tracebacks"] += tracebacks
-        totals["bad_exits"] += sum(1 for e in exits if e not in (130, 0)) + int(final.returncode != 0)
+        totals["tracebacks"] += row["tracebacks"]
+        totals["bad_exits"] += sum(1 for e in row["exit_codes"] if e not in (130, 0)) + int(row["final_exit"] != 0)
         for key in ("lost", "left_running", "completed_vs_budget_mismatches", "duplicate_evaluations",
                     "rejected_repeats"):
             totals[key] += check[key]
@@ -676,28 +686,34 @@ def malformed(tmp: Path, daemon: Daemon, limit: int | None) -> dict[str, Any]:
     for label, data, needles in data_cases:
         cases.append((f"data file: {label}", _data_spec(data), needles, "both"))
 
-    rows: list[dict[str, Any]] = []
-    for label, spec, needles, where in cases:
-        row: dict[str, Any] = {"case": label, "expects": needles}
-        if where == "both":
-            work = tmp / "malformed-run" / uuid.uuid4().hex[:8]
-            work.mkdir(parents=True)
-            spec_file = work / "spec.json"
-            spec_file.write_text(json.dumps(spec))
-            state = work / "state"
-            proc = subprocess.run([HPOD, "run", str(spec_file), "--no-codecarbon"], capture_output=True, text=True,
-                                  env=_env(state), timeout=600)
-            message = proc.stderr.strip()
-            row["run"] = {"exit": proc.returncode, "traceback": "Traceback" in proc.stderr + proc.stdout,
-                          "names_field": all(n in message for n in needles), "files": _files_under(state),
-                          "message": message[-400:]}
-        studies_before = _study_names(daemon)
-        status, body, _ = daemon.request("POST", "/v1/studies", {"spec": spec})
-        error = body.get("error", "") if isinstance(body, dict) else str(body)
-        added = _study_names(daemon) - studies_before
-        row["api"] = {"status": status, "names_field": all(n in error for n in needles), "rows": sorted(added),
-                      "message": error[-400:]}
-        rows.append(row)
+    def through_run(spec: dict[str, Any], needles: list[str]) -> dict[str, Any]:
+        work = tmp / "malformed-run" / uuid.uuid4().hex[:8]
+        work.mkdir(parents=True)
+        spec_file = work / "spec.json"
+        spec_file.write_text(json.dumps(spec))
+        state = work / "state"
+        proc = subprocess.run([HPOD, "run", str(spec_file), "--no-codecarbon"], capture_output=True, text=True,
+                              env=_env(state), timeout=600)
+        message = proc.stderr.strip()
+        return {"exit": proc.returncode, "traceback": "Traceback" in proc.stderr + proc.stdout,
+                "names_field": all(n in message for n in needles), "files": _files_under(state),
+                "message": message[-400:]}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        runs = [pool.submit(through_run, spec, needles) if where == "both" else None
+                for _, spec, needles, where in cases]
+        rows: list[dict[str, Any]] = []
+        for (label, spec, needles, _), run_job in zip(cases, runs):
+            row: dict[str, Any] = {"case": label, "expects": needles}
+            studies_before = _study_names(daemon)
+            status, body, _ = daemon.request("POST", "/v1/studies", {"spec": spec})
+            error = body.get("error", "") if isinstance(body, dict) else str(body)
+            added = _study_names(daemon) - studies_before
+            row["api"] = {"status": status, "names_field": all(n in error for n in needles), "rows": sorted(added),
+                          "message": error[-400:]}
+            if run_job is not None:
+                row["run"] = run_job.result()
+            rows.append(row)
 
     run_rows = [r["run"] for r in rows if "run" in r]
     api_rows = [r["api"] for r in rows]
@@ -735,30 +751,45 @@ def run(quick: bool) -> dict[str, Any]:
             "worker_kills": 2 if quick else 5, "worker_trials": 8 if quick else 24,
             "interrupt_cycles": 2 if quick else 5, "interrupt_trials": 6 if quick else 14,
             "samplers": ["random", "tpe"] if quick else ["tpe", "random", "nsga2", "auto"],
-            "fuzz_examples": 10 if quick else 300, "fuzz_deadline_seconds": 120 if quick else 900,
+            "fuzz_examples": 10 if quick else 300, "fuzz_deadline_seconds": 120 if quick else 1500,
             "malformed_limit": 8 if quick else None}
     started = time.time()
     out: dict[str, Any] = {"machine": machine(), "quick": quick, "size": size,
                            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))}
     with tempfile.TemporaryDirectory(prefix="hpod-reliability-") as tmp_name:
         tmp = Path(tmp_name)
-        print("daemon kills…", flush=True)
-        out["daemon_kills"] = daemon_kills(tmp, size["daemon_kills"], size["daemon_trials"])
-        print("worker kills…", flush=True)
-        out["worker_kills"] = worker_kills(tmp, size["worker_kills"], size["worker_trials"])
-        print("Ctrl-C / resume…", flush=True)
-        out["interrupts"] = interrupts(tmp, size["samplers"], size["interrupt_cycles"], size["interrupt_trials"])
-        logs = tmp / "api-logs"
-        logs.mkdir()
-        daemon = Daemon(tmp / "api-state", logs, cpu_slots=0).start()
-        try:
-            print("malformed input…", flush=True)
-            out["malformed"] = malformed(tmp, daemon, size["malformed_limit"])
-            print("schemathesis…", flush=True)
-            out["fuzz"] = fuzz(daemon, size["fuzz_examples"], size["fuzz_deadline_seconds"])
-        finally:
-            daemon.stop()
-        out["fuzz"]["daemon_tracebacks"] = daemon.tracebacks()
+
+        def api_sections() -> dict[str, Any]:
+            logs = tmp / "api-logs"
+            logs.mkdir()
+            daemon = Daemon(tmp / "api-state", logs, cpu_slots=0).start()
+            try:
+                found = {"malformed": malformed(tmp, daemon, size["malformed_limit"])}
+                print("malformed input done", flush=True)
+                found["fuzz"] = fuzz(daemon, size["fuzz_examples"], size["fuzz_deadline_seconds"])
+                print("schemathesis done", flush=True)
+            finally:
+                daemon.stop()
+            found["fuzz"]["daemon_tracebacks"] = daemon.tracebacks()
+            return found
+
+        # The sections are independent (own state directories, databases and daemons):
+        # run side by side, each waits on events and states, not on wall-clock time.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            jobs = {
+                "daemon_kills": pool.submit(daemon_kills, tmp, size["daemon_kills"], size["daemon_trials"]),
+                "worker_kills": pool.submit(worker_kills, tmp, size["worker_kills"], size["worker_trials"]),
+                "interrupts": pool.submit(interrupts, tmp, size["samplers"], size["interrupt_cycles"],
+                                          size["interrupt_trials"]),
+                "api": pool.submit(api_sections),
+            }
+            for key, job in jobs.items():
+                result = job.result()
+                print(f"{key} done", flush=True)
+                if key == "api":
+                    out.update(result)
+                else:
+                    out[key] = result
     out["seconds"] = round(time.time() - started)
     with contextlib.suppress(OSError):
         out["machine"]["load_average_at_end"] = list(os.getloadavg())
