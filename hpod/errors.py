@@ -7,6 +7,13 @@ message only, never a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class HpodError(Exception):
     """Root of every error hpod raises on purpose."""
@@ -75,3 +82,68 @@ class LeaseLost(HpodError):
 
 class DaemonUnreachable(HpodError):
     """The daemon's API did not answer: fall back to reading the database."""
+
+
+# --------------------------------------------------------------- pydantic errors
+#: pydantic error types, the user's actual mistake first; type errors of the other
+#: branches of a union last (a wrong ``low`` is reported, not "is not a bool").
+_ERROR_RANK = {"value_error": 0, "assertion_error": 0, "literal_error": 1, "extra_forbidden": 1,
+               "union_tag_invalid": 1, "missing": 2}
+#: pydantic's labels for the branches of a plain union: they say nothing to a user.
+_TYPE_LABELS = frozenset({"float", "int", "bool", "str", "none"})
+
+
+@dataclass(frozen=True)
+class ValidationIssue:
+    """The one error of a pydantic ``ValidationError`` worth showing: where (``loc``),
+    the kind (pydantic's error type), the message and the value found there."""
+
+    loc: tuple[Any, ...]
+    kind: str
+    message: str
+    found: Any
+
+
+def first_validation_issue(exc: ValidationError) -> ValidationIssue:
+    """The error a user should fix first (see ``_ERROR_RANK``), its message without
+    pydantic's ``Value error, `` prefix."""
+    errors = list(enumerate(exc.errors()))
+    errors.sort(key=lambda ie: (_ERROR_RANK.get(ie[1]["type"], 3), ie[0]))
+    err = errors[0][1]
+    return ValidationIssue(loc=tuple(err["loc"]), kind=err["type"],
+                           message=str(err["msg"]).removeprefix("Value error, "), found=err.get("input"))
+
+
+def field_path(loc: tuple[Any, ...], *, prefix: str = "", branch_labels: Collection[str] = ()) -> str:
+    """``("space", "lr", "low")`` → ``prefix.space.lr.low``; list indices as ``[i]``;
+    pydantic's union-branch labels (and ``branch_labels``) left out."""
+    parts: list[str] = [prefix] if prefix else []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif "[" in str(item) or str(item) in _TYPE_LABELS or str(item) in branch_labels:
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def spec_error_from(exc: ValidationError, *, prefix: str = "", branch_labels: Collection[str] = (),
+                    unknown: str = "unknown field",
+                    allowed_for_unknown: str | Callable[[tuple[Any, ...]], str] | None = None) -> SpecError:
+    """The :class:`SpecError` for a pydantic ``ValidationError`` of a spec section: the
+    one place that turns pydantic's errors into hpod's message (field path, what was
+    found, what is allowed). ``prefix`` is the section's path (``objective.params``);
+    ``allowed_for_unknown`` says what an unknown field could have been (text, or a
+    function of the error's location)."""
+    issue = first_validation_issue(exc)
+    path = field_path(issue.loc, prefix=prefix, branch_labels=branch_labels)
+    found = None if isinstance(issue.found, (dict, list)) else issue.found
+    if issue.kind == "extra_forbidden":
+        allowed = allowed_for_unknown(issue.loc) if callable(allowed_for_unknown) else allowed_for_unknown
+        return SpecError(path, unknown, found=found, allowed=allowed)
+    if issue.kind == "missing":
+        return SpecError(path, "required field is missing")
+    if "found" in issue.message:
+        found = None
+    return SpecError(path, issue.message, found=found)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything (scripts/setup.sh), the Prometheus tools the deploy tests use,
-# then the linters (ruff; they fail the script on any finding) and the test suite.
+# then the linters (ruff and mypy --strict; any finding fails the script) and the test suite.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
     || echo "note: prometheus/promtool could not be installed; their tests will be skipped"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m ruff check hpod tests benchmarks
+.venv/bin/python -m mypy hpod
 exec .venv/bin/python -m pytest "$@"

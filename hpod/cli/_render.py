@@ -13,6 +13,11 @@ from hpod.core.selection import select_trial
 from hpod.core.views import trial_records
 
 
+def _running_text(current: list[dict[str, Any]]) -> str:
+    """A worker's running trials as ``study#trial, ...`` (– when idle)."""
+    return ", ".join(f"{c.get('study')}#{c.get('trial')}" for c in current) or "–"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
@@ -44,7 +49,7 @@ def print_workers(workers: list[dict[str, Any]]) -> None:
     for col in ("worker", "node", "state", "slots", "running", "last heartbeat"):
         t.add_column(col)
     for w in workers:
-        running = ", ".join(f"{c.get('study')}#{c.get('trial')}" for c in w["current"]) or "–"
+        running = _running_text(w["current"])
         slots = str(w["slots"]) + (f" (GPU {w['gpus']})" if w["gpus"] else "")
         t.add_row(w["name"], w["node"], w["state"], slots, running, _ago(w["last_heartbeat"]))
     out.print(t)
@@ -239,7 +244,7 @@ def print_daemon_status(status: dict[str, Any], console: Console) -> None:
         for col in ("worker", "node", "state", "slots", "current", "last heartbeat"):
             t.add_column(col)
         for w in workers:
-            current = ", ".join(str(c) for c in w.get("current", [])) or "–"
+            current = _running_text(w.get("current", []))
             t.add_row(w["name"], w.get("node", ""), w.get("state", ""), str(w.get("slots", "")),
                       current, f"{w.get('heartbeat_age_seconds', 0):.0f}s ago")
         console.print(t)

@@ -13,7 +13,7 @@ from hpod.cli._common import app, err
 from hpod.daemon.config import log_format
 from hpod.daemon.worker import Worker, default_worker_name
 from hpod.errors import UsageError
-from hpod.execution.executor import HEAVY_PRELOAD, parse_slots
+from hpod.execution.executor import fork_server_preload, parse_slots
 from hpod.store import Store, default_state_dir, private_state_dir, retry_storage
 
 __all__ = ["worker"]
@@ -74,7 +74,7 @@ def worker(
                           deadline_seconds=startup_wait_seconds)
     w = Worker(store, sd, slots=slots, name=worker_name, studies=study_names, lease_seconds=lease_seconds,
                heartbeat_seconds=heartbeat, poll_seconds=poll_seconds, grace_seconds=grace_seconds,
-               codecarbon=not no_codecarbon, preload=HEAVY_PRELOAD if gpus else ())
+               codecarbon=not no_codecarbon, preload=fork_server_preload(slots=slots))
     err.print(f"worker {worker_name}: {len(slots)} slot(s) ({', '.join(s.name for s in slots)}) on "
               f"{store.safe_url}" + (f", studies {', '.join(study_names)}" if study_names else ""))
     stats = w.run()

@@ -144,8 +144,8 @@ class Engine:
         self._summary: StudySummary | None = None
         self._hv_cache: tuple[Any, float | None] = (None, None)
         self.strategy: Strategy = create_strategy(self)
-        self._report_handler: Any = None
-        self._seed_handler: Any = None
+        self._report_handler: Callable[[JobRow, int, int, dict[str, float]], bool] | None = None
+        self._seed_handler: AdaptiveSeeds | None = None
         self._sampler_choice: SamplerChoice | None = None
         #: the sampler's seconds per suggestion (see SAMPLER_SECONDS_KEY), saved with the summary
         self._sampler_seconds: dict[str, Any] | None = None
@@ -159,7 +159,7 @@ class Engine:
         if self._report_handler is None and self.spec.pruner.kind != "none":
 
             self._report_handler = create_report_handler(self.spec, self.store)
-        return self._report_handler  # type: ignore[no-any-return]
+        return self._report_handler
 
     @property
     def seed_handler(self) -> Callable[[JobRow, int, dict[str, float]], bool] | None:
@@ -167,7 +167,7 @@ class Engine:
         if self._seed_handler is None and self.spec.seeds_adaptive is not None:
 
             self._seed_handler = AdaptiveSeeds(self)
-        return self._seed_handler  # type: ignore[no-any-return]
+        return self._seed_handler
 
     # ------------------------------------------------------------------ setup
     @property
@@ -242,7 +242,7 @@ class Engine:
             if job is not None and (job.state not in ("running", "queued") or alive(job)):
                 continue
             if job is not None:
-                self.store.release_jobs([job.id], reason="orphaned")  # type: ignore[list-item]
+                self.store.release_jobs([job.id], reason="orphaned")  # type: ignore[list-item]  # a stored row has an id; SQLModel types it Optional for inserts
             else:
                 self._fail_trial(t._trial_id, "orphaned")
                 self._requeue(dict(t.params), t.number, attempt=1)
@@ -442,7 +442,7 @@ class Engine:
         told = []
         for job in self.store.jobs_to_tell(self.name):
             frozen = self._tell(job)
-            self.store.mark_told(job.id)  # type: ignore[arg-type]
+            self.store.mark_told(job.id)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
             if frozen is not None:
                 told.append(frozen)
                 try:
@@ -477,7 +477,7 @@ class Engine:
         current = storage.get_trial(job.trial_id)
         if current.state.is_finished():
             return None  # told before a crash; idempotent
-        info = {"worker": job.worker, "job_id": job.id}
+        info: dict[str, Any] = {"worker": job.worker, "job_id": job.id}
         if job.state in ("lost", "cancelled") or job.result_json is None:
             reason = job.fail_reason or "unknown failure"
             storage.set_trial_user_attr(job.trial_id, "hpod.info", info)

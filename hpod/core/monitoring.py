@@ -34,10 +34,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Column, Index, Text, delete, select
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from hpod.core.selection import current_serving
 from hpod.core.views import DriftSnapshot
@@ -48,6 +48,8 @@ from hpod.spec import parse_spec
 from hpod.store import config_key
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
+
     from hpod.core.views import DriftSnapshot
     from hpod.monitors.drift import Monitor, MonitorCheck, MonitorSpec
     from hpod.spec import StudySpec
@@ -106,7 +108,7 @@ def ensure_observation_table(store: Store) -> None:
     with _tables_lock:
         if store.url in _tables_ready:
             return
-        ObservationRow.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
+        SQLModel.metadata.tables[ObservationRow.__tablename__].create(store.engine, checkfirst=True)
         _tables_ready.add(store.url)
 
 
@@ -130,12 +132,12 @@ def record_observations(store: Store, study: str, channel: str, values: Iterable
 def _read_observations(store: Store, study: str, channel: str, after_id: int,
                        limit: int) -> list[tuple[int, Any]]:
     ensure_observation_table(store)
-    q = (select(ObservationRow.id, ObservationRow.value_json)
-         .where(ObservationRow.study == study, ObservationRow.channel == channel,
-                ObservationRow.id > after_id)  # type: ignore[operator]
-         .order_by(ObservationRow.id).limit(limit))  # type: ignore[arg-type]
+    q = (select(col(ObservationRow.id), col(ObservationRow.value_json))
+         .where(col(ObservationRow.study) == study, col(ObservationRow.channel) == channel,
+                col(ObservationRow.id) > after_id)
+         .order_by(col(ObservationRow.id)).limit(limit))
     with store.session() as s:
-        return [(int(i), json.loads(v)) for i, v in s.execute(q)]
+        return [(i, json.loads(v)) for i, v in s.execute(q) if i is not None]
 
 
 def served_buckets(spec: StudySpec) -> list[int]:
@@ -362,8 +364,8 @@ class MonitorService:
                 if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
                     raise UsageError(f"items[{i}]: a {mspec.kind} monitor takes finite numbers (found {item!r})")
                 values.append(float(item))
-        n = record_observations(self.store, row.name, mspec.name, values)  # type: ignore[union-attr]
-        return {"study": row.name, "monitor": mspec.name, "accepted": n}  # type: ignore[union-attr]
+        n = record_observations(self.store, row.name, mspec.name, values)
+        return {"study": row.name, "monitor": mspec.name, "accepted": n}
 
     def _as_data_items(self, items: list[Any], mspec: MonitorSpec) -> list[Any]:
 
@@ -382,7 +384,7 @@ class MonitorService:
                 return [], cursor
             self._last_poll[key] = now
 
-            path = self._resolve_path(source.path)  # type: ignore[arg-type]
+            path = self._resolve_path(source.path)  # type: ignore[arg-type]  # MonitorSource requires path for a path source
             feats, offsets = features_from_path(path, source.text_field, n_buckets=mspec.n_buckets,
                                                 offsets=cursor.get("offsets"))
             cursor["offsets"] = offsets
@@ -508,7 +510,7 @@ class MonitorService:
         }
         if mspec.source.type == "path":
             # where the new data window ends: the retune reads labelled records up to here
-            payload["data"] = {"path": str(self._resolve_path(mspec.source.path)),  # type: ignore[arg-type]
+            payload["data"] = {"path": str(self._resolve_path(mspec.source.path)),  # type: ignore[arg-type]  # MonitorSource requires path for a path source
                                "text_field": mspec.source.text_field,
                                "offsets": dict(cursor.get("offsets") or {})}
         event_id = self.store.append_event("drift_detected", study=study, payload=payload, handled=False)
@@ -519,8 +521,9 @@ class MonitorService:
         """Delete observations older than ``older_than_seconds`` (consumed or not)."""
         cutoff = time.time() - older_than_seconds
         with self.store.session() as s:
-            res = s.execute(delete(ObservationRow).where(ObservationRow.ts < cutoff))  # type: ignore[arg-type]
-            return int(res.rowcount)  # type: ignore[attr-defined]
+            res = s.execute(delete(ObservationRow).where(col(ObservationRow.ts) < cutoff))
+            # A DELETE returns a CursorResult (typed as a plain Result).
+            return int(cast("CursorResult[Any]", res).rowcount)
 
 
 def _check_summary(check: MonitorCheck) -> dict[str, Any]:

@@ -189,7 +189,8 @@ def derive_reference_point(values: np.ndarray, margin: float = REFERENCE_POINT_M
     nadir = array.max(axis=0)
     spread = nadir - array.min(axis=0)
     spread = np.where(spread > 0, spread, np.where(nadir != 0, np.abs(nadir), 1.0))
-    return nadir + margin * spread
+    reference: np.ndarray = nadir + margin * spread
+    return reference
 
 
 def knee_index(front: np.ndarray, order: list[int] | None = None) -> int:

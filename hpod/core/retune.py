@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from hpod.core.feedback import pending_labels
 from hpod.core.monitoring import base_study_name
@@ -211,12 +212,12 @@ class RetunePolicy:
                 payload = json.loads(event.payload_json or "{}")
                 base = base_study_name(event.study or "")
                 try:
-                    outcome = self._on_drift(base, payload, event.id)  # type: ignore[arg-type]
+                    outcome = self._on_drift(base, payload, event.id)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
                 except HpodError as exc:
                     log.warning("retune of %s after event %s failed: %s", base, event.id, exc)
                     outcome = RetuneOutcome(base, "skipped", str(payload.get("reason") or "drift"),
                                             detail=f"error: {exc}", event_id=event.id)
-                self.store.mark_handled(event.id)  # type: ignore[arg-type]
+                self.store.mark_handled(event.id)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
                 out.append(outcome)
             out.extend(self.check_waiting())
             out.extend(self.check_completed())
@@ -508,7 +509,7 @@ class RetunePolicy:
         return out
 
     def _complete(self, base: str, child: str, row: StudyRow | None, state: dict[str, Any]) -> RetuneOutcome:
-        entry = next((h for h in reversed(state["history"]) if h["child"] == child), {"child": child})
+        entry: dict[str, Any] = next((h for h in reversed(state["history"]) if h["child"] == child), {"child": child})
         outcome: dict[str, Any] = {"state": row.state if row is not None else "missing", "switched": False}
         if row is not None and row.state == "completed":
             outcome.update(self._maybe_switch(base, child, row, entry.get("data") or {}))
@@ -660,7 +661,8 @@ def retune_snapshots(store: Store) -> list[RetuneSnapshot]:
 
     counts: dict[tuple[str, str], int] = {}
     with store.session() as s:
-        rows = s.execute(select(EventRow.study, EventRow.payload_json).where(EventRow.kind == "retune_started"))
+        q = select(col(EventRow.study), col(EventRow.payload_json)).where(col(EventRow.kind) == "retune_started")
+        rows = s.execute(q)
         for study, payload in rows:
             reason = str(json.loads(payload or "{}").get("reason") or "unknown")
             key = (base_study_name(study or ""), reason)

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from hpod.core.controller import Controller
 from hpod.core.engine import Engine
-from hpod.execution.executor import LocalExecutor, Slot, preload_for
+from hpod.execution.executor import LocalExecutor, Slot, fork_server_preload
 from hpod.spec import ResolvedStudy
 from hpod.store import JobRow, Store
 
@@ -102,7 +102,7 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
     """Run (or resume) a study until its budget is spent or the user interrupts."""
     console = console or Console(stderr=True)
     spec = resolved.spec
-    preload = preload_for(resolved.objective)
+    preload = fork_server_preload([resolved.objective], slots)
     executor = LocalExecutor(store, state_dir, slots=slots, preload=preload, codecarbon=codecarbon) if slots else None
     controller = Controller(store, state_dir, executor=executor)
     existed = store.get_study(spec.name, missing_ok=True) is not None
@@ -168,7 +168,7 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
         if interrupted:
             controller.stop(reason="interrupted")
             store.update_study(spec.name, state="paused", message=f"interrupted by {flags.signal_name}")
-            reason = "interrupted"
+            reason: str | None = "interrupted"
         else:
             reason = engine.budget_exhausted()
         if live is not None:

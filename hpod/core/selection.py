@@ -77,7 +77,7 @@ def select_trial(store: Store, study: str, *, spec: StudySpec | None = None,
 
     if spec is None:
         row = store.get_study(study)
-        spec = parse_spec(json.loads(row.spec_json))  # type: ignore[union-attr]
+        spec = parse_spec(json.loads(row.spec_json))
     policy = policy or spec.serving.policy
     names = spec.value_names  # what trial.values holds (["scalarized"] for a scalarized study)
     trials = [t for t in store.load_optuna_study(study).get_trials(

@@ -27,6 +27,7 @@ __all__ = [
     "event_dict",
     "pareto_numbers",
     "study_rows",
+    "study_snapshots",
     "trial_records",
     "worker_rows",
 ]
@@ -144,6 +145,28 @@ def study_rows(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
+def study_snapshots(store: Store) -> list[StudySnapshot]:
+    """Each study as the Prometheus exporter shows it (one store read per scrape)."""
+    studies = []
+    for row in store.list_studies():
+        spec = json.loads(row.spec_json)
+        counts = json.loads(row.counts_json) if row.counts_json else {}
+        strategy = json.loads(row.strategy_json) if row.strategy_json else {}
+        multipliers = strategy.get("multipliers") if isinstance(strategy, dict) else None
+        budget = spec.get("budget") or {}
+        studies.append(StudySnapshot(
+            name=row.name, trials_by_state=counts, running=int(counts.get("RUNNING", 0)),
+            hypervolume=row.hypervolume, pareto_front_size=row.pareto_front_size,
+            best=json.loads(row.best_json) if row.best_json else {},
+            energy_joules_total=row.energy_spent_joules or 0.0,
+            energy_budget_joules=budget.get("energy_joules"), n_trials_budget=budget.get("n_trials"),
+            last_activity_ts=row.last_activity_at,
+            lagrange_multipliers={str(k): float(v) for k, v in multipliers.items()}
+            if isinstance(multipliers, dict) else {},
+            state="pending" if row.state == "queued" else row.state))
+    return studies
+
+
 def worker_rows(store: Store) -> list[dict[str, Any]]:
     """Rows of ``hpod_workers`` as JSON; a worker silent for longer than the controller
     waits (WORKER_STALE_SECONDS) is shown as ``lost``."""
@@ -157,7 +180,8 @@ def worker_rows(store: Store) -> list[dict[str, Any]]:
         state = worker_state(w, now)
         result.append({"name": w.name, "node": w.node, "pid": w.pid, "state": state, "slots": w.slots,
                        "gpus": w.gpus, "studies": w.studies, "current": json.loads(w.current_json or "[]"),
-                       "last_heartbeat": w.last_heartbeat, "started_at": w.started_at})
+                       "last_heartbeat": w.last_heartbeat, "started_at": w.started_at,
+                       "heartbeat_age_seconds": max(0.0, now - w.last_heartbeat)})
     return result
 
 

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from hpod.errors import UsageError
+from hpod.errors import UsageError, first_validation_issue
 from hpod.http.server import parse_address
 from hpod.objectives.base import DEFAULT_ALLOWED_OBJECTIVES, check_allowed_entry
 from hpod.store import default_state_dir
@@ -169,7 +169,7 @@ class DaemonConfig(BaseModel):
         if v in (None, "", "off", "none"):
             return None
         try:
-            parse_address(v, what="metrics address", default_host="0.0.0.0")  # type: ignore[arg-type]
+            parse_address(v, what="metrics address", default_host="0.0.0.0")
         except UsageError as exc:
             raise ValueError(str(exc)) from None
         return v
@@ -235,7 +235,8 @@ def _read_file(path: Path) -> dict[str, Any]:
     # A `[daemon]` table is accepted as well as top-level keys.
     if set(data) == {"daemon"} and isinstance(data["daemon"], dict):
         data = data["daemon"]
-    return data
+    settings: dict[str, Any] = data
+    return settings
 
 
 def _env_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -277,13 +278,12 @@ def load_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None
     try:
         return DaemonConfig(**merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else "?"
-        path = ".".join(str(p) for p in first["loc"]) or "?"
-        msg = first["msg"].removeprefix("Value error, ")
+        issue = first_validation_issue(exc)
+        key = str(issue.loc[0]) if issue.loc else "?"
+        path = ".".join(str(p) for p in issue.loc) or "?"
         where = origin.get(key, "settings")
-        found = first.get("input", merged.get(key)) if len(first["loc"]) > 1 else merged.get(key)
-        raise UsageError(f"{where}: setting {path!r}: {msg} (found {found!r})") from None
+        found = issue.found if len(issue.loc) > 1 and issue.found is not None else merged.get(key)
+        raise UsageError(f"{where}: setting {path!r}: {issue.message} (found {found!r})") from None
 
 
 def _write_new_token(path: Path) -> str:

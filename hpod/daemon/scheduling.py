@@ -10,9 +10,7 @@ spec-directory change detection, worker liveness (``worker_lost`` events), monit
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,10 +18,8 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from hpod.errors import StorageError
-from hpod.store import Store, WorkerRow
+from hpod.store import Store
 
 if TYPE_CHECKING:
     from hpod.spec import ScheduleSpec
@@ -34,7 +30,6 @@ __all__ = [
     "MonitorHook",
     "RetuneHook",
     "RetuneRequest",
-    "mark_lost_workers",
     "spec_dir_fingerprint",
     "spec_files",
     "window_open",
@@ -57,8 +52,9 @@ class RetuneRequest:
     event_id: int | None = None
 
 
-#: called by the main loop for each retune request (issue 5 installs the retune policy)
-RetuneHook = Callable[[RetuneRequest], None]
+#: called by the main loop for each retune request (the retune policy's ``on_request``);
+#: what it returns may say what it did (``action``, ``child``, ``detail`` attributes)
+RetuneHook = Callable[[RetuneRequest], object]
 #: called periodically from the scheduler thread with the store (drift monitors)
 MonitorHook = Callable[[Store], None]
 
@@ -120,28 +116,10 @@ def spec_dir_fingerprint(spec_dir: Path | None) -> tuple[tuple[str, int, int], .
     return tuple(out)
 
 
-def mark_lost_workers(store: Store, *, older_than: float, exclude: str | None = None) -> list[str]:
-    """Append a ``worker_lost`` event for each worker whose heartbeat is older than
-    ``older_than`` seconds, then mark it lost. Returns their names."""
-    cutoff = time.time() - older_than
-    with store.session() as s:
-        stale = list(s.scalars(select(WorkerRow).where(WorkerRow.state.in_(["idle", "busy"]),  # type: ignore[attr-defined]
-                                                        WorkerRow.last_heartbeat < cutoff)))
-    lost = []
-    for w in stale:
-        if w.name == exclude:
-            continue
-        store.append_event("worker_lost", payload={"worker": w.name, "node": w.node,
-                                                   "heartbeat_age_seconds": round(time.time() - w.last_heartbeat, 1),
-                                                   "current": json.loads(w.current_json or "[]")}, handled=True)
-        store.set_worker_state(w.name, "lost")
-        lost.append(w.name)
-        log.warning("worker %s on %s lost: no heartbeat for %.0f s", w.name, w.node, time.time() - w.last_heartbeat)
-    return lost
-
-
 class DaemonScheduler:
     """The daemon's APScheduler jobs. Thread-safe to reconfigure from the main loop."""
+
+    name = "scheduler"
 
     def __init__(self, store: Store, *, spec_dir: Path | None = None, spec_poll_seconds: float = 10.0,
                  worker_timeout_seconds: float = 60.0, monitor_interval_seconds: float = 60.0,
@@ -171,6 +149,10 @@ class DaemonScheduler:
     def shutdown(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    def stop(self, timeout: float) -> None:
+        """Stop firing jobs (a job already running ends on its own thread, unwaited)."""
+        self.shutdown()
 
     # ------------------------------------------------------------------ studies
     def set_study_schedule(self, study: str, schedule: ScheduleSpec | None) -> None:
@@ -229,7 +211,7 @@ class DaemonScheduler:
 
     def _check_workers(self) -> None:
         try:
-            mark_lost_workers(self.store, older_than=self.worker_timeout_seconds, exclude=self.own_worker)
+            self.store.mark_workers_lost(older_than=self.worker_timeout_seconds, exclude=self.own_worker)
         except StorageError as exc:
             log.warning("worker liveness check failed: %s", exc)
 

@@ -39,6 +39,8 @@ class DaemonServing:
 
     Driven by the daemon's main loop (``ensure``) and its shutdown (``stop``)."""
 
+    name = "serving"
+
     def __init__(self, store: Any, state_dir: Path, token: str):
         self.store = store
         self.state_dir = state_dir
@@ -88,9 +90,13 @@ class DaemonServing:
         rows += [{"study": s, "address": None, "state": "waiting", "reason": r} for s, r in self.waiting.items()]
         return rows
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        """Nothing to start: :meth:`ensure` starts each server when its study has
+        something to serve."""
+
+    def stop(self, timeout: float = 10.0) -> None:
         for served in self.served.values():
             served.server.should_exit = True
         for served in self.served.values():
-            served.thread.join(timeout=10)
+            served.thread.join(timeout=timeout)
         self.served.clear()

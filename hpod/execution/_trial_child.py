@@ -12,6 +12,7 @@ import math
 import os
 import statistics
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,8 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
     rank_records: list[dict[str, Any]] = []
     pruned = False
 
-    def hook(seed_index: int):  # type: ignore[no-untyped-def]
-        def report(step: int, values: dict[str, float]) -> bool:
+    def hook(seed_index: int) -> Callable[[int, Mapping[str, float]], bool]:
+        def report(step: int, values: Mapping[str, float]) -> bool:
             intermediate.append([seed_index, step, values])
             conn.send(("report", seed_index, step, values))
             return bool(conn.recv())

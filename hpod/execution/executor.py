@@ -36,7 +36,15 @@ from hpod.objectives.base import FunctionObjective
 from hpod.spec import StudySpec, parse_spec, resolve
 from hpod.store import JobRow, Store
 
-__all__ = ["HEAVY_PRELOAD", "LocalExecutor", "RunningTrial", "Slot", "parse_slots", "preload_for"]
+__all__ = [
+    "HEAVY_PRELOAD",
+    "LocalExecutor",
+    "RunningTrial",
+    "Slot",
+    "fork_server_preload",
+    "parse_slots",
+    "preload_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,20 @@ def preload_for(objective: Any) -> tuple[str, ...]:
     if defining is not None:
         modules.append(defining)
     return tuple(dict.fromkeys(modules))
+
+
+def fork_server_preload(objectives: Iterable[Any] = (), slots: Iterable[Slot] = ()) -> tuple[str, ...]:
+    """The one preload policy of every process that runs trials (``hpod run``, the
+    daemon, ``hpod worker``, isolated runs): what each known objective asks for
+    (:func:`preload_for`), plus the heavy stack on a machine with GPU slots, whose
+    trials train models there. An objective first met later adds its own modules when
+    its first trial starts (``LocalExecutor._preload``)."""
+    modules: dict[str, None] = {}
+    if any(slot.gpu_index is not None for slot in slots):
+        modules.update(dict.fromkeys(HEAVY_PRELOAD))
+    for objective in objectives:
+        modules.update(dict.fromkeys(preload_for(objective)))
+    return tuple(modules)
 
 
 @dataclass(frozen=True)
@@ -362,6 +384,7 @@ class LocalExecutor:
         with _without_main():
             proc.start()
         child_conn.close()
+        assert job.id is not None, "a claimed job is a stored row"
         self.running[job.id] = RunningTrial(job=job, slot=slot, process=proc, conn=parent_conn,
                                             started_at=time.monotonic(),
                                             timeout=spec.budget.trial_timeout_seconds, extra_slots=extra)
@@ -452,7 +475,7 @@ class LocalExecutor:
     def _renew(self) -> None:
         tokens = {jid: rt.job.lease_token for jid, rt in self.running.items() if rt.job.lease_token}
         try:
-            held = self.store.renew_leases(self.worker_name, tokens, lease_seconds=self.lease_seconds)  # type: ignore[arg-type]
+            held = self.store.renew_leases(self.worker_name, tokens, lease_seconds=self.lease_seconds)
         except StorageError as exc:
             log.warning("cannot renew leases (will retry): %s", exc)
             return
@@ -467,7 +490,7 @@ class LocalExecutor:
         remaining = []
         for job, result, reason in self._pending_results:
             try:
-                stored = self.store.finish_job(job.id, job.lease_token or "", result=result,  # type: ignore[arg-type]
+                stored = self.store.finish_job(job.id, job.lease_token or "", result=result,  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
                                                fail_reason=None if result is not None else reason)
             except StorageError as exc:
                 log.warning("cannot store result of job %s (will retry): %s", job.id, exc)
@@ -508,12 +531,12 @@ class LocalExecutor:
             if rt.process.is_alive():
                 rt.process.kill()
             rt.process.join(timeout=2)
-        jobs = [rt.job.id for rt in self.running.values()]
+        jobs = [rt.job.id for rt in self.running.values() if rt.job.id is not None]
         self.running.clear()
         self._flush_results()
         for _ in range(20):
             try:
-                self.store.release_jobs(jobs, reason=reason)  # type: ignore[arg-type]
+                self.store.release_jobs(jobs, reason=reason)
                 break
             except StorageError:
                 time.sleep(0.5)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hpod.execution._trial_child import trial_main
-from hpod.execution.executor import LocalExecutor, _context, _without_main, preload_for
+from hpod.execution.executor import LocalExecutor, Slot, _context, _without_main, fork_server_preload
 
 __all__ = ["run_configuration"]
 
@@ -26,7 +26,7 @@ def run_configuration(*, objective_name: str, objective_params: dict[str, Any], 
 
     Returns ``(result, None)`` like a trial's result payload, or ``(None, reason)``.
     """
-    ctx = _context(preload_for(objective) if objective is not None else ())
+    ctx = _context(fork_server_preload([objective] if objective is not None else [], [Slot("isolated", gpu_index)]))
     payload = {
         "study": label, "trial_number": 0,
         "objective": {"name": objective_name, "params": objective_params},

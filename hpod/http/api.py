@@ -196,7 +196,8 @@ def _body_limit(app: Any, limit: int) -> Callable[..., Awaitable[None]]:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            message: dict[str, Any] = await receive()
+            return message
 
         await app(scope, replay, send)
 

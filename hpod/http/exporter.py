@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from hpod.core.views import DriftSnapshot, RetuneSnapshot, Snapshot, StudySnapshot
 from hpod.errors import UsageError
 from hpod.http.server import parse_address
+from hpod.store import EVENT_KINDS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DURATION_BUCKETS_SECONDS",
     "ENERGY_BUCKETS_JOULES",
-    "EVENT_KINDS",
     "FINISHED_TRIAL_STATES",
     "MEMORY_BUCKETS_BYTES",
     "STUDY_STATES",
@@ -58,22 +58,6 @@ _GAUGE_TRIAL_STATES = frozenset({"running", "waiting"})
 STUDY_STATES: tuple[str, ...] = ("pending", "running", "paused", "completed", "cancelled", "failed")
 _FINISHED_STUDY_STATES = frozenset({"completed", "cancelled", "failed"})
 
-# Event kinds of issue 4, exported at 0 before they first happen (same reason as above).
-EVENT_KINDS: tuple[str, ...] = (
-    "daemon_started",
-    "study_submitted",
-    "trial_started",
-    "trial_completed",
-    "trial_failed",
-    "trial_pruned",
-    "study_completed",
-    "drift_detected",
-    "retune_started",
-    "worker_joined",
-    "worker_lost",
-    "daemon_stopping",
-)
-
 # Trials last from seconds (synthetic objectives) to a day (full fine-tunes).
 DURATION_BUCKETS_SECONDS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400,
@@ -90,7 +74,7 @@ SUGGEST_BUCKETS_SECONDS: tuple[float, ...] = (
 )
 
 
-def _finite(value: float | None) -> bool:
+def _finite(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(value)
 
 
@@ -245,16 +229,16 @@ def _study_families(snap: Snapshot) -> Iterable[Metric]:
         waiting.add_metric([name], by_state.get("waiting", 0))
         energy.add_metric([name], float(study.energy_joules_total))
         if _finite(study.hypervolume):
-            hypervolume.add_metric([name], float(study.hypervolume))  # type: ignore[arg-type]
+            hypervolume.add_metric([name], float(study.hypervolume))
         front.add_metric([name], study.pareto_front_size)
         for objective, value in sorted(study.best.items()):
             best.add_metric([name, objective], float(value))
         if _finite(study.energy_budget_joules):
-            budget_energy.add_metric([name], float(study.energy_budget_joules))  # type: ignore[arg-type]
+            budget_energy.add_metric([name], float(study.energy_budget_joules))
         if study.n_trials_budget is not None:
             budget_trials.add_metric([name], study.n_trials_budget)
         if _finite(study.last_activity_ts):
-            last_activity.add_metric([name], float(study.last_activity_ts))  # type: ignore[arg-type]
+            last_activity.add_metric([name], float(study.last_activity_ts))
         current = study.state.lower()
         for lifecycle_state in sorted(set(STUDY_STATES) | {current}):
             state.add_metric([name, lifecycle_state], 1.0 if lifecycle_state == current else 0.0)
@@ -290,12 +274,13 @@ def _gpu_families(snap: Snapshot) -> Iterable[Metric]:
             (energy, gpu.energy_joules_counter),
         ):
             if _finite(value):  # unsupported on this device: leave the series out
-                family.add_metric([index], float(value))  # type: ignore[arg-type]
+                family.add_metric([index], float(value))
     return [info, power, used, total, utilization, energy]
 
 
 def _event_families(snap: Snapshot) -> Iterable[Metric]:
     events = CounterMetricFamily("hpod_events", "Events appended to the events table, by kind.", labels=["kind"])
+    # Every kind the store knows is exported, at 0 before it first happens (as above).
     for kind in sorted(set(EVENT_KINDS) | snap.events_by_kind.keys()):
         events.add_metric([kind], snap.events_by_kind.get(kind, 0))
     return [events]

@@ -133,7 +133,7 @@ class ModelHolder:
     def _spec_of(self, study: str) -> StudySpec:
 
         row = self.store.get_study(study)
-        return parse_spec(json.loads(row.spec_json))  # type: ignore[union-attr]
+        return parse_spec(json.loads(row.spec_json))
 
     def load(self, selection: dict[str, Any]) -> ServedModel:
         spec = self._spec_of(selection["study"])

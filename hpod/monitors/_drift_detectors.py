@@ -85,7 +85,8 @@ class DriftResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (non-finite floats become None)."""
-        return _json_safe(asdict(self))
+        data: dict[str, Any] = _json_safe(asdict(self))
+        return data
 
 
 def _json_safe(value: Any) -> Any:
@@ -282,7 +283,8 @@ def _js_rows(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
     q = q_counts / np.maximum(q_counts.sum(axis=-1, keepdims=True), 1e-300)
     m = 0.5 * (p + q)
     divergence = 0.5 * (rel_entr(p, m).sum(axis=-1) + rel_entr(q, m).sum(axis=-1)) / math.log(2)
-    return np.sqrt(np.clip(divergence, 0.0, 1.0))
+    distance: np.ndarray = np.sqrt(np.clip(divergence, 0.0, 1.0))
+    return distance
 
 
 def _psi_rows(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
@@ -293,7 +295,8 @@ def _psi_rows(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
     q = np.maximum(q, _PSI_FLOOR)
     p = p / p.sum(axis=-1, keepdims=True)
     q = q / q.sum(axis=-1, keepdims=True)
-    return ((q - p) * np.log(q / p)).sum(axis=-1)
+    index: np.ndarray = ((q - p) * np.log(q / p)).sum(axis=-1)
+    return index
 
 
 def vocabulary_drift(

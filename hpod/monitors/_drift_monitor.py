@@ -80,7 +80,8 @@ class MonitorCheck:
         """JSON-serialisable form (NaN becomes None), for the database and the API."""
         data = asdict(self)
         data["results"] = [result.to_dict() for result in self.results]
-        return _json_safe(data)
+        safe: dict[str, Any] = _json_safe(data)
+        return safe
 
 
 class Monitor:
@@ -173,7 +174,7 @@ class Monitor:
             if not np.all(np.isfinite(values)):
                 raise ValueError(f"{what} for monitor {self.name!r} holds non-finite values")
             return values
-        features = as_features(window, tokenizer=self.tokenizer, n_buckets=self.spec.n_buckets)  # type: ignore[arg-type]
+        features = as_features(window, tokenizer=self.tokenizer, n_buckets=self.spec.n_buckets)  # type: ignore[arg-type]  # a data monitor's window holds text items
         embeddings = None
         if features and all(item.embedding is not None for item in features):
             embeddings = np.asarray([item.embedding for item in features], dtype=np.float64)
@@ -267,7 +268,7 @@ class Monitor:
                 performance_drift(
                     ref,
                     window,
-                    method=method,  # type: ignore[arg-type]
+                    method=method,  # type: ignore[arg-type]  # MonitorSpec admits only performance detectors here
                     threshold=spec.threshold_for(method),
                     direction=spec.direction,
                     options=dict(spec.options),
@@ -281,27 +282,29 @@ class Monitor:
         rng = np.random.default_rng([spec.seed, self.checks_total])
         # each test's critical value (score 1.0) is at alpha / tests: the score of the
         # most significant test reaches 1.0 exactly when Holm rejects at family level alpha
-        common = {"alpha": spec.test_level, "permutations": spec.permutations, "rng": rng}
+        alpha, permutations = spec.test_level, spec.permutations
         results: list[DriftResult] = []
         for name in spec.detector:
             threshold = spec.floor_for(name)
-            if name in ("ks", "wasserstein"):
-                results.append(
-                    length_drift(ref["lengths"], window["lengths"], method=name, threshold=threshold, **common)  # type: ignore[arg-type]
-                )
-            elif name in ("js", "psi"):
-                results.append(
-                    vocabulary_drift(ref["counts"], window["counts"], method=name, threshold=threshold, **common)  # type: ignore[arg-type]
-                )
+            if name == "ks" or name == "wasserstein":
+                results.append(length_drift(ref["lengths"], window["lengths"], method=name,  # type: ignore[arg-type]  # mypy does not narrow a str by ==
+                                            threshold=threshold,
+                                            alpha=alpha, permutations=permutations, rng=rng))
+            elif name == "js" or name == "psi":
+                results.append(vocabulary_drift(ref["counts"], window["counts"], method=name,  # type: ignore[arg-type]  # mypy does not narrow a str by ==
+                                                threshold=threshold,
+                                                alpha=alpha, permutations=permutations, rng=rng))
             elif name == "mmd":
                 if window["embeddings"] is None:
                     raise ValueError(f"monitor {self.name!r} uses detector 'mmd': every window item needs an embedding")
-                results.append(embedding_drift(ref["embeddings"], window["embeddings"], threshold=threshold, **common))  # type: ignore[arg-type]
+                results.append(embedding_drift(ref["embeddings"], window["embeddings"], threshold=threshold,
+                                               alpha=alpha, permutations=permutations, rng=rng))
         return self._correct(results)
 
     def _correct(self, results: list[DriftResult]) -> list[DriftResult]:
         with_p = [i for i, r in enumerate(results) if r.p_value is not None]
-        adjusted = adjust_p_values([results[i].p_value for i in with_p], self.spec.correction)  # type: ignore[misc]
+        p_values = [p for p in (results[i].p_value for i in with_p) if p is not None]
+        adjusted = adjust_p_values(p_values, self.spec.correction)
         out = list(results)
         for i, p_adj in zip(with_p, adjusted, strict=True):
             r = results[i]
@@ -344,7 +347,8 @@ class Monitor:
         }
         if include_reference and self._reference is not None:
             state["reference"] = self._reference_state()
-        return _json_safe(state)
+        safe: dict[str, Any] = _json_safe(state)
+        return safe
 
     def _reference_state(self) -> dict[str, Any]:
         ref = self._reference

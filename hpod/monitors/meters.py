@@ -80,7 +80,7 @@ class _Nvml:
         try:
             import pynvml
 
-            return pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0
+            return float(pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)) / 1000.0
         except Exception as exc:
             self.reason = f"NVML read failed: {type(exc).__name__}"
             self.handle = None

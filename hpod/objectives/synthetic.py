@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hpod.errors import SpecError
+from hpod.errors import spec_error_from
 from hpod.objectives.base import (
     LORA_EXPERIMENT_SPACE,
     BaseObjective,
@@ -64,8 +64,7 @@ class BotorchProblemObjective(BaseObjective):
         try:
             self.options = _ProblemOptions.model_validate(dict(options))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise SpecError("objective.params." + ".".join(map(str, err["loc"])), err["msg"]) from None
+            raise spec_error_from(exc, prefix="objective.params") from None
         self.problem_name = problem
         cls_name, kwargs = PROBLEMS[problem]
         self._cls_name, self._kwargs = cls_name, kwargs
@@ -198,8 +197,7 @@ class TrainingCostObjective(BaseObjective):
         try:
             self.options = _CostOptions.model_validate(dict(options))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise SpecError("objective.params." + ".".join(map(str, err["loc"])), err["msg"]) from None
+            raise spec_error_from(exc, prefix="objective.params") from None
 
     def default_space(self) -> dict[str, dict[str, Any]]:
         return {name: dict(entry) for name, entry in LORA_EXPERIMENT_SPACE.items()}
@@ -267,8 +265,7 @@ class TrainingCostPBTObjective(BaseObjective):
         try:
             self.options = _PBTOptions.model_validate(dict(options))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise SpecError("objective.params." + ".".join(map(str, err["loc"])), err["msg"]) from None
+            raise spec_error_from(exc, prefix="objective.params") from None
 
     def default_space(self) -> dict[str, dict[str, Any]]:
         space = TrainingCostObjective({}).default_space()

@@ -175,6 +175,10 @@ def _front_html(data: ReportData) -> str:
     return _table(headers, rows, highlight=[r["number"] == data.selected for r in front])
 
 
+def _improvement(improved: Any) -> str:
+    return {True: "better", False: "worse"}.get(improved, "–") if isinstance(improved, bool) else "–"
+
+
 def _compare_html(data: ReportData) -> str:
     if not data.compare:
         return ""
@@ -185,7 +189,7 @@ def _compare_html(data: ReportData) -> str:
         change = r.get("change_percent")
         rows.append([r.get("metric") or r.get("key"), r.get("baseline"), r.get("best"),
                      f"{change:+.1f} %" if isinstance(change, (int, float)) else "–",
-                     {True: "better", False: "worse"}.get(r.get("improved"), "–")])
+                     _improvement(r.get("improved"))])
     label = {k: v for k, v in data.compare.items() if k != "rows" and isinstance(v, (str, int, float))}
     caption = "; ".join(f"{k}: {v}" for k, v in label.items())
     return ("<h2>Before / after (hpod compare)</h2>" + (f'<p class="muted">{_e(caption)}</p>' if caption else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ from hpod.objectives.base import ScoresQuality, create_objective
 from hpod.spec import parse_spec
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from hpod.spec import StudySpec
     from hpod.store import Store, StudyRow
 
@@ -55,7 +58,7 @@ class ReportData:
     spec: StudySpec
     row: StudyRow
     objective_names: list[str]
-    directions: list[str]
+    directions: Sequence[str]
     constraint_names: list[str]
     records: list[dict[str, Any]]
     complete: list[dict[str, Any]]
@@ -137,7 +140,7 @@ def select_trial(points: np.ndarray, numbers: list[int], objective_names: list[s
         return numbers[knee_index(points, numbers)]
     if selection in objective_names:
         column = points[:, objective_names.index(selection)]
-        return numbers[int(np.lexsort((numbers, column))[0])]
+        return numbers[int(np.lexsort((np.asarray(numbers), column))[0])]
     raise UsageError(f"selection: expected {SELECTION_HELP}; got {selection!r}")
 
 
@@ -251,6 +254,10 @@ def load_report_data(store: Store, study: str, *, selection: str = "knee") -> Re
     )
 
 
+def _value_at(index: int) -> Callable[[FrozenTrial], float]:
+    return lambda trial: float(trial.values[index])
+
+
 def param_importances(data: ReportData) -> tuple[dict[str, dict[str, float]], list[str]]:
     """fANOVA importances per objective (objective -> param -> share) and notes on
     objectives left out (too few trials, constant values, a failing evaluator)."""
@@ -274,7 +281,7 @@ def param_importances(data: ReportData) -> tuple[dict[str, dict[str, float]], li
             notes.append(f"importances for {name}: its value is the same in every trial")
             continue
         try:
-            imp = get_param_importances(data.optuna_study, target=lambda t, i=i: t.values[i],
+            imp = get_param_importances(data.optuna_study, target=_value_at(i),
                                         evaluator=FanovaImportanceEvaluator(seed=0), params=varied)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             notes.append(f"importances for {name} failed: {exc}")

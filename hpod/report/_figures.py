@@ -218,6 +218,11 @@ def draw_objectives(data: ReportData) -> tuple[Figure | None, list[str]]:
 
 
 # ---------------------------------------------------------------------- parallel coordinates
+def _choice_scale(choices: list[Any]) -> Callable[[Any], float]:
+    n = len(choices) - 1
+    return lambda v: choices.index(v) / n if v in choices else float("nan")
+
+
 def _log_scale(lo: float, hi: float) -> Callable[[Any], float]:
     return lambda v: (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
 
@@ -247,8 +252,7 @@ def _param_axes(data: ReportData) -> list[tuple[str, Callable[[Any], float], lis
             if len(choices) < 2:
                 continue
             n = len(choices) - 1
-            out.append((name, lambda v, c=choices, n=n: c.index(v) / n if v in c else float("nan"),
-                        [(i / n, str(c)) for i, c in enumerate(choices)]))
+            out.append((name, _choice_scale(choices), [(i / n, str(c)) for i, c in enumerate(choices)]))
         elif isinstance(d, (FloatDistribution, IntDistribution)):
             lo, hi, log = float(d.low), float(d.high), bool(d.log)
             if hi <= lo:
@@ -310,7 +314,7 @@ def draw_parallel(data: ReportData, color_by: str | None = None) -> tuple[Figure
         ax.plot(xs, line(selected[0]), color=C_SELECTED, linewidth=3, label=f"selected #{data.selected}")
         ax.legend(loc="upper right", fontsize=8)
     for x, (_, _, ticks) in zip(xs, axes_def):
-        ax.axvline(x, color="black", linewidth=0.8)
+        ax.axvline(float(x), color="black", linewidth=0.8)
         for y, text in ticks:
             ax.text(x + 0.04, y, text, fontsize=7, va="center", ha="left",
                     bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 0.5})
@@ -489,7 +493,7 @@ def _lagrange_series(raw: Any) -> dict[str, tuple[list[float], list[float]]]:
         for i, entry in enumerate(raw):
             if not isinstance(entry, dict):
                 continue
-            x = entry.get("trial", entry.get("number", entry.get("step", i)))
+            x = next((entry[k] for k in ("trial", "number", "step") if isinstance(entry.get(k), (int, float))), i)
             mults = entry.get("multipliers", {k: v for k, v in entry.items()
                                               if k not in ("trial", "number", "step", "ts")})
             if not isinstance(mults, dict):

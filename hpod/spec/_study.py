@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from hpod.errors import SpecError
+from hpod.errors import SpecError, spec_error_from
 from hpod.objectives.base import create_objective
 from hpod.spec._monitors import MonitorSpec, parse_duration_seconds
 from hpod.spec._sampler import SAMPLER_NAMES, validate_sampler_options
@@ -280,6 +280,10 @@ def _duration_seconds(v: float | str) -> float:
     return float(v) if isinstance(v, (int, float)) else parse_duration_seconds(v)
 
 
+RetuneTrigger = Literal["data", "performance", "cost"]
+RETUNE_TRIGGERS: tuple[RetuneTrigger, ...] = ("data", "performance", "cost")
+
+
 class RetuneSpec(_Strict):
     """How the daemon retunes the study: a new version ``name@vN`` when a monitor fires,
     on ``schedule.cron``, or on ``hpod retune``.
@@ -308,8 +312,7 @@ class RetuneSpec(_Strict):
     #: ``POST …/retune``); earlier ones are refused (API 429 with Retry-After)
     min_manual_interval: float | str = "10m"
     warm_start: int = Field(default=20, ge=0, le=1000)
-    on: list[Literal["data", "performance", "cost"]] = Field(
-        default_factory=lambda: ["data", "performance", "cost"])
+    on: list[RetuneTrigger] = Field(default_factory=lambda: list(RETUNE_TRIGGERS))
     data_records: int = Field(default=2000, ge=4, le=10_000_000)
     min_labels: int = Field(default=20, ge=4, le=10_000_000)
     validation_share: float = Field(default=0.2, gt=0.0, lt=1.0)
@@ -468,7 +471,7 @@ class StudySpec(_Strict):
         return self
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         """Directions of the Optuna study's values (one ``minimize`` for a scalarized study)."""
         if self.strategy.kind == "scalarized":
             return ["minimize"]
@@ -530,41 +533,13 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(text=text.strip(), metric=m.group(1), op=m.group(2), bound=bound)
 
 
-_UNION_LABELS = {"float", "int", "bool", "str", "categorical", "fixed", "FloatParam", "IntParam",
-                 "CategoricalParam", "FixedParam", "none"}
-
-
-def _loc_to_path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif "[" in str(item) or str(item) in _UNION_LABELS:
-            continue  # pydantic's union-branch labels say nothing to a user
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts)
-
-
-_ERROR_RANK = {"value_error": 0, "assertion_error": 0, "literal_error": 1, "extra_forbidden": 1,
-               "union_tag_invalid": 1, "missing": 2}
+#: labels of the spec's own tagged unions (parameter types) in pydantic's error locations
+_UNION_LABELS = frozenset({"categorical", "fixed", "FloatParam", "IntParam", "CategoricalParam", "FixedParam"})
 
 
 def _first_error(exc: ValidationError) -> SpecError:
-    errors = list(enumerate(exc.errors()))
-    # The user's actual mistake first; type errors of other union branches last.
-    errors.sort(key=lambda ie: (_ERROR_RANK.get(ie[1]["type"], 3), ie[0]))
-    err = errors[0][1]
-    path = _loc_to_path(tuple(err["loc"]))
-    msg = err["msg"].removeprefix("Value error, ")
-    found = err.get("input")
-    if err["type"] == "extra_forbidden":
-        return SpecError(path, "unknown field", allowed="see examples/synthetic-4obj.yaml for the fields")
-    if err["type"] == "missing":
-        return SpecError(path, "required field is missing")
-    if isinstance(found, (dict, list)) or "found" in msg:
-        found = None
-    return SpecError(path, msg, found=found)
+    return spec_error_from(exc, branch_labels=_UNION_LABELS,
+                           allowed_for_unknown="see examples/synthetic-4obj.yaml for the fields")
 
 
 def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
@@ -640,8 +615,8 @@ def _as_param(path: str, entry: Any) -> FloatParam | IntParam | CategoricalParam
 
             return TypeAdapter(ParamSpec).validate_python(entry)
         except ValidationError as exc:
-            err = _first_error(exc)
-            raise SpecError(f"{path}.{err.path}" if err.path else path, str(err).split(": ", 1)[-1]) from None
+            raise spec_error_from(exc, prefix=path, branch_labels=_UNION_LABELS,
+                                  allowed_for_unknown="see examples/synthetic-4obj.yaml for the fields") from None
     if isinstance(entry, list):
         return CategoricalParam(type="categorical", choices=entry) if entry else _empty(path)
     return FixedParam(type="fixed", value=entry)
@@ -699,13 +674,13 @@ def resolve(spec: StudySpec, objective: Objective | None = None) -> ResolvedStud
     # An objective with a default space names its parameters: a key it does not know is a
     # typo (`learning_rat`), not a new parameter, unless the objective says it takes more.
     closed = bool(defaults) and not getattr(objective, "open_space", False)
-    for key, entry in spec.space.items():
+    for key, given in spec.space.items():
         if closed and key not in defaults:
             close = difflib.get_close_matches(str(key), list(defaults), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise SpecError(f"space.{key}", f"not a parameter of objective {spec.objective.name!r}{hint}",
                             allowed=", ".join(sorted(defaults)))
-        space[key] = _as_param(f"space.{key}", entry)
+        space[key] = _as_param(f"space.{key}", given)
     if not any(not isinstance(p, FixedParam) for p in space.values()):
         raise SpecError("space", "the search space has no tunable parameter", found=sorted(space))
     declared = frozenset(objective.metric_names)

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.exc import (
@@ -49,7 +49,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 
 from hpod.errors import SpecError, StorageError, StorageUrlError, StudyNotFound
 from hpod.store._tables import (
@@ -65,6 +65,7 @@ from hpod.store._tables import (
 
 if TYPE_CHECKING:
     import optuna
+    from sqlalchemy.engine import CursorResult
 
     from hpod.spec import StudySpec
 
@@ -107,12 +108,13 @@ def is_disconnect(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) is a lost or refused database connection,
     a pool timeout, or Optuna's wrapper around one: transient, worth a retry."""
     seen = 0
-    while exc is not None and seen < 5:
-        if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, StorageError)):
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, (OperationalError, InterfaceError, PoolTimeoutError, StorageError)):
             return True
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        current = current.__cause__ or current.__context__
         seen += 1
     return False
 
@@ -227,6 +229,11 @@ def config_key(params: dict[str, Any]) -> str:
 WORKER_STALE_SECONDS = 30.0
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE/DELETE matched (its result is a CursorResult, typed as a plain Result)."""
+    return int(cast("CursorResult[Any]", result).rowcount)
+
+
 def worker_state(worker: WorkerRow, now: float, *, stale_after: float = WORKER_STALE_SECONDS) -> str:
     """A worker's state as users see it: ``idle``/``busy`` past ``stale_after`` seconds
     without a heartbeat is ``lost``."""
@@ -311,8 +318,8 @@ class Store:
             if create and not light:
                 SQLModel.metadata.create_all(
                     self.engine,
-                    tables=[t.__table__ for t in (StudyRow, EventRow, JobRow, WorkerRow, StateRow,
-                                                  DataWindowRow, DataRecordRow)],  # type: ignore[attr-defined]
+                    tables=[SQLModel.metadata.tables[t.__tablename__]
+                            for t in (StudyRow, EventRow, JobRow, WorkerRow, StateRow, DataWindowRow, DataRecordRow)],
                 )
         except SQLAlchemyError as exc:
             if not is_disconnect(exc):
@@ -352,11 +359,12 @@ class Store:
         return self._optuna_storage
 
     @property
-    def optuna_storage(self) -> Any:
+    def optuna_storage(self) -> optuna.storages.RDBStorage:
         """Optuna's RDBStorage (created on first use in a light store)."""
         if self._optuna_storage is None:
             self._open_optuna(create=False)
-        return self._optuna_storage
+        storage: optuna.storages.RDBStorage = self._optuna_storage
+        return storage
 
     @staticmethod
     def _sqlite_file(url: str) -> Path | None:
@@ -423,7 +431,10 @@ class Store:
         if not self.is_postgres:
             return _now()
         with self.session() as s:
-            return float(s.scalar(select(self._now_expr())))
+            now = s.scalar(select(self._now_expr()))
+        if now is None:
+            raise StorageError(f"{self.safe_url} did not report its current time")
+        return float(now)
 
     # ------------------------------------------------------------------ studies
     def register_study(self, spec: StudySpec, *, state: str = "queued", parent: str | None = None,
@@ -443,7 +454,7 @@ class Store:
                 row.spec_json = spec.model_dump_json()
                 row.priority = spec.priority
                 row.updated_at = _now()
-            return self.get_study(spec.name), False  # type: ignore[return-value]
+            return self.get_study(spec.name), False
         study = optuna.create_study(
             storage=self.optuna_storage, study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
@@ -468,6 +479,12 @@ class Store:
                                 "give the spec another name to start a different study", found=new_targets)
         return existing
 
+    @overload
+    def get_study(self, name: str) -> StudyRow: ...
+
+    @overload
+    def get_study(self, name: str, *, missing_ok: bool) -> StudyRow | None: ...
+
     def get_study(self, name: str, *, missing_ok: bool = False) -> StudyRow | None:
         with self.session() as s:
             row = s.get(StudyRow, name)
@@ -477,12 +494,12 @@ class Store:
 
     def list_studies(self) -> list[StudyRow]:
         with self.session() as s:
-            return list(s.scalars(select(StudyRow).order_by(StudyRow.created_at)))
+            return list(s.scalars(select(StudyRow).order_by(col(StudyRow.created_at))))
 
     def update_study(self, name: str, **fields: Any) -> None:
         fields.setdefault("updated_at", _now())
         with self.session() as s:
-            s.execute(update(StudyRow).where(StudyRow.name == name).values(**fields))
+            s.execute(update(StudyRow).where(col(StudyRow.name) == name).values(**fields))
 
     def load_optuna_study(self, name: str, sampler: Any = None) -> optuna.Study:
         import optuna
@@ -516,33 +533,34 @@ class Store:
 
     def events(self, *, study: str | None = None, after_id: int = 0, limit: int = 200,
                kinds: Iterable[str] | None = None, newest: bool = False) -> list[EventRow]:
-        q = select(EventRow).where(EventRow.id > after_id)  # type: ignore[operator]
+        q = select(EventRow).where(col(EventRow.id) > after_id)
         if study:
-            q = q.where(or_(EventRow.study == study, EventRow.study.like(f"{study}@%")))  # type: ignore[union-attr]
+            q = q.where(or_(col(EventRow.study) == study, col(EventRow.study).like(f"{study}@%")))
         if kinds:
-            q = q.where(EventRow.kind.in_(list(kinds)))  # type: ignore[attr-defined]
-        q = q.order_by(EventRow.id.desc() if newest else EventRow.id).limit(limit)  # type: ignore[union-attr]
+            q = q.where(col(EventRow.kind).in_(list(kinds)))
+        q = q.order_by(col(EventRow.id).desc() if newest else col(EventRow.id)).limit(limit)
         with self.session() as s:
             rows = list(s.scalars(q))
         return list(reversed(rows)) if newest else rows
 
     def unhandled_events(self, kinds: Iterable[str] | None = None) -> list[EventRow]:
-        q = select(EventRow).where(EventRow.handled == False)  # noqa: E712
+        q = select(EventRow).where(col(EventRow.handled) == False)  # noqa: E712
         if kinds:
-            q = q.where(EventRow.kind.in_(list(kinds)))  # type: ignore[attr-defined]
+            q = q.where(col(EventRow.kind).in_(list(kinds)))
         with self.session() as s:
-            return list(s.scalars(q.order_by(EventRow.id)))  # type: ignore[arg-type]
+            return list(s.scalars(q.order_by(col(EventRow.id))))
 
     def mark_handled(self, event_id: int) -> bool:
         """Mark an event handled; False if another process did it first (idempotence)."""
         with self.session() as s:
-            res = s.execute(update(EventRow).where(EventRow.id == event_id, EventRow.handled == False)  # noqa: E712
+            res = s.execute(update(EventRow).where(col(EventRow.id) == event_id, col(EventRow.handled) == False)  # noqa: E712
                             .values(handled=True))
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            return bool(_rowcount(res))
 
     def event_counts(self) -> dict[str, int]:
         with self.session() as s:
-            return {k: int(n) for k, n in s.execute(select(EventRow.kind, func.count()).group_by(EventRow.kind))}
+            q = select(col(EventRow.kind), func.count()).group_by(col(EventRow.kind))
+            return {k: int(n) for k, n in s.execute(q)}
 
     # ------------------------------------------------------------------ jobs
     def create_job(self, *, study: str, trial_id: int, trial_number: int, params: dict[str, Any],
@@ -570,12 +588,12 @@ class Store:
         if study_list is not None and not study_list:
             return None
         token = uuid.uuid4().hex
-        q = select(JobRow.id).where(JobRow.state == "queued")
+        q = select(col(JobRow.id)).where(col(JobRow.state) == "queued")
         if study_list is not None:
-            q = q.where(JobRow.study.in_(study_list))  # type: ignore[attr-defined]
+            q = q.where(col(JobRow.study).in_(study_list))
         if exclude_studies:
-            q = q.where(JobRow.study.not_in(list(exclude_studies)))  # type: ignore[attr-defined]
-        q = q.order_by(JobRow.priority.desc(), JobRow.id).limit(1)  # type: ignore[attr-defined]
+            q = q.where(col(JobRow.study).not_in(list(exclude_studies)))
+        q = q.order_by(col(JobRow.priority).desc(), col(JobRow.id)).limit(1)
         if self.is_postgres:
             q = q.with_for_update(skip_locked=True)
         for _ in range(5):
@@ -585,11 +603,11 @@ class Store:
                     return None
                 now = self._now_expr()
                 res = s.execute(
-                    update(JobRow).where(JobRow.id == job_id, JobRow.state == "queued").values(
+                    update(JobRow).where(col(JobRow.id) == job_id, col(JobRow.state) == "queued").values(
                         state="running", worker=worker, lease_token=token, claimed_at=now,
                         heartbeat_at=now, lease_expires_at=now + lease_seconds)
                 )
-                if res.rowcount == 1:  # type: ignore[attr-defined]
+                if _rowcount(res) == 1:
                     return s.get(JobRow, job_id)
         return None
 
@@ -613,10 +631,10 @@ class Store:
         with self.session() as s:
             now = self._now_expr()
             for job_id, token in tokens.items():
-                res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
-                                                     JobRow.state == "running")
+                res = s.execute(update(JobRow).where(col(JobRow.id) == job_id, col(JobRow.lease_token) == token,
+                                                     col(JobRow.state) == "running")
                                 .values(heartbeat_at=now, lease_expires_at=now + lease_seconds))
-                if res.rowcount == 1:  # type: ignore[attr-defined]
+                if _rowcount(res) == 1:
                     held.add(job_id)
         return held
 
@@ -630,14 +648,14 @@ class Store:
         True instead of dropping it."""
         state = "done" if result is not None else "failed"
         with self.session() as s:
-            res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
-                                                 JobRow.state == "running")
+            res = s.execute(update(JobRow).where(col(JobRow.id) == job_id, col(JobRow.lease_token) == token,
+                                                 col(JobRow.state) == "running")
                             .values(state=state, result_json=_dumps(result) if result is not None else None,
                                     fail_reason=fail_reason, finished_at=_now(), lease_expires_at=None))
-            if res.rowcount == 1:  # type: ignore[attr-defined]
+            if _rowcount(res) == 1:
                 return True
             again = s.scalar(select(func.count()).select_from(JobRow).where(
-                JobRow.id == job_id, JobRow.lease_token == token, JobRow.state == state))
+                col(JobRow.id) == job_id, col(JobRow.lease_token) == token, col(JobRow.state) == state))
             return bool(again)
 
     def expire_leases(self, *, now: float | None = None) -> list[JobRow]:
@@ -645,7 +663,7 @@ class Store:
         returns them. ``now`` defaults to the database's clock."""
         with self.session() as s:
             cutoff = self._now_expr() if now is None else now
-            q = select(JobRow).where(JobRow.state == "running", JobRow.lease_expires_at < cutoff)  # type: ignore[operator]
+            q = select(JobRow).where(col(JobRow.state) == "running", col(JobRow.lease_expires_at) < cutoff)
             if self.is_postgres:
                 q = q.with_for_update(skip_locked=True)
             rows = list(s.scalars(q))
@@ -663,49 +681,49 @@ class Store:
         if not ids:
             return
         with self.session() as s:
-            q = update(JobRow).where(JobRow.id.in_(ids), JobRow.state.in_(["running", "queued"]))  # type: ignore[union-attr,attr-defined]
+            q = update(JobRow).where(col(JobRow.id).in_(ids), col(JobRow.state).in_(["running", "queued"]))
             if worker is not None:
-                q = q.where(JobRow.worker == worker)
+                q = q.where(col(JobRow.worker) == worker)
             s.execute(q.values(state="lost", fail_reason=reason, finished_at=_now(), lease_expires_at=None))
 
     def queued_studies(self) -> set[str]:
         """Names of the studies that have queued jobs."""
         with self.session() as s:
-            return set(s.scalars(select(JobRow.study).where(JobRow.state == "queued").distinct()))
+            return set(s.scalars(select(col(JobRow.study)).where(col(JobRow.state) == "queued").distinct()))
 
     def cancel_queued(self, study: str, *, reason: str = "cancelled") -> int:
         with self.session() as s:
-            res = s.execute(update(JobRow).where(JobRow.study == study, JobRow.state == "queued")
+            res = s.execute(update(JobRow).where(col(JobRow.study) == study, col(JobRow.state) == "queued")
                             .values(state="cancelled", fail_reason=reason, finished_at=_now()))
-            return int(res.rowcount)  # type: ignore[attr-defined]
+            return _rowcount(res)
 
     def jobs_to_tell(self, study: str) -> list[JobRow]:
         with self.session() as s:
-            q = select(JobRow).where(JobRow.study == study, JobRow.told == False,  # noqa: E712
-                                     JobRow.state.in_(["done", "failed", "lost", "cancelled"]))  # type: ignore[attr-defined]
-            return list(s.scalars(q.order_by(JobRow.id)))  # type: ignore[arg-type]
+            q = select(JobRow).where(col(JobRow.study) == study, col(JobRow.told) == False,  # noqa: E712
+                                     col(JobRow.state).in_(["done", "failed", "lost", "cancelled"]))
+            return list(s.scalars(q.order_by(col(JobRow.id))))
 
     def mark_told(self, job_id: int) -> None:
         with self.session() as s:
-            s.execute(update(JobRow).where(JobRow.id == job_id).values(told=True))
+            s.execute(update(JobRow).where(col(JobRow.id) == job_id).values(told=True))
 
     def jobs(self, study: str | None = None, states: Iterable[str] | None = None) -> list[JobRow]:
         q = select(JobRow)
         if study:
-            q = q.where(JobRow.study == study)
+            q = q.where(col(JobRow.study) == study)
         if states:
-            q = q.where(JobRow.state.in_(list(states)))  # type: ignore[attr-defined]
+            q = q.where(col(JobRow.state).in_(list(states)))
         with self.session() as s:
-            return list(s.scalars(q.order_by(JobRow.id)))  # type: ignore[arg-type]
+            return list(s.scalars(q.order_by(col(JobRow.id))))
 
     def job_for_trial(self, trial_id: int) -> JobRow | None:
         with self.session() as s:
-            return s.scalar(select(JobRow).where(JobRow.trial_id == trial_id))
+            return s.scalar(select(JobRow).where(col(JobRow.trial_id) == trial_id))
 
     def attempts_of(self, study: str, key: str) -> int:
         with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(JobRow)
-                                .where(JobRow.study == study, JobRow.config_key == key)) or 0)
+                                .where(col(JobRow.study) == study, col(JobRow.config_key) == key)) or 0)
 
     # ------------------------------------------------------------------ workers
     def heartbeat_worker(self, name: str, *, slots: int, state: str, current: list[dict[str, Any]],
@@ -728,7 +746,7 @@ class Store:
 
     def workers(self) -> list[WorkerRow]:
         with self.session() as s:
-            return list(s.scalars(select(WorkerRow).order_by(WorkerRow.name)))
+            return list(s.scalars(select(WorkerRow).order_by(col(WorkerRow.name))))
 
     def workers_by_state(self, *, stale_after: float = WORKER_STALE_SECONDS) -> dict[str, int]:
         """Workers counted by :func:`worker_state` (for ``hpod_workers{state}``)."""
@@ -739,18 +757,30 @@ class Store:
             out[state] = out.get(state, 0) + 1
         return out
 
-    def mark_workers_lost(self, *, older_than: float) -> list[WorkerRow]:
+    def mark_workers_lost(self, *, older_than: float, exclude: str | None = None) -> list[str]:
+        """Append a ``worker_lost`` event for each idle/busy worker whose heartbeat is
+        older than ``older_than`` seconds (but ``exclude``, the caller's own row), then
+        mark it lost. Returns their names."""
         cutoff = _now() - older_than
         with self.session() as s:
-            rows = list(s.scalars(select(WorkerRow).where(WorkerRow.state.in_(["idle", "busy"]),  # type: ignore[attr-defined]
-                                                          WorkerRow.last_heartbeat < cutoff)))
-            for r in rows:
-                r.state = "lost"
-        return rows
+            stale = list(s.scalars(select(WorkerRow).where(col(WorkerRow.state).in_(["idle", "busy"]),
+                                                           col(WorkerRow.last_heartbeat) < cutoff)))
+        lost = []
+        for w in stale:
+            if w.name == exclude:
+                continue
+            age = _now() - w.last_heartbeat
+            self.append_event("worker_lost", payload={"worker": w.name, "node": w.node,
+                                                      "heartbeat_age_seconds": round(age, 1),
+                                                      "current": json.loads(w.current_json or "[]")}, handled=True)
+            self.set_worker_state(w.name, "lost")
+            lost.append(w.name)
+            log.warning("worker %s on %s lost: no heartbeat for %.0f s", w.name, w.node, age)
+        return lost
 
     def set_worker_state(self, name: str, state: str) -> None:
         with self.session() as s:
-            s.execute(update(WorkerRow).where(WorkerRow.name == name).values(state=state, current_json="[]"))
+            s.execute(update(WorkerRow).where(col(WorkerRow.name) == name).values(state=state, current_json="[]"))
 
     # ------------------------------------------------------------------ keyed state
     def get_state(self, study: str, key: str, default: Any = None) -> Any:
@@ -768,7 +798,7 @@ class Store:
 
     def states(self, key_prefix: str) -> list[StateRow]:
         with self.session() as s:
-            return list(s.scalars(select(StateRow).where(StateRow.key.like(f"{key_prefix}%"))))  # type: ignore[attr-defined]
+            return list(s.scalars(select(StateRow).where(col(StateRow.key).like(f"{key_prefix}%"))))
 
     # ------------------------------------------------------------------ data windows
     def _ensure_window_tables(self) -> None:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from hpod.core.monitoring import MonitorService
 from hpod.daemon.config import load_config, resolve_token
-from hpod.daemon.scheduling import DaemonScheduler, mark_lost_workers, window_open
+from hpod.daemon.scheduling import DaemonScheduler, window_open
 from hpod.errors import UsageError
 from hpod.http.api import ApiContext, create_app
 from hpod.spec import parse_spec
@@ -263,12 +263,12 @@ def test_a_silent_worker_is_marked_lost_with_an_event(store: Store) -> None:
     store.heartbeat_worker("node9:123", slots=2, state="busy", current=["s#1"])
     store.heartbeat_worker("self:1", slots=1, state="idle", current=[])
     time.sleep(0.05)
-    assert mark_lost_workers(store, older_than=0.01, exclude="self:1") == ["node9:123"]
+    assert store.mark_workers_lost(older_than=0.01, exclude="self:1") == ["node9:123"]
     states = {w.name: w.state for w in store.workers()}
     assert states["node9:123"] == "lost" and states["self:1"] == "idle"
     event = store.events(kinds=["worker_lost"])[-1]
     assert json.loads(event.payload_json)["worker"] == "node9:123"
-    assert mark_lost_workers(store, older_than=0.01, exclude="self:1") == []  # once
+    assert store.mark_workers_lost(older_than=0.01, exclude="self:1") == []  # once
 
 
 def test_observations_reach_the_study_monitor_and_bad_ones_are_400(store: Store) -> None:

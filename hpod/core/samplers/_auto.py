@@ -8,6 +8,7 @@ what a GP can fit cheaply.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -130,6 +131,6 @@ class ModelThenEvolutionSampler(optuna.samplers.BaseSampler):
         return self._phase(trial).sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(
-        self, study: Study, trial: FrozenTrial, state: TrialState, values: list[float] | None
+        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
         self._phase(trial).after_trial(study, trial, state, values)

@@ -7,7 +7,7 @@ is passed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,7 @@ def create_sampler(
     name: str,
     options: Mapping[str, Any] | None,
     *,
-    directions: list[str],
+    directions: Sequence[str],
     n_trials: int | None,
     n_params: int,
     parallelism: int = 1,
@@ -159,7 +159,7 @@ def create_sampler(
 def _choose_auto(
     opts: dict[str, Any],
     *,
-    directions: list[str],
+    directions: Sequence[str],
     n_trials: int | None,
     n_params: int,
     parallelism: int,

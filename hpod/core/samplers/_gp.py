@@ -91,7 +91,7 @@ def _install_hook() -> bool:
     with _INSTALL_LOCK:
         if acqf._get_reference_point is not _study_reference_point:
             _optuna_reference_point = acqf._get_reference_point
-            acqf._get_reference_point = _study_reference_point
+            acqf._get_reference_point = _study_reference_point  # type: ignore[assignment]  # same arguments and result as Optuna's private hook
     return True
 
 

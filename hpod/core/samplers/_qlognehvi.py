@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from hpod.core.pareto import derive_reference_point
 from hpod.core.samplers._startup import SobolStartupSampler, to_unit_interval
 
 if TYPE_CHECKING:
+    import torch
     from optuna.distributions import BaseDistribution
     from optuna.study import Study
     from optuna.trial import FrozenTrial
@@ -117,6 +118,11 @@ def _quiet_numerics() -> Iterator[None]:
         warnings.simplefilter("ignore", NumericalWarning)
         warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"botorch\.")
         yield
+
+
+def _constraint_column(index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """botorch's constraint callable: the model's ``index``-th output (feasible when <= 0)."""
+    return lambda samples: samples[..., index]
 
 
 def _constraint_values(trial: FrozenTrial, names: list[str]) -> list[float] | None:
@@ -283,9 +289,10 @@ class QLogNEHVISampler(optuna.samplers.BaseSampler):
         )
         from botorch.exceptions.errors import ModelFittingError
         from botorch.fit import fit_gpytorch_mll
-        from botorch.models import ModelListGP, SingleTaskGP
+        from botorch.models import SingleTaskGP
+        from botorch.models.model_list_gp_regression import ModelListGP
         from botorch.models.transforms.outcome import Standardize
-        from botorch.optim import optimize_acqf
+        from botorch.optim.optimize import optimize_acqf
         from botorch.sampling.normal import SobolQMCNormalSampler
         from gpytorch.mlls import SumMarginalLogLikelihood
 
@@ -305,9 +312,7 @@ class QLogNEHVISampler(optuna.samplers.BaseSampler):
             # which still give a usable (if vaguer) acquisition rather than a lost trial.
             pass
 
-        constraint_callables = [
-            (lambda samples, index=n_objectives + i: samples[..., index]) for i in range(constraints.shape[1])
-        ]
+        constraint_callables = [_constraint_column(n_objectives + i) for i in range(constraints.shape[1])]
         acquisition = qLogNoisyExpectedHypervolumeImprovement(
             model=model,
             ref_point=torch.as_tensor(reference, dtype=torch.double).tolist(),

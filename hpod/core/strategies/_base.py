@@ -18,11 +18,13 @@ __all__ = ["EngineView", "Strategy"]
 class EngineView(Protocol):
     """What a strategy sees of the engine that runs it (and all it may use)."""
 
-    name: str
     spec: StudySpec
     store: Store
     state_dir: Path
     resolved: ResolvedStudy
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def study(self) -> optuna.Study: ...

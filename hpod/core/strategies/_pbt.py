@@ -141,7 +141,7 @@ class PBTStrategy(Strategy):
         if self.state["done"]:
             return []
         g = self.state["generation"]
-        jobs = []
+        jobs: list[JobRow] = []
         for member in self.state["members"]:
             if len(jobs) >= n:
                 break
@@ -216,7 +216,11 @@ class PBTStrategy(Strategy):
     def _exploit_explore(self, generation: int, scores: dict[int, float | None]) -> None:
         rng = np.random.default_rng([self.engine.spec.sampler.seed or 0, generation])
         # Worst first: a failed interval (None) ranks below every scored one.
-        ranked = sorted(scores, key=lambda m: math.inf if scores[m] is None else self.sign * scores[m])
+        def worst_first(member: int) -> float:
+            score = scores[member]
+            return math.inf if score is None else self.sign * score
+
+        ranked = sorted(scores, key=worst_first)
         k = max(1, math.floor(self.population * self.options.quantile))
         top, bottom = ranked[:k], ranked[-k:]
         members = self.state["members"]

@@ -49,7 +49,7 @@ _HISTORY_MAX = 5000
 
 
 def _relative_violation(c: Any, value: float) -> float:
-    return float(c.violation(value)) / max(abs(c.bound), 1e-12)
+    return float(c.violation(value)) / max(abs(float(c.bound)), 1e-12)
 
 
 class ScalarizedStrategy(Strategy):

@@ -9,8 +9,10 @@ import csv
 import io
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hpod.errors import DataError, SpecError
 from hpod.objectives.t5_lora.options import OPTIONS_PATH, DataOptions
@@ -294,9 +296,9 @@ def _load_hf(options: DataOptions) -> tuple[list[Example], list[Example]]:
         raise DataError(f"hf:cnn_dailymail: cannot load the dataset ({exc}); "
                         "download it once or use a local .jsonl file") from None
 
-    def convert(split: object, name: str) -> list[Example]:
+    def convert(split: Iterable[Any], name: str) -> list[Example]:
         out = []
-        for i, row in enumerate(split):  # type: ignore[attr-defined]
+        for i, row in enumerate(split):
             out.append(Example(_field_value(row, options.text_field, Path(f"hf:cnn_dailymail/{name}"), i + 1),
                                _field_value(row, options.summary_field, Path(f"hf:cnn_dailymail/{name}"), i + 1)))
         return out

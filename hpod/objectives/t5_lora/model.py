@@ -185,7 +185,7 @@ def load_base_model(options: T5LoraOptions, cache_dir: Path) -> tuple[Any, Any, 
     return model, tokenizer, reference
 
 
-def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, target_modules: list[str]) -> Any:
+def apply_lora(model: nn.Module, *, rank: int, alpha: int, dropout: float, target_modules: list[str]) -> Any:
     """Freeze ``model`` and wrap it with LoRA adapters on ``target_modules``."""
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
@@ -198,7 +198,7 @@ def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, tar
     config = LoraConfig(
         task_type=TaskType.SEQ_2_SEQ_LM,
         r=int(rank),
-        lora_alpha=float(alpha),
+        lora_alpha=int(alpha),
         lora_dropout=float(dropout),
         target_modules=list(target_modules),
     )

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hpod.errors import SpecError
+from hpod.errors import SpecError, spec_error_from
 
 __all__ = [
     "ADAPTER_INFO_FILE",
@@ -149,16 +149,5 @@ def parse_options(params: Mapping[str, Any] | None) -> T5LoraOptions:
     try:
         return T5LoraOptions.model_validate(dict(params or {}))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(error.get("loc", ()))
-        path = ".".join([OPTIONS_PATH, *(str(p) for p in loc)])
-        if error.get("type") == "extra_forbidden":
-            raise SpecError(
-                path,
-                "unknown option",
-                found=error.get("input"),
-                allowed=", ".join(_field_names(T5LoraOptions, loc)),
-            ) from None
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        found = error.get("input") if loc else None
-        raise SpecError(path, message, found=found) from None
+        raise spec_error_from(exc, prefix=OPTIONS_PATH, unknown="unknown option",
+                              allowed_for_unknown=lambda loc: ", ".join(_field_names(T5LoraOptions, loc))) from None

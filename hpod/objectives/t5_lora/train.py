@@ -37,7 +37,7 @@ class Hyperparameters:
     batch_size: int = 8
     epochs: int = 3
     rank: int = 8
-    alpha: float = 16
+    alpha: int = 16
     dropout: float = 0.1
 
     @classmethod
@@ -56,7 +56,7 @@ class Hyperparameters:
             batch_size=int(values["batch_size"]),
             epochs=int(values["epochs"]),
             rank=int(values["rank"]),
-            alpha=float(values["alpha"]),
+            alpha=round(float(values["alpha"])),
             dropout=float(values["dropout"]),
         )
         checks = [
@@ -64,7 +64,8 @@ class Hyperparameters:
             ("batch_size", hp.batch_size >= 1, ">= 1"),
             ("epochs", hp.epochs >= 1, ">= 1"),
             ("rank", hp.rank >= 1, ">= 1"),
-            ("alpha", hp.alpha > 0, "> 0"),
+            # peft's LoraConfig.lora_alpha is an int: 16.0 is accepted, 16.5 is refused.
+            ("alpha", hp.alpha > 0 and float(values["alpha"]) == hp.alpha, "a whole number > 0"),
             ("dropout", 0.0 <= hp.dropout < 1.0, "in [0, 1)"),
         ]
         for name, ok, bound in checks:
