@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hpod_testing import wait_for
 from prometheus_client import CollectorRegistry
 
 from hpod.http.exporter import (
@@ -303,13 +304,6 @@ class LivePrometheus:
             return json.load(response)
 
 
-def wait_for(condition, timeout_seconds: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_seconds} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hpod_testing import cli_env, hpod_bin
+from hpod_testing import cli_env, hpod_bin, wait_for
 
 from hpod.core.controller import Controller
 from hpod.core.engine import Engine
@@ -44,12 +44,11 @@ def _queue(store: Store, state_dir: Path, spec: Any, n: int) -> Engine:
 def _run_until(worker: Worker, condition: Any, timeout: float = 60) -> threading.Thread:
     thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
     thread.start()
-    deadline = time.monotonic() + timeout
+    def alive() -> None:
+        assert thread.is_alive(), "worker loop ended early"
+
     try:
-        while not condition():
-            assert time.monotonic() < deadline, "timed out"
-            assert thread.is_alive(), "worker loop ended early"
-            time.sleep(0.1)
+        wait_for(condition, timeout, "the worker's state", interval=0.1, between=alive)
     finally:
         worker.request_stop()
         thread.join(60)
@@ -124,10 +123,11 @@ def test_sigterm_finishes_or_hands_back_running_trials_and_exits_zero(tmp_path: 
                              "--no-codecarbon"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not store.jobs("term", states=["running"]):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.05)
+        def alive() -> None:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+
+        wait_for(lambda: store.jobs("term", states=["running"]), 60, "a running trial", interval=0.05,
+                 between=alive)
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)

@@ -8,13 +8,12 @@ import json
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from hpod_testing import ROOT, cli_env, hpod_bin, run_cli
+from hpod_testing import ROOT, cli_env, hpod_bin, run_cli, wait_for
 
 from hpod.core.pareto import non_dominated_mask
 
@@ -105,16 +104,16 @@ def test_interrupt_then_resume_keeps_completed_trials(tmp_path: Path, state_dir:
     proc = subprocess.Popen([hpod_bin(), "run", str(spec)], env=cli_env(state_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     db = state_dir / "hpod.db"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if db.exists():
-            try:
-                states = _trial_states(db)
-            except sqlite3.OperationalError:
-                states = []
-            if sum(s == "COMPLETE" for _, s in states) >= 2 and any(s == "RUNNING" for _, s in states):
-                break
-        time.sleep(0.1)
+    def two_done_one_running() -> bool:
+        if not db.exists():
+            return False
+        try:
+            states = _trial_states(db)
+        except sqlite3.OperationalError:
+            return False
+        return sum(s == "COMPLETE" for _, s in states) >= 2 and any(s == "RUNNING" for _, s in states)
+
+    wait_for(two_done_one_running, 60, "two completed trials and a running one", interval=0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from hpod_pg import database_outage, fresh_database, write_cost_spec
-from hpod_testing import cli_env, hpod_bin
+from hpod_testing import cli_env, hpod_bin, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -66,13 +66,7 @@ class Cluster:
         return self._store
 
     def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.2)
-        pytest.fail(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
+        return wait_for(condition, timeout, what, details=self.logs)
 
     def wait_controller(self, timeout: float, key: str = "controller") -> None:
         try:

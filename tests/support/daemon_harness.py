@@ -9,11 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hpod_testing
 import httpx
 import pytest
 
@@ -41,17 +41,17 @@ def write_spec(path: Path, name: str, *, n_trials: int, sleep_seconds: float, **
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, proc: DaemonProcess | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc is not None:
-            proc.read_notifications()  # keep the notify queue drained, as systemd does
-        if proc is not None and proc.process is not None and proc.process.poll() is not None:
+    """:func:`hpod_testing.wait_for` that, given the daemon ``proc``, keeps its notify
+    queue drained (as systemd does) and fails at once if it exits."""
+    if proc is None:
+        return hpod_testing.wait_for(condition, timeout, what)
+
+    def between() -> None:
+        proc.read_notifications()
+        if proc.process is not None and proc.process.poll() is not None:
             pytest.fail(f"daemon exited ({proc.process.returncode}) while waiting for {what}:\n{proc.log_text()}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f"\n{proc.log_text()}" if proc else ""))
+
+    return hpod_testing.wait_for(condition, timeout, what, between=between, details=proc.log_text)
 
 
 class DaemonProcess:

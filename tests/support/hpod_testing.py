@@ -6,7 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = Path(__file__).resolve().parent
@@ -40,3 +45,24 @@ def run_cli(args: list[str], *, state_dir: Path | None = None, timeout: float = 
                           env=cli_env(state_dir, **env))
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, *, interval: float = 0.2,
+             between: Callable[[], Any] | None = None, details: Callable[[], str] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    The one polling loop of the tests: states and events are waited for, never a
+    duration assumed (the machine may be loaded). ``between`` runs after each false
+    answer (drive a loop, drain a socket, check that a process is alive: it may fail
+    the test itself); after ``timeout`` seconds the test fails naming ``what``, with
+    ``details()`` (a log) appended.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}" + (f"\n{details()}" if details else ""))
+        if between is not None:
+            between()
+        if interval:
+            time.sleep(interval)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hpod_testing import wait_for
 
 from hpod.spec import parse_spec
 from hpod.store import Store
@@ -51,9 +51,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: server.started, 30, "the serving app to listen", interval=0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     yield {"url": f"http://127.0.0.1:{port}", "store": store, "app": app, "dirs": dirs}
     server.should_exit = True
@@ -86,16 +84,13 @@ def test_swap_under_concurrent_load_drops_nothing(served: dict[str, Any]) -> Non
     threads = [threading.Thread(target=loop) for _ in range(3)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 45
-    while len(results) < 6 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(results) >= 6, 45, "six answers before the swap", interval=0.05)
     swaps_before = holder.swaps
     # what RetunePolicy does when a retune wins: the poll thread loads it, then swaps
     store.put_state("sum", "serving", {**current_serving(store, "sum"), "trial": 1,
                                        "artifact_dir": str(served["dirs"][1])})
-    while time.monotonic() < deadline and (holder.swaps == swaps_before or
-                                           sum(1 for _, trial in results if trial == 1) < 6):
-        time.sleep(0.05)
+    wait_for(lambda: holder.swaps != swaps_before and sum(1 for _, trial in results if trial == 1) >= 6, 45,
+             "the swap and six answers from the new trial", interval=0.05)
     stop.set()
     for t in threads:
         t.join(timeout=60)

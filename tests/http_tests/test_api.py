@@ -1,26 +1,17 @@
 """The control API in-process: token on every route but /healthz and /metrics, JSON
-errors a user can act on, size limits, no 500 for malformed input; plus the daemon's
-settings (file < environment < flags, token file 0600, systemd credential) and the
-scheduling helpers (trial windows, cron retunes, lost workers)."""
+errors a user can act on, size limits, no 500 for malformed input. (The daemon's
+settings and scheduling helpers are in tests/daemon_tests.)"""
 
 from __future__ import annotations
 
 import json
-import stat
-import time
-from datetime import datetime
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter
 
 from hpod.core.monitoring import MonitorService
-from hpod.daemon.config import load_config, resolve_token
-from hpod.daemon.scheduling import DaemonScheduler, window_open
-from hpod.errors import UsageError
 from hpod.http.api import ApiContext, create_app
-from hpod.spec import parse_spec
 from hpod.store import Store
 
 TOKEN = "t0k3n-" + "a" * 40
@@ -169,106 +160,6 @@ def test_actions_append_events_and_report_the_outcome(client: TestClient, store:
     assert [e["kind"] for e in events][-1] == "retune_started"
     after = client.get("/v1/events", headers=AUTH, params={"after": events[-2]["id"]}).json()
     assert [e["id"] for e in after] == [events[-1]["id"]]
-
-
-# ---------------------------------------------------------------------------- settings
-
-
-def test_settings_flags_override_environment_override_file(tmp_path: Path) -> None:
-    toml = tmp_path / "hpod.toml"
-    toml.write_text(f'state_dir = "{tmp_path / "s"}"\napi = "127.0.0.1:1111"\nmetrics = "127.0.0.1:2222"\n'
-                    'cpu_slots = 3\ngrace_seconds = 5\ngpus = [0, 1]\n')
-    cfg = load_config(toml, env={})
-    assert (cfg.api, cfg.metrics, cfg.cpu_slots, cfg.grace_seconds, cfg.gpus) == \
-        ("127.0.0.1:1111", "127.0.0.1:2222", 3, 5.0, "0,1")
-    env = {"HPOD_API": "unix:/run/hpod.sock", "HPOD_METRICS": "127.0.0.1:3333", "HPOD_CPU_SLOTS": "2"}
-    cfg = load_config(toml, env=env)
-    assert (cfg.api, cfg.metrics, cfg.cpu_slots) == ("unix:/run/hpod.sock", "127.0.0.1:3333", 2)
-    cfg = load_config(toml, env=env, overrides={"api": "127.0.0.1:4444", "cpu_slots": 0, "metrics": None})
-    assert (cfg.api, cfg.metrics, cfg.cpu_slots) == ("127.0.0.1:4444", "127.0.0.1:3333", 0)
-    yaml_file = tmp_path / "hpod.yaml"
-    yaml_file.write_text(f"daemon:\n  state_dir: {tmp_path}\n  spec_dir: {tmp_path / 'specs'}\n")
-    assert load_config(yaml_file, env={}).spec_dir == tmp_path / "specs"
-
-
-def test_the_deploy_example_settings_file_loads(tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parents[2] / "deploy/hpod.toml.example"
-    cfg = load_config(example, env={"HPOD_STATE_DIR": str(tmp_path)})
-    assert (cfg.api, cfg.metrics, cfg.grace_seconds, cfg.state_dir) == \
-        ("127.0.0.1:8765", "127.0.0.1:9464", 300.0, tmp_path)
-
-
-@pytest.mark.parametrize("content,env,message", [
-    ("colour = 'blue'\n", {}, "unknown setting 'colour'"),
-    ("cpu_slots = -1\n", {}, "cpu_slots"),
-    ("", {"HPOD_API": "localhost"}, "environment: setting 'api'"),
-    ("metrics = 'unix:/x'\n", {}, "metrics"),
-    ("grace_seconds = 'soon'\n", {}, "grace_seconds"),
-    ("api = [1\n", {}, "invalid TOML"),
-])
-def test_bad_settings_name_the_key_and_where_it_came_from(tmp_path: Path, content: str, env: dict,
-                                                          message: str) -> None:
-    path = tmp_path / "hpod.toml"
-    path.write_text(content)
-    with pytest.raises(UsageError, match=message):
-        load_config(path, env={"HPOD_STATE_DIR": str(tmp_path), **env})
-    with pytest.raises(UsageError, match="not found"):
-        load_config(tmp_path / "missing.toml", env={})
-
-
-def test_token_file_is_created_0600_once_and_the_credential_wins(tmp_path: Path) -> None:
-    cfg = load_config(None, env={"HPOD_STATE_DIR": str(tmp_path / "state")})
-    token, path = resolve_token(cfg, env={})
-    assert path == tmp_path / "state" / "token" and len(token) >= 32
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert resolve_token(cfg, env={}) == (token, path)  # kept across restarts
-    creds = tmp_path / "creds"
-    creds.mkdir()
-    (creds / "hpod-token").write_text("credential-token-0123456789\n")
-    assert resolve_token(cfg, env={"CREDENTIALS_DIRECTORY": str(creds)}) == \
-        ("credential-token-0123456789", creds / "hpod-token")
-    explicit = load_config(None, env={"HPOD_STATE_DIR": str(tmp_path), "HPOD_TOKEN_FILE": str(tmp_path / "t")})
-    (tmp_path / "t").write_text("")
-    with pytest.raises(UsageError, match="empty"):
-        resolve_token(explicit, env={"CREDENTIALS_DIRECTORY": str(creds)})
-
-
-# ---------------------------------------------------------------------------- scheduling
-
-
-@pytest.mark.parametrize("window,hhmm,inside", [
-    ("22:00-06:00", "23:30", True), ("22:00-06:00", "05:59", True), ("22:00-06:00", "06:00", False),
-    ("22:00-06:00", "12:00", False), ("09:00-17:00", "09:00", True), ("09:00-17:00", "17:00", False),
-    (None, "03:00", True),
-])
-def test_trial_window(window: str | None, hhmm: str, inside: bool) -> None:
-    now = datetime.fromisoformat(f"2026-03-01T{hhmm}:00")
-    assert window_open(window, now=now) is inside
-
-
-def test_cron_schedule_records_a_retune_event_and_reports_the_next_run(store: Store) -> None:
-    spec = parse_spec({**SPEC, "name": "cron-study", "schedule": {"cron": "* * * * *"}})
-    sched = DaemonScheduler(store)
-    sched.set_study_schedule(spec.name, spec.schedule)
-    nxt = sched.next_run(spec.name)
-    assert nxt is not None and time.time() < nxt <= time.time() + 61
-    sched._scheduled_retune(spec.name)  # what the cron trigger runs
-    event = store.events(kinds=["retune_started"], study="cron-study")[-1]
-    assert json.loads(event.payload_json)["reason"] == "schedule" and event.handled is False
-    sched.remove_study(spec.name)
-    assert sched.next_run(spec.name) is None
-
-
-def test_a_silent_worker_is_marked_lost_with_an_event(store: Store) -> None:
-    store.heartbeat_worker("node9:123", slots=2, state="busy", current=["s#1"])
-    store.heartbeat_worker("self:1", slots=1, state="idle", current=[])
-    time.sleep(0.05)
-    assert store.mark_workers_lost(older_than=0.01, exclude="self:1") == ["node9:123"]
-    states = {w.name: w.state for w in store.workers()}
-    assert states["node9:123"] == "lost" and states["self:1"] == "idle"
-    event = store.events(kinds=["worker_lost"])[-1]
-    assert json.loads(event.payload_json)["worker"] == "node9:123"
-    assert store.mark_workers_lost(older_than=0.01, exclude="self:1") == []  # once
 
 
 def test_observations_reach_the_study_monitor_and_bad_ones_are_400(store: Store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -191,3 +192,16 @@ def test_workers_by_state_counts_a_silent_worker_as_lost(store_url: str) -> None
     time.sleep(0.3)
     store.heartbeat_worker("alive", slots=2, state="busy", current=[])
     assert store.workers_by_state(stale_after=0.2) == {"busy": 1, "lost": 1}
+
+
+def test_a_silent_worker_is_marked_lost_with_an_event(tmp_path: Path) -> None:
+    store = Store.for_state_dir(tmp_path)
+    store.heartbeat_worker("node9:123", slots=2, state="busy", current=[{"study": "s", "trial": 1}])
+    store.heartbeat_worker("self:1", slots=1, state="idle", current=[])
+    time.sleep(0.05)
+    assert store.mark_workers_lost(older_than=0.01, exclude="self:1") == ["node9:123"]
+    states = {w.name: w.state for w in store.workers()}
+    assert states["node9:123"] == "lost" and states["self:1"] == "idle"
+    event = store.events(kinds=["worker_lost"])[-1]
+    assert json.loads(event.payload_json)["worker"] == "node9:123"
+    assert store.mark_workers_lost(older_than=0.01, exclude="self:1") == []  # once

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
+from hpod_testing import wait_for
 
 from hpod.core.controller import Controller
 from hpod.core.engine import Engine
@@ -42,11 +43,12 @@ def run_study(spec_dict: dict[str, Any], state_dir: Path, *, slots: int = 2,
     executor = LocalExecutor(store, state_dir, slots=[Slot(f"cpu{i}") for i in range(slots)], codecarbon=False)
     controller = Controller(store, state_dir, executor=executor, remote_workers=False)
     engine = controller.activate(spec, resolved=resolve(spec))
-    deadline = time.monotonic() + limit_seconds
-    while spec.name in controller.engines:
-        assert time.monotonic() < deadline, f"study {spec.name} did not finish in {limit_seconds} s"
+    def drive() -> None:
         if not controller.step():
             controller.wait(0.05)
+
+    wait_for(lambda: spec.name not in controller.engines, limit_seconds, f"study {spec.name} to finish",
+             interval=0, between=drive)
     return engine, store
 
 
