@@ -53,7 +53,7 @@ _REFERENCE_FIELD = "text"
 def _study(store: Store, study: str) -> tuple[str, StudySpec]:
     base = base_study_name(study)
     row = store.get_study(base)
-    return base, parse_spec(json.loads(row.spec_json))  # type: ignore[union-attr]
+    return base, parse_spec(json.loads(row.spec_json))
 
 
 def _labelled_objective(spec: StudySpec) -> LearnsFromExamples:

@@ -269,7 +269,7 @@ class MonitorService:
         if newer:
             w = newer[-1]
             field = json.loads(w.fields_json)[0]
-            texts = [r[field] for r in self.store.window_records([w.id])]
+            texts = [r[field] for r in self.store.window_records([w.id])]  # type: ignore[list-item]  # a stored row has an id; SQLModel types it Optional for inserts
             monitor.set_reference(self._as_data_items(texts, mspec))
             stored["reference"] = {"source": f"{w.source} (window {w.id})", "window": w.id, "size": len(texts),
                                    "since": time.time(), "trained_key": trained_key}

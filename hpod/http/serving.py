@@ -90,7 +90,8 @@ def load_predictor(spec: StudySpec, selection: dict[str, Any], cache_dir: Path) 
     artifact = selection.get("artifact_dir")
     if not artifact:
         raise UsageError(f"trial {selection.get('trial')} of {selection.get('study')} saved no artifacts")
-    return objective.load_predictor(Path(artifact), cache_dir)  # type: ignore[no-any-return]
+    predictor: Predictor = objective.load_predictor(Path(artifact), cache_dir)
+    return predictor
 
 
 Loader = Callable[["StudySpec", dict[str, Any], Path], Predictor]

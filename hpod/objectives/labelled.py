@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from hpod.errors import DataError
 
@@ -51,6 +51,14 @@ class LabelSchema:
         return f'{{"{self.input_field}": "...", "{self.target_field}": "..."}}'
 
 
+@overload
+def _text(record: Any, field: str, where: str) -> str: ...
+
+
+@overload
+def _text(record: Any, field: str, where: str, *, required: bool) -> str | None: ...
+
+
 def _text(record: Any, field: str, where: str, *, required: bool = True) -> str | None:
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected an object with field {field!r}, found {type(record).__name__}")
@@ -70,10 +78,10 @@ def _text(record: Any, field: str, where: str, *, required: bool = True) -> str 
 
 
 def _record(raw: Any, schema: LabelSchema, where: str, *, with_target: bool) -> dict[str, str]:
-    out = {schema.input_field: _text(raw, schema.input_field, where)}
+    out: dict[str, str] = {schema.input_field: _text(raw, schema.input_field, where)}
     if with_target:
         out[schema.target_field] = _text(raw, schema.target_field, where)
-    return out  # type: ignore[return-value]
+    return out
 
 
 def check_labelled_records(items: Sequence[Any], schema: LabelSchema, *, with_target: bool = True,
@@ -102,8 +110,8 @@ def read_labelled_file(path: Path, schema: LabelSchema, *, with_target: bool = T
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); re-encode the file as UTF-8") \
+        bad_line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{bad_line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); re-encode the file as UTF-8") \
             from None
     records: list[dict[str, str]] = []
     if suffix == ".jsonl":

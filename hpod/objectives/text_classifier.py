@@ -156,7 +156,8 @@ def featurize(texts: Sequence[str], n_features: int) -> np.ndarray:
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+    probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def classification_metrics(predictions: Sequence[Any], references: Sequence[str]) -> dict[str, float]:
@@ -247,7 +248,7 @@ class TextClassifierObjective(BaseObjective):
     def params_for_examples(self, path: Path, n_train: int, n_val: int) -> dict[str, Any]:
         raw = self.options.model_dump(mode="json")
         raw["data"].update(source=str(path), train_size=int(n_train), val_size=int(n_val))
-        return raw  # type: ignore[no-any-return]
+        return raw
 
     def load_predictor(self, artifact_dir: Path, cache_dir: Path) -> _Predictor:
         path = Path(artifact_dir) / MODEL_FILE

@@ -830,9 +830,9 @@ class Store:
     def data_windows(self, study: str, kind: str, *, after_id: int = 0) -> list[DataWindowRow]:
         """The study's windows of ``kind`` with id > ``after_id``, oldest first."""
         self._ensure_window_tables()
-        q = (select(DataWindowRow).where(DataWindowRow.study == study, DataWindowRow.kind == kind,
-                                         DataWindowRow.id > after_id)  # type: ignore[operator]
-             .order_by(DataWindowRow.id))  # type: ignore[arg-type]
+        q = (select(DataWindowRow).where(col(DataWindowRow.study) == study, col(DataWindowRow.kind) == kind,
+                                         col(DataWindowRow.id) > after_id)
+             .order_by(col(DataWindowRow.id)))
         with self.session() as s:
             return list(s.execute(q).scalars())
 
@@ -842,8 +842,8 @@ class Store:
         if not ids:
             return []
         self._ensure_window_tables()
-        q = (select(DataRecordRow.record_json).where(DataRecordRow.window_id.in_(ids))  # type: ignore[attr-defined]
-             .order_by(DataRecordRow.window_id, DataRecordRow.position))  # type: ignore[arg-type]
+        q = (select(col(DataRecordRow.record_json)).where(col(DataRecordRow.window_id).in_(ids))
+             .order_by(col(DataRecordRow.window_id), col(DataRecordRow.position)))
         with self.session() as s:
             return [json.loads(r) for r in s.execute(q).scalars()]
 

@@ -123,7 +123,7 @@ class T5LoraObjective(BaseObjective):
     def params_for_examples(self, path: Path, n_train: int, n_val: int) -> dict[str, Any]:
         raw = self.options.model_dump(mode="json")
         raw["data"].update(source=str(path), train_size=int(n_train), val_size=int(n_val))
-        return raw  # type: ignore[no-any-return]
+        return raw
 
     def load_predictor(self, artifact_dir: Path, cache_dir: Path) -> T5LoraPredictor:
         """Base + the trial's LoRA adapter, in eval mode on CPU."""
