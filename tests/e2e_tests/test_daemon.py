@@ -208,10 +208,12 @@ def test_spec_directory_is_run_and_reread_on_sighup_with_windows_and_cron(tmp_pa
 def test_resubmitting_a_running_study_with_a_larger_budget_keeps_its_running_trial(daemon: DaemonProcess,
                                                                                     tmp_path: Path) -> None:
     daemon.start()
-    spec = write_spec(tmp_path / "grow.yaml", "e2e-grow", n_trials=2, sleep_seconds=2.0)
+    # Trials long enough that the second `hpod submit` (seconds on a loaded machine)
+    # arrives while the first one runs.
+    spec = write_spec(tmp_path / "grow.yaml", "e2e-grow", n_trials=2, sleep_seconds=8.0)
     daemon.hpod("submit", str(spec))
     wait_for(lambda: daemon.events("trial_started", "e2e-grow"), 60, "a trial to start", daemon)
-    write_spec(spec, "e2e-grow", n_trials=4, sleep_seconds=2.0)
+    write_spec(spec, "e2e-grow", n_trials=4, sleep_seconds=8.0)
     assert "(updated)" in daemon.hpod("submit", str(spec)).stdout
     wait_for(lambda: daemon.events("study_completed", "e2e-grow"), 120, "the study to complete", daemon)
     assert trial_states(daemon.state_dir, "e2e-grow") == {"COMPLETE": 4}

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,12 @@ def write_spec(path: Path, name: str, *, n_trials: int, sleep_seconds: float, **
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, proc: DaemonProcess | None = None) -> Any:
-    """:func:`hpod_testing.wait_for` that, given the daemon ``proc``, keeps its notify
-    queue drained (as systemd does) and fails at once if it exits."""
+    """:func:`hpod_testing.wait_for` that, given the daemon ``proc``, fails at once if
+    the daemon exits."""
     if proc is None:
         return hpod_testing.wait_for(condition, timeout, what)
 
     def between() -> None:
-        proc.read_notifications()
         if proc.process is not None and proc.process.poll() is not None:
             pytest.fail(f"daemon exited ({proc.process.returncode}) while waiting for {what}:\n{proc.log_text()}")
 
@@ -66,16 +66,33 @@ class DaemonProcess:
         self.notify_path = tmp / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
-        self.notify.setblocking(False)
+        self.notify.settimeout(0.1)
         self.notifications: list[str] = []
         self.starts = 0
+        # Like systemd, read the notify socket all the time: its queue holds only
+        # net.unix.max_dgram_qlen (10) datagrams, and a full queue drops STOPPING=1.
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read_socket, name="notify-reader", daemon=True)
+        self._reader.start()
+
+    def _read_socket(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self.notify.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.notifications.append(data.decode())
 
     # ------------------------------------------------------------------ process
     def start(self) -> DaemonProcess:
         self.api_port, self.metrics_port = free_port(), free_port()
         self.starts += 1
-        self.read_notifications()
-        self.notifications = []  # READY=1 of this start, not of the last one
+        with self._lock:
+            self.notifications = []  # READY=1 of this start, not of the last one
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "NOTIFY_SOCKET": str(self.notify_path),
                "WATCHDOG_USEC": "1000000"}
         for key in ("HPOD_API", "HPOD_TOKEN_FILE", "HPOD_STATE_DIR", "HPOD_STORAGE", "HPOD_METRICS"):
@@ -97,12 +114,9 @@ class DaemonProcess:
             return ""
 
     def read_notifications(self) -> str:
-        while True:
-            try:
-                self.notifications.append(self.notify.recv(4096).decode())
-            except BlockingIOError:
-                break
-        return "\n".join(self.notifications)
+        """Every notification of this start so far (the socket is read continuously)."""
+        with self._lock:
+            return "\n".join(self.notifications)
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
@@ -123,6 +137,8 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._closed.set()
+        self._reader.join(timeout=5)
         self.notify.close()
 
     # ------------------------------------------------------------------ clients
