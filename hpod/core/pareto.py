@@ -108,7 +108,8 @@ def normalized_hypervolume(points: np.ndarray, ideal_point: np.ndarray, referenc
 def _front(points: np.ndarray) -> np.ndarray:
     """The distinct non-dominated rows of ``points``."""
     unique = np.unique(points, axis=0)
-    return unique[non_dominated_mask(unique)]
+    front: np.ndarray = unique[non_dominated_mask(unique)]
+    return front
 
 
 def _wfg(points: np.ndarray, reference: np.ndarray) -> float:

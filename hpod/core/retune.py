@@ -551,7 +551,7 @@ class RetunePolicy:
         """Serving now runs a model trained on new labelled data: that data (without
         the replayed records, which guard against forgetting but are not the traffic
         expected now) becomes the data monitors' reference from their next check."""
-        base_spec = _spec(self.store.get_study(base))  # type: ignore[arg-type]
+        base_spec = _spec(self.store.get_study(base))
         if not any(m.kind == "data" for m in base_spec.monitors):
             return
         objective = create_objective(child_spec.objective.name, child_spec.objective.params)

@@ -280,10 +280,10 @@ def load_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None
     except ValidationError as exc:
         issue = first_validation_issue(exc)
         key = str(issue.loc[0]) if issue.loc else "?"
-        path = ".".join(str(p) for p in issue.loc) or "?"
+        setting = ".".join(str(p) for p in issue.loc) or "?"
         where = origin.get(key, "settings")
         found = issue.found if len(issue.loc) > 1 and issue.found is not None else merged.get(key)
-        raise UsageError(f"{where}: setting {path!r}: {issue.message} (found {found!r})") from None
+        raise UsageError(f"{where}: setting {setting!r}: {issue.message} (found {found!r})") from None
 
 
 def _write_new_token(path: Path) -> str:

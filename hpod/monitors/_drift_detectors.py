@@ -219,7 +219,8 @@ def _ks_rows(pooled: np.ndarray, masks: np.ndarray) -> np.ndarray:
     reference_cdf = np.cumsum(1.0 - marked, axis=1) / n
     # compare the two empirical CDFs only after the last of each run of tied values
     last_of_ties = np.append(values[1:] != values[:-1], True)
-    return np.abs(window_cdf - reference_cdf)[:, last_of_ties].max(axis=1)
+    distances: np.ndarray = np.abs(window_cdf - reference_cdf)[:, last_of_ties].max(axis=1)
+    return distances
 
 
 def length_drift(
