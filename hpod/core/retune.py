@@ -341,8 +341,8 @@ class RetunePolicy:
             parent_spec = _spec(parent_row)
             objective = create_objective(parent_spec.objective.name, parent_spec.objective.params)
             learns = isinstance(objective, LearnsFromExamples)
-            if learns and data and data.get("path"):
-                self._ingest_path_window(base, data, objective)  # type: ignore[arg-type]
+            if isinstance(objective, LearnsFromExamples) and data and data.get("path"):
+                self._ingest_path_window(base, data, objective)
             windows, have = pending_labels(self.store, base, int(state["labels_used"]))
             need = base_spec.retune.min_labels
             if learns and wait_for_labels and have < need:
@@ -378,7 +378,7 @@ class RetunePolicy:
             state["active"] = child
             state["waiting"] = None
             if use:
-                state["labels_used"] = max(int(w.id) for w in use)  # type: ignore[arg-type]
+                state["labels_used"] = max(int(w.id) for w in use)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
             state["last_started_at"] = now
             state["history"] = (state["history"] + [entry])[-_HISTORY:]
             self.store.put_state(base, RETUNE_KEY, state)

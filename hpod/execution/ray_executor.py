@@ -147,7 +147,7 @@ class RayExecutor(LocalExecutor):
             raise UsageError(f"executor.slots: must be >= 1 (found {slots})")
         super().__init__(store, state_dir, slots=[Slot(name=f"ray{i}") for i in range(slots)], worker_name=name,
                          lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds, codecarbon=codecarbon)
-        self.running: dict[int, RayTrial] = {}  # type: ignore[assignment]
+        self.running: dict[int, RayTrial] = {}  # type: ignore[assignment]  # a RayTrial holds an actor where the parent's RunningTrial holds a process
         self._runner_class = ray.remote(TrialRunner)
         self._to_kill: dict[int, Any] = {}
         self._view: dict[str, Any] = {}
@@ -236,7 +236,7 @@ class RayExecutor(LocalExecutor):
         rt = RayTrial(job=job, slot=slot, actor=actor, actor_name=name,
                       ref=actor.exchange.remote(None, _EXCHANGE_SECONDS), started_at=time.monotonic(),
                       timeout=spec.budget.trial_timeout_seconds)
-        self.running[job.id] = rt  # type: ignore[index]
+        self.running[job.id] = rt  # type: ignore[index]  # a stored row has an id; SQLModel types it Optional for inserts
         try:
             self.store.append_event("trial_started", study=job.study, trial_number=job.trial_number,
                                     payload={"worker": self.worker_name, "slot": slot.name, "attempt": job.attempt,
@@ -312,15 +312,15 @@ class RayExecutor(LocalExecutor):
         return None
 
     def _finish(self, rt: RayTrial, result: dict[str, Any] | None, reason: str | None) -> JobRow:
-        del self.running[rt.job.id]  # type: ignore[arg-type]
+        del self.running[rt.job.id]  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
         if rt.kill_reason and result is None:
             reason = rt.kill_reason
         # The actor holds the result until it is stored: a crash before then re-attaches.
-        self._to_kill[rt.job.id] = rt.actor  # type: ignore[index]
+        self._to_kill[rt.job.id] = rt.actor  # type: ignore[index]  # a stored row has an id; SQLModel types it Optional for inserts
         self._pending_results.append((rt.job, result, reason))
         return rt.job
 
-    def _kill(self, rt: RayTrial, reason: str) -> None:  # type: ignore[override]
+    def _kill(self, rt: RayTrial, reason: str) -> None:  # type: ignore[override]  # only ever called with this executor's own RayTrials
         ray = _ray()
 
         rt.kill_reason = reason
@@ -338,10 +338,10 @@ class RayExecutor(LocalExecutor):
         for job, result, reason in self._pending_results:
             try:
                 if result is None and reason in INFRA_REASONS:
-                    self.store.release_jobs([job.id], reason=reason, worker=self.worker_name)  # type: ignore[list-item]
+                    self.store.release_jobs([job.id], reason=reason, worker=self.worker_name)  # type: ignore[list-item]  # a stored row has an id; SQLModel types it Optional for inserts
                     stored = True
                 else:
-                    stored = self.store.finish_job(job.id, job.lease_token or "", result=result,  # type: ignore[arg-type]
+                    stored = self.store.finish_job(job.id, job.lease_token or "", result=result,  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
                                                    fail_reason=None if result is not None else reason)
             except StorageError as exc:
                 log.warning("cannot store result of job %s (will retry): %s", job.id, exc)
@@ -349,7 +349,7 @@ class RayExecutor(LocalExecutor):
                 continue
             if not stored:
                 log.warning("job %s: lease lost before the result was stored; result dropped", job.id)
-            actor = self._to_kill.pop(job.id, None)  # type: ignore[arg-type]
+            actor = self._to_kill.pop(job.id, None)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
             if actor is not None:
                 try:
                     ray.kill(actor, no_restart=True)
@@ -388,7 +388,7 @@ class RayExecutor(LocalExecutor):
             try:
                 actor = ray.get_actor(name, namespace=self.namespace)
             except ValueError:
-                orphans.append(job.id)  # type: ignore[arg-type]
+                orphans.append(job.id)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
                 continue
             wanted.add(name)
             slot = free.pop(0) if free else Slot(name=f"ray-adopted{job.id}")
@@ -397,7 +397,7 @@ class RayExecutor(LocalExecutor):
                 spec_timeout = self._study(job.study).spec.budget.trial_timeout_seconds
             except Exception:
                 pass
-            self.running[job.id] = RayTrial(  # type: ignore[index]
+            self.running[job.id] = RayTrial(  # type: ignore[index]  # a stored row has an id; SQLModel types it Optional for inserts
                 job=job, slot=slot, actor=actor, actor_name=name, ref=actor.exchange.remote(None, _EXCHANGE_SECONDS),
                 started_at=time.monotonic(), timeout=spec_timeout, adopted=True)
         if self.running:
@@ -442,7 +442,7 @@ class RayExecutor(LocalExecutor):
         self._flush_results()
         for _ in range(20):
             try:
-                self.store.release_jobs(jobs, reason=reason, worker=self.worker_name)  # type: ignore[arg-type]
+                self.store.release_jobs(jobs, reason=reason, worker=self.worker_name)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
                 break
             except StorageError:
                 time.sleep(0.5)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hpod.errors import DataError, SpecError, UsageError
+from hpod.errors import DataError, SpecError, UsageError, spec_error_from
 from hpod.objectives.base import (
     BaseObjective,
     Measurement,
@@ -131,9 +131,7 @@ def parse_classifier_options(params: Mapping[str, Any] | None) -> ClassifierOpti
     try:
         return ClassifierOptions.model_validate(dict(params or {}))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        path = "objective.params." + ".".join(str(p) for p in err.get("loc", ()))
-        raise SpecError(path, err.get("msg", "invalid"), found=err.get("input")) from None
+        raise spec_error_from(exc, prefix="objective.params") from None
 
 
 _TOKEN = re.compile(r"[a-z0-9']+")

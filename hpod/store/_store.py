@@ -804,7 +804,7 @@ class Store:
     def _ensure_window_tables(self) -> None:
         # a light store (``hpod status``) on a database older than these tables
         if not getattr(self, "_window_tables", False):
-            tables = [DataWindowRow.__table__, DataRecordRow.__table__]  # type: ignore[attr-defined]
+            tables = [SQLModel.metadata.tables[t.__tablename__] for t in (DataWindowRow, DataRecordRow)]
             SQLModel.metadata.create_all(self.engine, tables=tables)
             self._window_tables = True
 

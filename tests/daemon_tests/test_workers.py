@@ -168,6 +168,8 @@ def test_controller_asks_one_distinct_configuration_per_idle_remote_slot(tmp_pat
     engine = controller.activate(spec)
     assert engine.parallelism >= k  # the sampler is told about the concurrent trials
     for round_ in range(3):
+        for i in range(k):  # the idle workers keep heartbeating (a GP round can outlast the stale limit)
+            store.heartbeat_worker(f"remote{i}", slots=1, state="idle", current=[])
         controller.step()
         queued = store.jobs(spec.name, states=["queued"])
         assert len(queued) == k, f"round {round_}: {len(queued)} queued"

@@ -7,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hpod_testing import ROOT, run_cli
+from hpod_testing import ROOT, run_cli, wait_for
 
 from hpod.core.pareto import non_dominated_mask
 
@@ -80,15 +79,14 @@ def test_optuna_dashboard_shows_hpods_front(state_dir: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 240
-        summaries = None
-        while summaries is None:
+        def studies() -> list[dict[str, Any]] | None:
             assert server.poll() is None, f"optuna-dashboard exited: {server.stderr.read() if server.stderr else ''}"
-            assert time.monotonic() < deadline, "optuna-dashboard did not answer within 240 s"
             try:
-                summaries = _get(f"{base}/api/studies")["study_summaries"]
+                return list(_get(f"{base}/api/studies")["study_summaries"])
             except OSError:
-                time.sleep(1)
+                return None
+
+        summaries = wait_for(studies, 240, "optuna-dashboard to answer", interval=1)
         (summary,) = [s for s in summaries if s["study_name"] == "synthetic-4obj"]
         shown = _get(f"{base}/api/studies/{summary['study_id']}?after=0")
     finally:

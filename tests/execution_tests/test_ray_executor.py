@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import pytest
 # address when a driver connects (this variable only switches that lookup off).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install hpod[ray])")
+
+from hpod_testing import wait_for  # noqa: E402
 
 from hpod.core.controller import Controller  # noqa: E402
 from hpod.core.engine import Engine  # noqa: E402
@@ -59,13 +60,13 @@ def _spec(name: str, n_trials: int, *, sleep: float = 0.0, **extra: Any) -> dict
 
 
 def _drive(controller: Controller, name: str, *, limit: float, each: Any = None) -> None:
-    deadline = time.monotonic() + limit
-    while name in controller.engines:
-        assert time.monotonic() < deadline, f"study {name} did not finish in {limit} s"
+    def drive() -> None:
         if each is not None:
             each()
         if not controller.step():
             controller.wait(0.2)
+
+    wait_for(lambda: name not in controller.engines, limit, f"study {name} to finish", interval=0, between=drive)
 
 
 def _states(engine: Engine) -> dict[str, int]:
