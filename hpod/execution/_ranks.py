@@ -206,7 +206,7 @@ def _rank_loop(payload: dict[str, Any], rank: int, world_size: int, port: int, g
             study_name=payload["study"], artifact_dir=artifact_dir, cache_dir=cache_dir, device=devices[rank],
             resume_from=Path(payload["resume_from"]) if payload.get("resume_from") else None,
             rank=rank, world_size=world_size, devices=devices, stop_sync=lambda stop: bool(_broadcast(bool(stop))),
-        )  # type: ignore[call-arg]  # TrialContext gains the rank fields when data-parallel trials are wired
+        )
         seed_everything(seeds[index])
         with meters.section() as fig:
             try:

@@ -356,7 +356,7 @@ class LocalExecutor:
         others = [s for s in self.free_slots() if s != slot and s.gpu_index is not None]
         if len(others) < need - 1:
             try:
-                self.store.unclaim_job(job.id, job.lease_token or "")  # type: ignore[arg-type]
+                self.store.unclaim_job(job.id, job.lease_token or "")  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
             except StorageError as exc:  # its lease expires and the controller re-queues it
                 log.warning("cannot hand job %s back: %s", job.id, exc)
             return None
@@ -395,6 +395,7 @@ class LocalExecutor:
                                              "params": params}, handled=True)
         except StorageError as exc:
             log.warning("cannot record trial_started: %s", exc)
+        return True
 
     def _reap(self) -> list[JobRow]:
         done: list[JobRow] = []

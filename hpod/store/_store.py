@@ -616,11 +616,11 @@ class Store:
         start it yet, e.g. too few free GPUs for a multi-GPU trial). False: the claim
         was no longer held."""
         with self.session() as s:
-            res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token,
-                                                 JobRow.state == "running")
+            res = s.execute(update(JobRow).where(col(JobRow.id) == job_id, col(JobRow.lease_token) == token,
+                                                 col(JobRow.state) == "running")
                             .values(state="queued", worker=None, lease_token=None, claimed_at=None,
                                     heartbeat_at=None, lease_expires_at=None))
-            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            return _rowcount(res) == 1
 
     def renew_leases(self, worker: str, tokens: dict[int, str], *, lease_seconds: float) -> set[int]:
         """Renew the leases this worker holds; returns the job ids it still holds

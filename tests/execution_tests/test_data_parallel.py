@@ -5,11 +5,11 @@ reported once, and the meters aggregate over the ranks."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hpod_testing import wait_for
 
 from hpod.core.controller import Controller
 from hpod.execution.executor import LocalExecutor, Slot
@@ -44,11 +44,11 @@ def _run(spec_dict: dict[str, Any], state: Path) -> Any:
     controller = Controller(store, state, executor=executor, remote_workers=False)
     engine = controller.activate(spec, resolved=resolve(spec))
     engine.resolved.objective.prepare(state / "cache")
-    deadline = time.monotonic() + 900
-    while spec.name in controller.engines:
-        assert time.monotonic() < deadline, "the study did not finish"
+    def drive() -> None:
         if not controller.step():
             controller.wait(0.2)
+
+    wait_for(lambda: spec.name not in controller.engines, 900, "the study to finish", interval=0, between=drive)
     (trial,) = engine.study.get_trials(deepcopy=False)
     return trial
 
