@@ -58,7 +58,7 @@ def _spec(incoming: Path, **retune: Any) -> dict[str, Any]:
         "objectives": [{"name": "loss"}, {"name": "time_seconds"}, {"name": "memory_bytes"}],
         "sampler": {"name": "random", "seed": 0},
         "budget": {"n_trials": 8},
-        "monitors": [{"kind": "data", "name": "inputs", "confirm": 2, "cooldown": 10,
+        "monitors": [{"kind": "data", "name": "inputs", "window": 50, "confirm": 2, "cooldown": 10,
                       "source": {"type": "path", "path": str(incoming), "text_field": "article"}}],
         "retune": {"n_trials": 6, "min_interval": "1h", **retune},
     }
