@@ -251,7 +251,9 @@ def run_ray(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hpod-coord-ray-") as tmp_name:
         for slots in (1,) if quick else (1, 2, 4):
             print(f"ray × {slots} slot(s)…", flush=True)
-            row = ray_rate(slots, n_trials, Path(tmp_name))
+            load = os.getloadavg()[0]
+            row = {**ray_rate(slots, n_trials, Path(tmp_name)), "load_before": load,
+                   "load_after": os.getloadavg()[0]}
             print(f"  {row['trials_per_second']:.2f}/s, scheduling p50 {row['schedule_p50_ms']:.0f} ms", flush=True)
             rows.append(row)
     import ray
@@ -309,14 +311,15 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             f"Ray executor (Ray {ray_rows['ray']}, a local one-node Ray cluster with one logical CPU per slot, "
             f"SQLite; {ray_rows['n_trials']} trials per run of the same objective): scheduling latency is from "
-            "the claim (the trial's actor submitted) to the trial process starting on its node.",
+            "the claim (the trial's actor submitted) to the trial process starting on its node. Other people's "
+            "work ran on the machine meanwhile (the load column).",
             "",
-            "| executor | slots | trials/s | scheduling p50 (ms) | scheduling p99 (ms) |",
-            "|---|---:|---:|---:|---:|",
+            "| executor | slots | trials/s | scheduling p50 (ms) | scheduling p99 (ms) | load (1 min) before → after |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for r in ray_rows["results"]:
             lines.append(f"| ray | {r['slots']} | {r['trials_per_second']:.2f} | {r['schedule_p50_ms']:.0f} | "
-                         f"{r['schedule_p99_ms']:.0f} |")
+                         f"{r['schedule_p99_ms']:.0f} | {r['load_before']:.1f} → {r['load_after']:.1f} |")
         lines += ["", "Each Ray trial starts a fresh actor process and, in it, a fresh trial process (the "
                   "Python interpreter and hpod's imports: seconds on a loaded machine); a local slot forks "
                   "its trial from a warm fork server. On trials of minutes that start-up is noise."]

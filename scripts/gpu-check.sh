@@ -3,7 +3,9 @@
 # table of time per epoch, peak memory, joules per trial and how each was measured.
 # Run on a machine with a CUDA GPU, from the repository root:
 #   scripts/gpu-check.sh [STATE_DIR]
-# Writes benchmarks/results/gpu-check.json.
+# Writes benchmarks/results/gpu-check.json; with two or more GPUs also a 2-GPU run (each
+# trial data-parallel over GPUs 0 and 1: resources.gpus_per_trial 2, NCCL) into
+# benchmarks/results/gpu-check-2gpu.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -18,3 +20,20 @@ HPOD=("$PY" -m hpod.cli.commands)
 "${HPOD[@]}" run examples/gpu-check.yaml --state-dir "$DIR"
 "${HPOD[@]}" trials gpu-check --json --state-dir "$DIR" > "$DIR/trials.json"
 "$PY" scripts/gpu_check_table.py "$DIR/trials.json" benchmarks/results/gpu-check.json
+
+N_GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+if [ "$N_GPUS" -ge 2 ]; then
+    echo "2-GPU run: each trial spans GPUs 0 and 1"
+    "$PY" - "$DIR/gpu-check-2gpu.yaml" <<'PYEOF'
+import sys, yaml
+spec = yaml.safe_load(open("examples/gpu-check.yaml"))
+spec["name"] = "gpu-check-2gpu"
+spec["resources"] = {"gpus_per_trial": 2}
+yaml.safe_dump(spec, open(sys.argv[1], "w"))
+PYEOF
+    "${HPOD[@]}" run "$DIR/gpu-check-2gpu.yaml" --state-dir "$DIR" --gpus 0,1
+    "${HPOD[@]}" trials gpu-check-2gpu --json --state-dir "$DIR" > "$DIR/trials-2gpu.json"
+    "$PY" scripts/gpu_check_table.py "$DIR/trials-2gpu.json" benchmarks/results/gpu-check-2gpu.json
+else
+    echo "one GPU: no 2-GPU run"
+fi
