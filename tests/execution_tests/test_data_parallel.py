@@ -130,3 +130,16 @@ def test_multi_gpu_trial_waits_in_the_queue_for_enough_free_gpus(tmp_path: Path)
         assert len(executor.running) == 1 and [s.name for s in executor.free_slots()] == ["gpu1"]
     finally:
         executor.stop(reason="shutdown")
+
+
+def test_user_objective_sees_rank_world_size_and_devices(tmp_path: Path) -> None:
+    trial = _run({"name": "ranks", "objective": {"name": "hpod_test_objectives:ranks"},
+                  "objectives": [{"name": "loss"}], "budget": {"n_trials": 1, "max_retries": 0},
+                  "resources": {"processes_per_trial": 3}}, tmp_path / "state")
+    assert trial.state.name == "COMPLETE", trial.user_attrs.get("hpod.fail_reason")
+    metrics = trial.user_attrs["hpod.metrics"]
+    assert (metrics["rank_sum"], metrics["world"], metrics["world_size"]) == (6.0, 3.0, 3.0)
+    (seed,) = trial.user_attrs["hpod.info"]["ranks"]
+    assert [r["values"]["rank_sum"] for r in seed["ranks"]] == [6.0, 6.0, 6.0]
+    assert all(r["values"]["devices"] == "cpu,cpu,cpu" for r in seed["ranks"])
+    assert [step for _, step, _ in trial.user_attrs["hpod.info"]["intermediate"]] == [1]

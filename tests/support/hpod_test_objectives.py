@@ -67,3 +67,21 @@ def busy(params):
 busy.metric_names = ("loss",)
 busy.heavy = True
 busy.default_space = {"x": {"type": "float", "low": 0, "high": 1}}
+
+
+def ranks(params, ctx):
+    """Data parallel: each rank adds rank+1 into an all-reduce, so every rank returns
+    1 + 2 + … + world_size; one report per rank (the trial's is rank 0's)."""
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([float(ctx.rank + 1)])
+    dist.all_reduce(total)
+    loss = float(params["x"]) ** 2
+    ctx.report(1, {"loss": loss})
+    return {"loss": loss, "rank_sum": float(total.item()), "world": float(ctx.world_size),
+            "devices": ",".join(ctx.devices)}
+
+
+ranks.metric_names = ("loss", "rank_sum", "world")
+ranks.default_space = {"x": {"type": "float", "low": -1, "high": 1}}
