@@ -309,7 +309,8 @@ def markdown(data: dict[str, Any]) -> str:
     if ray_rows:
         lines += [
             "",
-            f"Ray executor (Ray {ray_rows['ray']}, a local one-node Ray cluster with one logical CPU per slot, "
+            f"Ray executor (Ray {ray_rows['ray']}, measured on {ray_rows['machine']['cpu']}, "
+            f"{ray_rows['machine']['cores']} cores; a local one-node Ray cluster with one logical CPU per slot, "
             f"SQLite; {ray_rows['n_trials']} trials per run of the same objective): scheduling latency is from "
             "the claim (the trial's actor submitted) to the trial process starting on its node. Other people's "
             "work ran on the machine meanwhile (the load column).",
