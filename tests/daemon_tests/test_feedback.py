@@ -84,7 +84,7 @@ def test_api_examples_and_reference(tmp_path: Path) -> None:
     store = _store(tmp_path)
     api = TestClient(create_app(ApiContext(store=store, token=TOKEN)))
     r = api.post("/v1/studies/reviews/examples", json={"records": [{"text": "ok", "label": 3}]}, headers=AUTH)
-    assert r.status_code == 400 and "records[0]" in r.json()["error"] and "must be text" in r.json()["error"]
+    assert r.status_code == 422 and "records[0]" in r.json()["error"] and "must be text" in r.json()["error"]
     r = api.post("/v1/studies/nope/examples", json={"records": [{"text": "a", "label": "b"}]}, headers=AUTH)
     assert r.status_code == 404
     assert api.post("/v1/studies/reviews/examples", json={"records": []}, headers=AUTH).status_code == 422
