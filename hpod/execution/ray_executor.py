@@ -81,10 +81,28 @@ def connect_ray(address: str, *, namespace: str) -> None:
         raise UsageError("executor.kind ray: Ray is not installed; install it with `pip install hpod[ray]`") from None
     if ray.is_initialized():
         return
+    _check_reachable(address)
     try:
         ray.init(address=address, namespace=namespace, log_to_driver=False, configure_logging=False)
     except ConnectionError as exc:
         raise UsageError(f"executor.address: cannot connect to the Ray cluster at {address!r}: {exc}") from None
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse an address nothing listens on before ``ray.init``, which retries a dead
+    address for minutes: ``HOST:PORT`` and ``ray://HOST:PORT`` are probed with one TCP
+    connection (``auto`` is Ray's to resolve)."""
+    target = address.removeprefix("ray://")
+    if address == "auto" or "://" in target:
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"executor.address: expected auto, HOST:PORT or ray://HOST:PORT (found {address!r})")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(f"executor.address: cannot reach the Ray cluster at {address!r} "
+                         f"({exc.strerror or exc}); is `ray start --head` running there?") from None
 
 
 @dataclass

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hpod.cli._render import print_cluster
 from hpod.core.views import Snapshot
 from hpod.daemon.config import load_config
 from hpod.errors import SpecError, UsageError
+from hpod.execution.ray_executor import _check_reachable
 from hpod.http.exporter import HpodCollector
 from hpod.spec import parse_spec
 
@@ -118,3 +120,18 @@ def test_executor_table_in_a_toml_settings_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         load_config(path, env={"HPOD_STATE_DIR": str(tmp_path)})
     assert f"{path}: setting 'executor.kind'" in str(err.value) and "'slurm'" in str(err.value)
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:{port}", "cannot reach the Ray cluster at '127.0.0.1:{port}'"),
+    ("ray://127.0.0.1:{port}", "cannot reach the Ray cluster at 'ray://127.0.0.1:{port}'"),
+    ("head-without-port", "expected auto, HOST:PORT or ray://HOST:PORT (found 'head-without-port')"),
+])
+def test_unreachable_ray_address_is_refused_at_once(address: str, message: str) -> None:
+    """Before ray.init, which would retry a dead address for minutes (no Ray needed)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UsageError) as err:
+        _check_reachable(address.format(port=port), timeout=5)
+    assert message.format(port=port) in str(err.value) and "executor.address" in str(err.value)
