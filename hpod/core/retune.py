@@ -412,15 +412,19 @@ class RetunePolicy:
                              event_id=event_id, info={"message": message})
 
     def _ingest_path_window(self, base: str, data: dict[str, Any], objective: LearnsFromExamples) -> None:
-        """The labelled records of a watched file up to the alarm become a labelled
-        window (records lacking a field are unlabelled traffic and skipped)."""
+        """The labelled records a watched file gained since the last alarm, up to this
+        one, become a labelled window (records lacking a field are unlabelled traffic
+        and skipped; bytes already ingested are never read as new again)."""
         fields = objective.label_schema.fields
-        records = _recent_records(Path(data["path"]), data.get("offsets") or {}, 10_000_000, fields)
-        seen = {w.source for w in self.store.data_windows(base, "labelled")}
-        marker = json.dumps(data.get("offsets") or {}, sort_keys=True)
-        source = f"path:{data['path']} up to {marker}"
-        if records and source not in seen:
-            self.store.add_data_window(base, "labelled", records, source=source, fields=fields)
+        state = self._state(base)
+        start = dict(state.get("path_offsets") or {})
+        end = dict(data.get("offsets") or {})
+        records = _recent_records(Path(data["path"]), end, 10_000_000, fields, start=start)
+        if records:
+            self.store.add_data_window(base, "labelled", records, fields=fields,
+                                       source=f"path:{data['path']} (records up to the alarm)")
+        state["path_offsets"] = {**start, **end}
+        self.store.put_state(base, RETUNE_KEY, state)
 
     def _child_spec(self, base_spec: StudySpec, parent_spec: StudySpec, child: str, version: int,
                     objective: Any, windows: list[Any], served: dict[str, Any] | None, have: int,
@@ -670,17 +674,20 @@ def retune_snapshots(store: Store) -> list[RetuneSnapshot]:
     return [RetuneSnapshot(study=k[0], reason=k[1], count=n) for k, n in sorted(counts.items())]
 
 
-def _recent_records(path: Path, offsets: dict[str, int], limit: int,
-                    fields: tuple[str, str]) -> list[dict[str, str]]:
+def _recent_records(path: Path, offsets: dict[str, int], limit: int, fields: tuple[str, str], *,
+                    start: dict[str, int] | None = None) -> list[dict[str, str]]:
     """The last ``limit`` records having both ``fields`` (as strings) in a JSONL file
-    or directory, reading each file only up to its offset at the alarm."""
+    or directory, reading each file from its ``start`` offset (default 0) only up to
+    its offset at the alarm."""
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     records: list[dict[str, str]] = []
     for file in files:
         end = offsets.get(str(file))
+        begin = int((start or {}).get(str(file), 0))
         try:
             with file.open("rb") as handle:
-                blob = handle.read(end) if end is not None else handle.read()
+                handle.seek(begin)
+                blob = handle.read(max(0, end - begin)) if end is not None else handle.read()
         except OSError:
             continue
         for line in blob.decode("utf-8", errors="replace").splitlines():

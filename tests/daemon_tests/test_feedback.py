@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,7 +32,7 @@ def _store(tmp_path: Path, objective: str = "text_classifier") -> Store:
     spec = parse_spec({"name": "reviews", "objective": {"name": objective, "params": params},
                        "objectives": [{"name": "loss"}], "budget": {"n_trials": 2},
                        "monitors": [{"kind": "data", "name": "inputs", "source": "served", "window": 10}],
-                       "retune": {"min_labels": 8}})
+                       "retune": {"min_labels": 8, "min_interval": 0}})
     store.register_study(spec, state="completed")
     return store
 
@@ -141,3 +142,31 @@ def test_alarm_without_labels_waits_and_starts_when_they_arrive(tmp_path: Path) 
     (started,) = policy.handle_pending()
     assert started.action == "started" and started.info["data"]["windows"] == [1, 2]
     assert started.info["data"]["records"] == 10 and retune_states(store)[0]["waiting"] is None
+
+
+def test_watched_file_records_become_windows_once(tmp_path: Path) -> None:
+    """A path-sourced alarm turns the labelled records the file gained since the last
+    alarm into a window; a later alarm never re-reads them as new."""
+    store = _store(tmp_path)
+    src = tmp_path / "landed.jsonl"
+    first = synthetic_reviews("restaurants", 10, seed=1)
+    src.write_text("".join(json.dumps(r) + "\n" for r in first) + json.dumps({"text": "unlabelled"}) + "\n")
+    policy = RetunePolicy(store, tmp_path, clock=lambda: 1000.0)
+
+    def alarm() -> Any:
+        store.append_event("drift_detected", study="reviews", payload={
+            "reason": "drift:data", "kind": "data",
+            "data": {"path": str(src), "text_field": "text", "offsets": {str(src): src.stat().st_size}}})
+        return policy.handle_pending()
+
+    (started,) = alarm()  # 10 labelled records >= min_labels 8
+    assert started.action == "started" and started.info["data"]["records"] == 10
+    store.update_study("reviews@v2", state="completed")
+    policy.check_completed()
+    second = synthetic_reviews("restaurants", 3, seed=2)
+    with src.open("a") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in second))
+    (waiting,) = alarm()
+    assert waiting.action == "waiting" and "3 of 8" in waiting.detail
+    assert [w.n_records for w in store.data_windows("reviews", "labelled")] == [10, 3]
+    assert store.window_records([2]) == second
