@@ -249,7 +249,7 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.adaptation", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 streams, short streams (CI smoke run)")
-    parser.add_argument("--streams", type=int, default=20, help="streams per scenario (default 20)")
+    parser.add_argument("--streams", type=int, default=10, help="streams per scenario (default 10)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
     if args.streams < 1:

@@ -37,6 +37,9 @@ __all__ = ["SELECTION_HELP", "ReportData", "hypervolume_curve", "load_report_dat
 
 log = logging.getLogger(__name__)
 
+#: canonical task-quality names (docs/architecture.md): summarization and classification
+CANONICAL_QUALITY_NAMES = ("rouge1", "rouge2", "rougeL", "bleu", "accuracy", "f1")
+
 #: completed trials below which parameter importances are not estimated (fANOVA on
 #: fewer points says nothing useful)
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -89,15 +92,21 @@ class ReportData:
         return sorted(recs, key=lambda r: r["values"][first] * (1 if direction == "minimize" else -1))
 
     @property
-    def quality_names(self) -> tuple[str, ...]:
-        """The task-quality figures the study's objective reports (ROUGE, accuracy...),
-        as it says itself (:class:`~hpod.objectives.base.ScoresQuality`); () when it
-        says none or cannot be loaded here."""
+    def declared_quality_names(self) -> tuple[str, ...]:
+        """The task-quality figures the study's objective says it reports
+        (:class:`~hpod.objectives.base.ScoresQuality`); () when it says none or cannot
+        be loaded here."""
         try:
             objective = create_objective(self.spec.objective.name, self.spec.objective.params)
         except HpodError:
             return ()
         return tuple(objective.quality_names) if isinstance(objective, ScoresQuality) else ()
+
+    @property
+    def quality_names(self) -> tuple[str, ...]:
+        """The quality figures to look for in the trials: the objective's own, else the
+        canonical names (a user's function may report ``rouge2`` without declaring it)."""
+        return self.declared_quality_names or CANONICAL_QUALITY_NAMES
 
 
 def _metric(record: dict[str, Any], name: str) -> float | None:

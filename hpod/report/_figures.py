@@ -425,11 +425,11 @@ def draw_constraints(data: ReportData) -> tuple[Figure | None, list[str]]:
 # ---------------------------------------------------------------------- summarization quality
 def draw_quality(data: ReportData) -> tuple[Figure | None, list[str]]:
     front = data.front_records()
-    wanted = data.quality_names
-    names = [n for n in wanted if any(_metric(r, n) is not None for r in front)]
+    names = [n for n in data.quality_names if any(_metric(r, n) is not None for r in front)]
     if not names:
-        if wanted:
-            return None, [f"quality: the front's trials report no {'/'.join(wanted)} yet"]
+        declared = data.declared_quality_names
+        if declared:
+            return None, [f"quality: the front's trials report no {'/'.join(declared)} yet"]
         return None, []
     # BLEU is on a 0-100 scale; the other quality figures on 0-1
     panels = [p for p in ([n for n in names if n != "bleu"], ["bleu"] if "bleu" in names else []) if p]

@@ -224,5 +224,6 @@ def test_classifier_adapts_to_a_new_domain_through_labelled_feedback(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # trains the tiny base (about a minute of one idle core) and three LoRA trials
 def test_t5_lora_adapts_to_a_new_domain_through_labelled_feedback(tmp_path: Path) -> None:
     _loop(tmp_path, _t5())
