@@ -176,13 +176,16 @@ def events(
     """The daemon's events (every fact it acted on), oldest first."""
 
     client: ApiClient | None = None
-    try:
-        client = _client(api, state_dir)
-        client.request("GET", "/healthz")
-    except DaemonUnreachable:
-        if client is not None:
-            client.close()
-        client = None
+    # --state-dir / --storage name a database: read its events there (the daemon's API
+    # would answer from its own database, whichever that is), unless --api names the daemon
+    if api is not None or (state_dir is None and storage is None):
+        try:
+            client = _client(api, state_dir)
+            client.request("GET", "/healthz")
+        except DaemonUnreachable:
+            if client is not None:
+                client.close()
+            client = None
     reader = _api_reader(client) if client is not None else _db_reader(state_dir, storage)
     try:
         if after == 0 and not follow:

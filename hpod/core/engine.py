@@ -39,8 +39,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpod.core.pareto import derive_reference_point, hypervolume, non_dominated_mask
-from hpod.core.records import CONSTRAINTS_ATTR, FAIL_REASON_ATTR, REJECTED_ATTR, SAMPLER_SECONDS_KEY, feasible
+from hpod.core.pareto import (
+    derive_ideal_point,
+    derive_reference_point,
+    hypervolume,
+    non_dominated_mask,
+    normalized_hypervolume,
+)
+from hpod.core.records import (
+    CONSTRAINTS_ATTR,
+    FAIL_REASON_ATTR,
+    HYPERVOLUME_STATE_KEY,
+    REJECTED_ATTR,
+    SAMPLER_SECONDS_KEY,
+    feasible,
+)
 from hpod.core.samplers import SamplerChoice, create_sampler
 from hpod.core.samplers._startup import from_unit_interval
 from hpod.core.strategies import PBTStrategy, ScalarizedStrategy, Strategy
@@ -112,6 +125,7 @@ class StudySummary:
     finished: int
     running: int
     pareto: list[int]
+    #: normalized: each objective scaled by the ideal point (0) and the reference point (1); in [0, 1]
     hypervolume: float | None
     reference_point: list[float] | None
     best: dict[str, float]
@@ -119,6 +133,9 @@ class StudySummary:
     infra_failures: int
     objective_failures: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the hypervolume in the objectives' own units (a product of mixed units)
+    hypervolume_raw: float | None = None
+    ideal_point: list[float] | None = None
 
 
 class Engine:
@@ -142,7 +159,7 @@ class Engine:
         #: called with the seconds a sampler took to suggest one configuration
         self.on_suggest: list[Callable[[str, float], None]] = []
         self._summary: StudySummary | None = None
-        self._hv_cache: tuple[Any, float | None] = (None, None)
+        self._hv_cache: tuple[Any, tuple[float | None, float | None]] = (None, (None, None))
         self.strategy: Strategy = create_strategy(self)
         self._report_handler: Callable[[JobRow, int, int, dict[str, float]], bool] | None = None
         self._seed_handler: AdaptiveSeeds | None = None
@@ -543,12 +560,35 @@ class Engine:
         return None if stated is None else stated[0]
 
     def _stated_reference(self) -> tuple[list[float], str] | None:
+        return self._stated("reference_point")
+
+    def _stated(self, kind: str) -> tuple[list[float], str] | None:
+        """``kind`` (reference_point / ideal_point) as the spec or the objective states it
+        for every value, in the values' own directions, and who stated it."""
         names = self.spec.value_names
-        candidates = ((self.spec.reference_point, "spec"), (self.resolved.objective.reference_point, "objective"))
-        for ref, source in candidates:
-            if ref and all(n in ref for n in names):
-                return [float(ref[n]) for n in names], source
+        for point, source in ((getattr(self.spec, kind), "spec"), (getattr(self.resolved.objective, kind, None),
+                                                                     "objective")):
+            if point and all(n in point for n in names):
+                return [float(point[n]) for n in names], source
         return None
+
+    def ideal_point(self, complete: list[optuna.trial.FrozenTrial],
+                    reference: list[float] | None) -> tuple[list[float] | None, str | None]:
+        """The normalized hypervolume's ideal point (minimization orientation) and its
+        source: stated (spec, objective), stored, or derived once from the first trials
+        (:func:`~hpod.core.pareto.derive_ideal_point`) and then kept, so the normalized
+        hypervolume is comparable over the study's life."""
+        stated = self._stated("ideal_point")
+        if stated is not None:
+            return self._oriented(stated[0]), stated[1]
+        saved = self.store.get_state(self.name, HYPERVOLUME_STATE_KEY) or {}
+        if saved.get("ideal_point") is not None:
+            return [float(v) for v in saved["ideal_point"]], saved.get("ideal_point_source")
+        if reference is None or len(complete) < _REF_MIN_TRIALS:
+            return None, None
+        pts = np.array([self._oriented(list(t.values))
+                        for t in complete[:max(_REF_MIN_TRIALS, 2 * len(self.spec.value_names))]])
+        return [float(v) for v in derive_ideal_point(pts, np.array(reference))], "derived"
 
     def reference_point(self, complete: list[optuna.trial.FrozenTrial]) -> tuple[list[float] | None, str | None]:
         """The hypervolume reference point (minimization orientation) and its source."""
@@ -591,7 +631,9 @@ class Engine:
         ok = [t for t in complete if feasible(t)]
         pareto: list[int] = []
         hv: float | None = None
+        hv_raw: float | None = None
         ref, _ = self.reference_point(complete)
+        ideal, _ = self.ideal_point(complete, ref)
         best: dict[str, float] = {}
         if ok:
             pts = np.array([self._oriented(list(t.values)) for t in ok])
@@ -605,20 +647,23 @@ class Engine:
                 top = min(ok, key=lambda t: t.values[0])
                 metrics = top.user_attrs.get("hpod.metrics") or {}
                 best.update({n: float(metrics[n]) for n in self.spec.objective_names if n in metrics})
-            key = (tuple(pareto), tuple(ref) if ref is not None else None)
+            key = (tuple(pareto), tuple(ref) if ref is not None else None, tuple(ideal) if ideal else None)
             if ref is not None and key == self._hv_cache[0]:
-                hv = self._hv_cache[1]
+                hv, hv_raw = self._hv_cache[1]
             elif ref is not None:
                 try:
-                    hv = hypervolume(pts[mask], np.array(ref))
-                    self._hv_cache = (key, hv)
+                    hv_raw = hypervolume(pts[mask], np.array(ref))
+                    if ideal is not None:
+                        hv = normalized_hypervolume(pts[mask], np.array(ideal), np.array(ref))
+                    self._hv_cache = (key, (hv, hv_raw))
                 except ValueError as exc:
                     log.warning("hypervolume failed: %s", exc)
         running = counts.get("RUNNING", 0)
         return StudySummary(name=self.name, counts=counts, finished=finished, running=running, pareto=pareto,
                             hypervolume=hv, reference_point=ref, best=best, energy_spent_joules=energy,
                             infra_failures=infra, objective_failures=objective_failures,
-                            extra={"strategy": self.strategy.public_state()})
+                            extra={"strategy": self.strategy.public_state()}, hypervolume_raw=hv_raw,
+                            ideal_point=ideal)
 
     def update_store_summary(self) -> StudySummary:
         s = self.summary(refresh=True)
@@ -639,6 +684,11 @@ class Engine:
         if self._sampler_seconds_dirty:
             self.store.put_state(self.name, SAMPLER_SECONDS_KEY, self._sampler_seconds)
             self._sampler_seconds_dirty = False
+        if s.ideal_point is not None:
+            _, ideal_source = self.ideal_point([], s.reference_point)
+            self.store.put_state(self.name, HYPERVOLUME_STATE_KEY, {
+                "ideal_point": s.ideal_point, "ideal_point_source": ideal_source or "derived",
+                "reference_point": s.reference_point, "raw": s.hypervolume_raw, "normalized": s.hypervolume})
         return s
 
     def finish(self, state: str = "completed") -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSTRAINTS_ATTR",
     "FAIL_REASON_ATTR",
+    "HYPERVOLUME_STATE_KEY",
     "REJECTED_ATTR",
     "SAMPLER_SECONDS_KEY",
     "constraint_values",
@@ -31,6 +32,12 @@ REJECTED_ATTR = "hpod.rejected"
 #: Store state key (per study) of the sampler's time per suggestion: ``{"trials": n,
 #: "total": seconds, "last": seconds, "max": seconds}``, kept by the engine.
 SAMPLER_SECONDS_KEY = "hpod.sampler_seconds"
+#: Store state key (per study) of the hypervolume's scale, kept by the engine:
+#: ``{"ideal_point": [...], "ideal_point_source": ..., "reference_point": [...],
+#: "normalized": x, "raw": y}`` (points oriented for minimization; ``raw`` in the
+#: objectives' own units, a product of mixed units). The study row's ``hypervolume`` is
+#: the normalized one.
+HYPERVOLUME_STATE_KEY = "hpod.hypervolume"
 
 
 def sampler_seconds_row(stats: dict[str, Any] | None) -> dict[str, Any] | None:

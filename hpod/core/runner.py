@@ -78,7 +78,7 @@ def _progress_table(engine: Engine, elapsed: float, eta: float | None) -> Table:
                   else str(s.objective_failures))
     table.add_row("pruned", str(s.counts.get("PRUNED", 0)))
     table.add_row("Pareto front", str(len(s.pareto)))
-    table.add_row("hypervolume", f"{s.hypervolume:.6g}" if s.hypervolume is not None else "–")
+    table.add_row("hypervolume (normalized, 0-1)", f"{s.hypervolume:.4f}" if s.hypervolume is not None else "–")
     for name, value in s.best.items():
         table.add_row(f"best {name}", f"{value:.6g}")
     table.add_row("energy spent", f"{s.energy_spent_joules:.4g} J")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hpod.core.pareto import non_dominated_mask
-from hpod.core.records import SAMPLER_SECONDS_KEY, sampler_seconds_row, study_records
+from hpod.core.records import HYPERVOLUME_STATE_KEY, SAMPLER_SECONDS_KEY, sampler_seconds_row, study_records
 from hpod.errors import StorageError
 from hpod.monitors.gpu import GpuReading
 from hpod.spec import parse_spec
@@ -109,10 +109,31 @@ class Snapshot:
 
 
 
+def _hypervolume_scale(spec: dict[str, Any], reference_json: str | None, reference_source: str | None,
+                       scale: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ideal and reference value of each objective, in its own direction, with
+    who stated them; None until the study has a reference point."""
+    if not reference_json:
+        return None
+    parsed = parse_spec(spec)
+    names, directions = parsed.value_names, parsed.directions
+
+    def own(points: list[float] | None) -> dict[str, float] | None:
+        if points is None or len(points) != len(names):
+            return None
+        return {n: float(v if d == "minimize" else -v) for n, v, d in zip(names, points, directions)}
+
+    scale = scale or {}
+    return {"ideal_point": own(scale.get("ideal_point")), "ideal_point_source": scale.get("ideal_point_source"),
+            "reference_point": own(json.loads(reference_json)), "reference_point_source": reference_source}
+
+
 def study_rows(store: Store) -> list[dict[str, Any]]:
     rows = []
     sampler_seconds = {row.study: json.loads(row.value_json) for row in store.states(SAMPLER_SECONDS_KEY)
                        if row.key == SAMPLER_SECONDS_KEY}
+    scales = {row.study: json.loads(row.value_json) for row in store.states(HYPERVOLUME_STATE_KEY)
+              if row.key == HYPERVOLUME_STATE_KEY}
     for r in store.list_studies():
         spec = json.loads(r.spec_json)
         counts = json.loads(r.counts_json) if r.counts_json else {}
@@ -127,7 +148,11 @@ def study_rows(store: Store) -> list[dict[str, Any]]:
             # suggestions closed unrun because they repeated an evaluated configuration
             "duplicates_rejected": counts.get("REJECTED", 0),
             "best": json.loads(r.best_json) if r.best_json else {},
+            # normalized, in [0, 1]: each objective scaled by its ideal (0) and reference (1) value
             "hypervolume": r.hypervolume,
+            "hypervolume_raw": (scales.get(r.name) or {}).get("raw"),
+            "hypervolume_scale": _hypervolume_scale(spec, r.reference_point_json, r.reference_point_source,
+                                                    scales.get(r.name)),
             "pareto_front_size": r.pareto_front_size,
             "energy_spent_joules": r.energy_spent_joules,
             "sampler": r.sampler_name,

@@ -136,6 +136,9 @@ class DaemonConfig(BaseModel):
     worker_timeout_seconds: float = Field(default=60.0, gt=0, le=86400)
     #: how often monitor hooks run, seconds
     monitor_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
+    #: a finished study's series leave /metrics this long after its last activity, seconds
+    #: (it stays in the database, `hpod status` and the API)
+    metrics_retention_seconds: float = Field(default=86400.0, ge=0, le=366 * 86400)
     #: largest request body the API accepts, bytes
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=1 << 30)
     log_level: str = "info"

@@ -39,7 +39,7 @@ from hpod.daemon.studies import EVENT_HANDLER_KINDS, Studies
 from hpod.errors import StorageError
 from hpod.execution.ray_executor import RayExecutor
 from hpod.http.api import ApiContext, create_app
-from hpod.http.exporter import HpodCollector, TrialObserver
+from hpod.http.exporter import HpodCollector, TrialObserver, create_registry
 from hpod.monitors.gpu import gpu_snapshot
 from hpod.store import Store, private_state_dir
 
@@ -101,16 +101,15 @@ class Daemon:
     def start(self) -> None:
         """Open the store, then start the components in order; recover before the
         scheduler starts and the daemon says it is ready."""
-        from prometheus_client import CollectorRegistry
-
         cfg = self.config
         private_state_dir(cfg.state_dir)
         self.token, token_path = resolve_token(cfg)
         log.info("API token: %s", token_path)
         self.store = store = Store.for_state_dir(cfg.state_dir, cfg.storage)
-        self.registry = CollectorRegistry()
+        self.registry = create_registry()
         self.observer = TrialObserver(self.registry)
-        HpodCollector(self._snapshot, registry=self.registry, observer=self.observer)
+        HpodCollector(self._snapshot, registry=self.registry, observer=self.observer,
+                      retention_seconds=cfg.metrics_retention_seconds)
 
         self.scheduler = DaemonScheduler(
             store, spec_dir=cfg.spec_dir, spec_poll_seconds=cfg.spec_poll_seconds,

@@ -8,19 +8,22 @@ base units, ``_total`` for counters, labels bounded (study name yes, trial numbe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, TypeGuard
 
-from prometheus_client import Histogram
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from hpod.core.views import DriftSnapshot, RetuneSnapshot, Snapshot, StudySnapshot
 from hpod.errors import UsageError
 from hpod.http.server import parse_address
+from hpod.spec import base_unit
 from hpod.store import EVENT_KINDS
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ __all__ = [
     "Snapshot",
     "StudySnapshot",
     "TrialObserver",
+    "create_registry",
     "start_metrics_server",
 ]
 
@@ -74,6 +78,32 @@ SUGGEST_BUCKETS_SECONDS: tuple[float, ...] = (
 )
 
 
+#: ``hpod_study_best_<unit>``: one family per base unit, so each series has one unit
+#: (objectives named ``*_seconds``, ``*_bytes``, ``*_joules``, as hpod's meters are);
+#: the others (loss, scores, the scalarized F) have no unit: ``hpod_study_best_value``.
+BEST_FAMILIES: dict[str | None, tuple[str, str]] = {
+    "seconds": ("hpod_study_best_seconds", "Best value so far of each objective measured in seconds."),
+    "bytes": ("hpod_study_best_bytes", "Best value so far of each objective measured in bytes."),
+    "joules": ("hpod_study_best_joules", "Best value so far of each objective measured in joules."),
+    None: ("hpod_study_best_value", "Best value so far of each objective without a base unit "
+                                    "(loss, scores, a scalarized study's F)."),
+}
+
+#: Finished studies stop being exported this long (seconds) after their last activity
+#: by default; they stay in the database, ``hpod status`` and the API.
+DEFAULT_RETENTION_SECONDS = 86400.0
+
+
+def create_registry() -> CollectorRegistry:
+    """A registry for the daemon with prometheus_client's own collectors on it:
+    ``process_*`` (CPU, memory, open files of the daemon's process), ``python_info``
+    and ``python_gc_*``."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
 def _finite(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(value)
 
@@ -90,6 +120,11 @@ class HpodCollector(Collector):
     With ``observer``, every unfinished study in a snapshot gets its histogram series created at 0
     (:meth:`TrialObserver.add_study`) before its first trial ends: a series that appears
     already holding its first observation is invisible to ``rate()``/``increase()``.
+
+    A finished study (completed, cancelled, failed) is retired ``retention_seconds`` after
+    its last activity: its series (and its histograms in ``observer``) are no longer
+    exported, so a daemon that adds a study a day keeps a bounded scrape. It stays in
+    the database, ``hpod status`` and the API.
     """
 
     def __init__(
@@ -97,10 +132,17 @@ class HpodCollector(Collector):
         snapshot: Callable[[], Snapshot],
         registry: CollectorRegistry | None = None,
         observer: TrialObserver | None = None,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        clock: Callable[[], float] = time.time,
     ):
         if not callable(snapshot):
             raise TypeError(f"snapshot must be a callable returning a Snapshot, got {snapshot!r}")
+        if isinstance(retention_seconds, bool) or not isinstance(retention_seconds, (int, float)) \
+                or not retention_seconds >= 0:
+            raise ValueError(f"retention_seconds must be a number >= 0, got {retention_seconds!r}")
         self._snapshot = snapshot
+        self._retention = float(retention_seconds)
+        self._clock = clock
         self._observer = observer
         self._errors: dict[str, int] = {}
         self._failing: set[str] = set()
@@ -139,6 +181,23 @@ class HpodCollector(Collector):
             family.add_metric([section], errors.get(section, 0))
         return family
 
+    def _retire(self, snap: Snapshot) -> Snapshot:
+        """``snap`` without the finished studies past their retention."""
+        now = self._clock()
+        kept, retired = [], []
+        for study in snap.studies:
+            finished = study.state.lower() in _FINISHED_STUDY_STATES
+            if finished and study.last_activity_ts is not None and now - study.last_activity_ts > self._retention:
+                retired.append(study.name)
+            else:
+                kept.append(study)
+        if not retired:
+            return snap
+        if self._observer is not None:
+            for name in retired:
+                self._observer.forget_study(name)
+        return dataclasses.replace(snap, studies=kept)
+
     def collect(self) -> Iterator[Metric]:
         try:
             snap = self._snapshot()
@@ -147,6 +206,7 @@ class HpodCollector(Collector):
             yield self._errors_family()
             return
         self._count_success("snapshot")
+        snap = self._retire(snap)
         if self._observer is not None:
             try:
                 for study in snap.studies:
@@ -191,16 +251,16 @@ def _study_families(snap: Snapshot) -> Iterable[Metric]:
         "hpod_trial_energy_joules", "Energy used by a study's trials, joules.", labels=["study"]
     )
     hypervolume = GaugeMetricFamily(
-        "hpod_study_hypervolume", "Hypervolume of the study's Pareto front (normalized objectives).",
+        "hpod_study_hypervolume",
+        "Normalized hypervolume of the study's feasible Pareto front, 0..1: each objective scaled so that "
+        "its ideal value is 0 and its reference value 1 (hpod status --json shows both points).",
         labels=["study"],
     )
     front = GaugeMetricFamily(
         "hpod_study_pareto_front_size", "Trials on the study's Pareto front.", labels=["study"]
     )
-    best = GaugeMetricFamily(
-        "hpod_study_best", "Best value so far of each objective, in its base unit.",
-        labels=["study", "objective"],
-    )
+    best = {unit: GaugeMetricFamily(name, text, labels=["study", "objective"])
+            for unit, (name, text) in BEST_FAMILIES.items()}
     budget_energy = GaugeMetricFamily(
         "hpod_study_energy_budget_joules", "The study's energy budget, joules.", labels=["study"]
     )
@@ -232,7 +292,7 @@ def _study_families(snap: Snapshot) -> Iterable[Metric]:
             hypervolume.add_metric([name], float(study.hypervolume))
         front.add_metric([name], study.pareto_front_size)
         for objective, value in sorted(study.best.items()):
-            best.add_metric([name, objective], float(value))
+            best[base_unit(objective)].add_metric([name, objective], float(value))
         if _finite(study.energy_budget_joules):
             budget_energy.add_metric([name], float(study.energy_budget_joules))
         if study.n_trials_budget is not None:
@@ -245,7 +305,7 @@ def _study_families(snap: Snapshot) -> Iterable[Metric]:
         for constraint, value in sorted(study.lagrange_multipliers.items()):
             multiplier.add_metric([name, constraint], float(value))
     return [
-        trials, running, waiting, energy, hypervolume, front, best,
+        trials, running, waiting, energy, hypervolume, front, *best.values(),
         budget_energy, budget_trials, last_activity, state, multiplier,
     ]
 

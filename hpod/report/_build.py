@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpod.errors import UsageError
 from hpod.report._data import ReportData, _metric, load_report_data
-from hpod.report._figures import COST_NAMES, FIGURES
+from hpod.report._figures import COST_NAMES, FIGURES, format_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -121,9 +121,11 @@ def _summary_html(data: ReportData) -> str:
     row = data.row
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(data.counts.items())) or "none"
     hv = data.hv_curve[-1][1] if data.hv_curve else row.hypervolume
-    ref = ", ".join(f"{n}={v:.4g}" for n, v in zip(
-        data.objective_names,
-        [v if d == "minimize" else -v for v, d in zip(data.reference_point or [], data.directions)]))
+    def point(values: list[float] | None) -> str:
+        return ", ".join(f"{n}={format_value(n, v)}" for n, v in zip(
+            data.objective_names, [v if d == "minimize" else -v for v, d in zip(values or [], data.directions)]))
+
+    ref = point(data.reference_point)
     items = [
         ("objective", data.spec.objective.name),
         ("objectives", ", ".join(f"{n} ({d})" for n, d in zip(data.objective_names, data.directions))),
@@ -135,8 +137,10 @@ def _summary_html(data: ReportData) -> str:
         ("sampler", f"{row.sampler_name or data.spec.sampler.name}"
                     + (f" — {row.sampler_reason}" if row.sampler_reason else "")),
         ("Pareto front", f"{len(data.front)} feasible non-dominated trials"),
-        ("hypervolume", _num(hv)),
-        ("reference point", f"{ref} ({data.reference_point_source})" if data.reference_point else "–"),
+        ("hypervolume (normalized, 0-1)", _num(hv)),
+        ("ideal point (scales to 0)",
+         f"{point(data.ideal_point)} ({data.ideal_point_source})" if data.ideal_point else "–"),
+        ("reference point (scales to 1)", f"{ref} ({data.reference_point_source})" if data.reference_point else "–"),
         ("energy spent", f"{row.energy_spent_joules:.4g} J"),
     ]
     rows = "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(v)}</td></tr>' for k, v in items)
@@ -296,6 +300,9 @@ def _summary_json(data: ReportData) -> dict[str, Any]:
         "reference_point": dict(zip(data.objective_names, data.reference_point or [])) or None,
         "reference_point_orientation": "minimization (maximized objectives negated)",
         "reference_point_source": data.reference_point_source,
+        "ideal_point": dict(zip(data.objective_names, data.ideal_point or [])) or None,
+        "ideal_point_source": data.ideal_point_source,
+        # normalized: each objective scaled from its ideal (0) to its reference value (1)
         "hypervolume_by_trial": [{"trial": n, "hypervolume": v} for n, v in data.hv_curve],
     }
 

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpod.core.pareto import (
+    derive_ideal_point,
     derive_reference_point,
     hypervolume,
     knee_index,
     non_dominated_mask,
+    normalized_hypervolume,
 )
-from hpod.core.records import trial_record
+from hpod.core.records import HYPERVOLUME_STATE_KEY, trial_record
 from hpod.errors import HpodError, UsageError
 from hpod.objectives.base import ScoresQuality, create_objective
 from hpod.spec import parse_spec
@@ -70,6 +72,7 @@ class ReportData:
     selection: str
     reference_point: list[float] | None
     reference_point_source: str | None
+    #: normalized hypervolume (ideal point -> 0, reference point -> 1) after each completed trial
     hv_curve: list[tuple[int, float]]
     counts: dict[str, int]
     optuna_study: Any = None
@@ -77,6 +80,9 @@ class ReportData:
     pbt_lineage: Any = None
     lagrange_history: Any = None
     notes: list[str] = field(default_factory=list)
+    #: in minimization orientation, like ``reference_point``
+    ideal_point: list[float] | None = None
+    ideal_point_source: str | None = None
 
     def oriented(self, values: dict[str, float]) -> list[float]:
         return [values[n] if d == "minimize" else -values[n] for n, d in zip(self.objective_names, self.directions)]
@@ -154,12 +160,12 @@ def select_trial(points: np.ndarray, numbers: list[int], objective_names: list[s
 
 
 def hypervolume_curve(oriented_by_trial: list[tuple[int, list[float] | None]],
-                      reference_point: list[float]) -> list[tuple[int, float]]:
-    """Hypervolume of the feasible front after each completed trial, by trial number.
+                      reference_point: list[float], ideal_point: list[float] | None = None) -> list[tuple[int, float]]:
+    """Hypervolume of the feasible front after each completed trial, by trial number;
+    normalized (:func:`~hpod.core.pareto.normalized_hypervolume`) when ``ideal_point`` is given.
 
     ``oriented_by_trial`` lists ``(number, minimized values or None when infeasible)`` in
-    trial-number order. The hypervolume is recomputed only when a trial changes the front,
-    so a long study costs one BoTorch call per front change, not per trial.
+    trial-number order. The hypervolume is recomputed only when a trial changes the front.
     """
 
     reference = np.asarray(reference_point, dtype=float)
@@ -173,7 +179,8 @@ def hypervolume_curve(oriented_by_trial: list[tuple[int, list[float] | None]],
             if not weakly_dominated:
                 keep = ~np.all(point <= front, axis=1) if front.shape[0] else np.ones(0, dtype=bool)
                 front = np.vstack([front[keep], point])
-                current = hypervolume(front, reference)
+                current = hypervolume(front, reference) if ideal_point is None else \
+                    normalized_hypervolume(front, np.asarray(ideal_point, dtype=float), reference)
         curve.append((number, current))
     return curve
 
@@ -238,11 +245,13 @@ def load_report_data(store: Store, study: str, *, selection: str = "knee") -> Re
 
         reference = [float(v) for v in derive_reference_point(np.array([oriented(r) for r in complete]))]
         source = "derived for this report (the study has not stored one yet)"
+    ideal, ideal_source = _ideal_point(store, study, spec, names, directions, reference,
+                                       [oriented(r) for r in complete])
     hv_curve: list[tuple[int, float]] = []
-    if reference is not None and complete:
+    if reference is not None and ideal is not None and complete:
         try:
             hv_curve = hypervolume_curve([(r["number"], oriented(r) if r["feasible"] else None) for r in complete],
-                                         reference)
+                                         reference, ideal)
         except ValueError as exc:
             notes.append(f"hypervolume curve skipped: {exc}")
 
@@ -259,12 +268,30 @@ def load_report_data(store: Store, study: str, *, selection: str = "knee") -> Re
         front=front, selected=selected, selection=selection, reference_point=reference,
         reference_point_source=source, hv_curve=hv_curve, counts=counts, optuna_study=optuna_study,
         compare=_compare_rows(state("compare")), pbt_lineage=state("pbt_lineage"),
-        lagrange_history=state("lagrange_history"), notes=notes,
+        lagrange_history=state("lagrange_history"), notes=notes, ideal_point=ideal, ideal_point_source=ideal_source,
     )
 
 
 def _value_at(index: int) -> Callable[[FrozenTrial], float]:
     return lambda trial: float(trial.values[index])
+
+
+def _ideal_point(store: Store, study: str, spec: StudySpec, names: list[str], directions: list[str],
+                 reference: list[float] | None, oriented_values: list[list[float]]
+                 ) -> tuple[list[float] | None, str | None]:
+    """The ideal point the study's normalized hypervolume uses (minimization orientation):
+    the stored one, else the spec's, else derived the engine's way for this report only."""
+    stored = store.get_state(study, HYPERVOLUME_STATE_KEY) or {}
+    if stored.get("ideal_point") is not None and len(stored["ideal_point"]) == len(names):
+        return [float(v) for v in stored["ideal_point"]], stored.get("ideal_point_source")
+    if spec.ideal_point and all(n in spec.ideal_point for n in names):
+        return [spec.ideal_point[n] if d == "minimize" else -spec.ideal_point[n]
+                for n, d in zip(names, directions)], "spec"
+    if reference is None or not oriented_values:
+        return None, None
+    # the engine derives it from the study's first trials (2 per objective, at least 5)
+    derived = derive_ideal_point(np.array(oriented_values[:max(5, 2 * len(names))]), np.array(reference))
+    return [float(v) for v in derived], "derived for this report (the study has not stored one yet)"
 
 
 def param_importances(data: ReportData) -> tuple[dict[str, dict[str, float]], list[str]]:

@@ -15,15 +15,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpod.report._data import ReportData, _metric, _metric_std, param_importances
+from hpod.spec import base_unit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["COST_NAMES", "FIGURES"]
+__all__ = ["COST_NAMES", "FIGURES", "format_value"]
 
 COST_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
-_UNITS = {"time_seconds": "s", "memory_bytes": "B", "energy_joules": "J"}
+#: SI symbols of the base units a metric's name can state (hpod.spec.base_unit)
+_SYMBOLS = {"bytes": "B", "joules": "J"}
+_PREFIXES = {0: "", 3: "k", 6: "M", 9: "G", 12: "T"}
 
 # One palette for every figure, so a reader learns it once.
 C_FRONT = "#1f77b4"
@@ -32,6 +35,8 @@ C_INFEASIBLE = "#7f7f7f"
 C_SELECTED = "#d62728"
 C_GOOD = "#2ca02c"
 DPI = 110
+#: report.html's page is 1200 px wide: no figure is wider, so none is shrunk unreadably
+PAGE_WIDTH_INCHES = 1200 / DPI
 
 Draw = Callable[[ReportData], "tuple[Figure | None, list[str]]"]
 
@@ -39,16 +44,54 @@ Draw = Callable[[ReportData], "tuple[Figure | None, list[str]]"]
 def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return Figure(figsize=(min(width, PAGE_WIDTH_INCHES), height), dpi=DPI, layout="constrained")
+
+
+def _time_unit(magnitude: float) -> tuple[float, str]:
+    """Seconds per unit and its symbol for durations up to ``magnitude`` seconds:
+    s below 2 min, min below 2 h, h above (never kiloseconds)."""
+    for factor, unit in ((3600.0, "h"), (60.0, "min")):
+        if magnitude >= 2 * factor:
+            return factor, unit
+    return 1.0, "s"
+
+
+def format_value(name: str, value: float) -> str:
+    """``value`` of metric ``name`` with the unit its name states, SI-scaled for a
+    reader: 12.6 min, 1.58 GB, 125 kJ; plain 3 significant digits without a unit."""
+    unit = base_unit(name)
+    if unit == "seconds":
+        factor, symbol = _time_unit(abs(value))
+        return f"{value / factor:.3g} {symbol}"
+    if unit in _SYMBOLS:
+        exponent = 0 if value == 0 else max(0, min(12, math.floor(math.log10(abs(value)) / 3) * 3))
+        return f"{value / 10**exponent:.3g} {_PREFIXES[exponent]}{_SYMBOLS[unit]}"
+    return f"{value:.3g}"
 
 
 def _format_axis(axis: Any, name: str) -> None:
-    """Engineering notation with the base unit (1.5 GB, 200 kJ) for measured names."""
-    from matplotlib.ticker import EngFormatter
+    """Ticks in the unit the metric's name states, SI-scaled per axis: s / min / h for
+    seconds (ticks at round minutes or hours), B / kB / MB / GB for bytes, J / kJ / MJ for joules."""
+    from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator
 
-    unit = _UNITS.get(name)
-    if unit is not None:
-        axis.set_major_formatter(EngFormatter(unit=unit))
+    unit = base_unit(name)
+    if unit == "seconds":
+        def scale() -> tuple[float, str]:
+            low, high = axis.get_view_interval()
+            return _time_unit(max(abs(low), abs(high)))
+
+        class TimeLocator(MaxNLocator):
+            def tick_values(self, vmin: float, vmax: float) -> Any:
+                factor, _ = _time_unit(max(abs(vmin), abs(vmax)))
+                return super().tick_values(vmin / factor, vmax / factor) * factor
+
+        # fewer ticks along x: the labels are wide
+        axis.set_major_locator(TimeLocator(nbins=4 if axis.axis_name == "x" else "auto", steps=[1, 2, 2.5, 5, 10]))
+        axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / scale()[0]:g} {scale()[1]}"))
+    elif unit in _SYMBOLS:
+        if axis.axis_name == "x":
+            axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_major_formatter(EngFormatter(unit=_SYMBOLS[unit]))
 
 
 def _label(data: ReportData, name: str) -> str:
@@ -91,7 +134,8 @@ def draw_pareto(data: ReportData) -> tuple[Figure | None, list[str]]:
     pairs = list(combinations(names, 2))
     columns = 1 if len(pairs) == 1 else (3 if len(pairs) in (3, 6, 9) else 4)
     rows = math.ceil(len(pairs) / columns)
-    fig = _figure(7.5 if columns == 1 else 5.0 * columns, 5.5 if columns == 1 else 4.3 * rows + 0.6)
+    fig = _figure(7.5 if columns == 1 else PAGE_WIDTH_INCHES,
+                  5.5 if columns == 1 else PAGE_WIDTH_INCHES / columns * 0.82 * rows + 0.6)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (x_name, y_name) in zip(axes, pairs):
         _scatter_groups(ax, data, on_front, dominated, infeasible, x_name, y_name)
@@ -153,7 +197,8 @@ def draw_hypervolume(data: ReportData) -> tuple[Figure | None, list[str]]:
     values = [v for _, v in data.hv_curve]
     fig = _figure(8.0, 4.6)
     ax = fig.add_subplot()
-    ax.step(numbers, values, where="post", color=C_FRONT, linewidth=2, label="hypervolume of the feasible front")
+    ax.step(numbers, values, where="post", color=C_FRONT, linewidth=2,
+            label="normalized hypervolume of the feasible front")
     ax.scatter(numbers, values, s=10, color=C_FRONT, zorder=3)
     improved = [n for (n, v), (_, prev) in zip(data.hv_curve[1:], data.hv_curve[:-1]) if v > prev]
     if improved:
@@ -161,12 +206,18 @@ def draw_hypervolume(data: ReportData) -> tuple[Figure | None, list[str]]:
         ax.scatter(improved, [hv[n] for n in improved], s=36, facecolor="none", edgecolor=C_SELECTED,
                    label="trial improved the front", zorder=4)
     ax.set_xlabel("trial number")
-    ax.set_ylabel("hypervolume")
+    ax.set_ylabel("normalized hypervolume (1 = ideal in every objective)")
+    ax.set_ylim(0, min(1.0, max(values) * 1.15) if max(values) > 0 else 1.0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    ref = ", ".join(f"{n}={v:.4g}" for n, v in zip(data.objective_names, _unorient(data, data.reference_point)))
-    fig.suptitle(f"{data.study}: hypervolume after each completed trial (final {values[-1]:.4g})")
-    ax.set_title(f"reference point ({data.reference_point_source}): {ref}", fontsize=8)
+
+    def point(values_: list[float] | None) -> str:
+        return ", ".join(f"{n} {format_value(n, v)}" for n, v in zip(data.objective_names, _unorient(data, values_)))
+
+    fig.suptitle(f"{data.study}: normalized hypervolume after each completed trial (final {values[-1]:.4f})")
+    ax.set_title(f"each objective scaled from its ideal (0) to its reference value (1)\n"
+                 f"ideal ({data.ideal_point_source}): {point(data.ideal_point)}\n"
+                 f"reference ({data.reference_point_source}): {point(data.reference_point)}", fontsize=8)
     return fig, []
 
 
@@ -184,7 +235,7 @@ def draw_objectives(data: ReportData) -> tuple[Figure | None, list[str]]:
     names = data.objective_names
     columns = 1 if len(names) == 1 else 2
     rows = math.ceil(len(names) / columns)
-    fig = _figure(6.0 * columns + 1, 3.4 * rows + 0.8)
+    fig = _figure(5.4 * columns, 3.2 * rows + 0.8)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     seeds_used = False
     for ax, name, direction in zip(axes, names, data.directions):
@@ -279,9 +330,9 @@ def draw_parallel(data: ReportData, color_by: str | None = None) -> tuple[Figure
         col = [r["values"][name] for r in data.complete]
         lo, hi = min(col), max(col)
         objective_axes.append((name, lambda v, lo=lo, hi=hi: (v - lo) / (hi - lo) if hi > lo else 0.5,
-                               [(0.0, f"{lo:.3g}"), (1.0, f"{hi:.3g}")]))
+                               [(0.0, format_value(name, lo)), (1.0, format_value(name, hi))]))
     axes_def = params + objective_axes
-    fig = _figure(max(8.0, 1.35 * len(axes_def) + 2), 5.2)
+    fig = _figure(max(8.0, 1.1 * len(axes_def) + 2), 5.2)
     ax = fig.add_subplot()
     values = [r["values"][color_by] for r in data.complete]
     norm = Normalize(min(values), max(values) if max(values) > min(values) else min(values) + 1)
@@ -312,7 +363,7 @@ def draw_parallel(data: ReportData, color_by: str | None = None) -> tuple[Figure
     selected = [r for r in data.complete if r["number"] == data.selected]
     if selected:
         ax.plot(xs, line(selected[0]), color=C_SELECTED, linewidth=3, label=f"selected #{data.selected}")
-        ax.legend(loc="upper right", fontsize=8)
+        fig.legend(loc="outside lower right", fontsize=8, frameon=False)
     for x, (_, _, ticks) in zip(xs, axes_def):
         ax.axvline(float(x), color="black", linewidth=0.8)
         for y, text in ticks:
@@ -326,8 +377,9 @@ def draw_parallel(data: ReportData, color_by: str | None = None) -> tuple[Figure
     for spine in ("top", "right", "left"):
         ax.spines[spine].set_visible(False)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_label(data, color_by), pad=0.01)
-    fig.suptitle(f"{data.study}: parameters of completed trials, coloured by {color_by} "
-                 "(thick: Pareto front; dashed grey: infeasible; [objectives] last)")
+    fig.suptitle(f"{data.study}: parameters of completed trials, coloured by {color_by}\n"
+                 "(thick: Pareto front; dashed grey: infeasible; [objectives] last, each from its lowest to its "
+                 "highest value)", fontsize=10)
     return fig, []
 
 
@@ -367,8 +419,9 @@ def draw_front_costs(data: ReportData) -> tuple[Figure | None, list[str]]:
     names = [n for n in COST_NAMES if any(_metric(r, n) is not None for r in front)]
     if not names:
         return None, ["cost breakdown: the front's trials report no time, memory or energy"]
-    fig = _figure(max(8.0, 0.5 * len(front) * len(names) + 2), 4.2)
-    axes = fig.subplots(1, len(names), squeeze=False).ravel()
+    # one row per cost, sharing the trials' axis: readable at the page's width
+    fig = _figure(PAGE_WIDTH_INCHES, 2.3 * len(names) + 1.0)
+    axes = fig.subplots(len(names), 1, squeeze=False, sharex=True).ravel()
     labels = [f"#{r['number']}" for r in front]
     xs = np.arange(len(front))
     for ax, name in zip(axes, names):
@@ -377,8 +430,8 @@ def draw_front_costs(data: ReportData) -> tuple[Figure | None, list[str]]:
         colors = [C_SELECTED if r["number"] == data.selected else C_FRONT for r in front]
         ax.bar(xs, ys, color=colors, yerr=errs if any(errs) else None, capsize=2)
         methods = sorted({(r.get("measurements", {}).get(name) or {}).get("method") or "objective" for r in front})
-        ax.set_title(f"{name}\n({', '.join(methods)})", fontsize=9)
-        ax.set_xticks(xs, labels, rotation=60 if len(front) > 6 else 0, fontsize=8)
+        ax.set_title(f"{name} ({', '.join(methods)})", fontsize=9)
+        ax.set_xticks(xs, labels, rotation=60 if len(front) > 20 else 0, fontsize=8)
         _format_axis(ax.yaxis, name)
         ax.grid(axis="y", alpha=0.3)
     first = data.objective_names[0]
@@ -396,7 +449,7 @@ def draw_constraints(data: ReportData) -> tuple[Figure | None, list[str]]:
     n = len(data.constraint_names)
     columns = min(3, n)
     rows = math.ceil(n / columns)
-    fig = _figure(5.2 * columns + 0.5, 3.6 * rows + 0.9)
+    fig = _figure(PAGE_WIDTH_INCHES / 3 * columns, 3.4 * rows + 0.9)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, name in zip(axes, data.constraint_names):
         pts = [(r["number"], r["constraints"][name]) for r in recs if name in r["constraints"]]

@@ -18,6 +18,7 @@ from hpod.spec._strategies import (
     normalize_seeds,
 )
 from hpod.spec._study import (
+    BASE_UNITS,
     MEASURED_NAMES,
     MULTI_OBJECTIVE_ONLY_SAMPLERS,
     SAMPLER_NAMES,
@@ -29,6 +30,7 @@ from hpod.spec._study import (
     ScheduleSpec,
     ServingSpec,
     StudySpec,
+    base_unit,
     load_spec,
     parse_constraint,
     parse_spec,
@@ -37,6 +39,7 @@ from hpod.spec._study import (
 )
 
 __all__ = [
+    "BASE_UNITS",
     "MEASURED_NAMES",
     "MULTI_OBJECTIVE_ONLY_SAMPLERS",
     "SAMPLER_NAMES",
@@ -54,6 +57,7 @@ __all__ = [
     "ServingSpec",
     "StrategySpec",
     "StudySpec",
+    "base_unit",
     "load_spec",
     "normalize_seeds",
     "parse_constraint",

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from hpod.objectives.base import Objective
 
 __all__ = [
+    "BASE_UNITS",
     "MEASURED_NAMES",
     "MULTI_OBJECTIVE_ONLY_SAMPLERS",
     "SAMPLER_NAMES",
@@ -51,6 +52,7 @@ __all__ = [
     "RetuneSpec",
     "ServingSpec",
     "StudySpec",
+    "base_unit",
     "load_spec",
     "parse_constraint",
     "parse_spec",
@@ -60,6 +62,19 @@ __all__ = [
 
 #: What hpod's meters measure for every trial, whatever the objective.
 MEASURED_NAMES = ("time_seconds", "memory_bytes", "energy_joules")
+#: Base units a metric name can end in (Prometheus' convention, which hpod's meters follow).
+BASE_UNITS = ("seconds", "bytes", "joules")
+
+
+def base_unit(name: str) -> str | None:
+    """The base unit a metric's name states (``time_seconds`` -> ``seconds``,
+    ``peak_memory_bytes`` -> ``bytes``), or None (``loss``, ``rouge1``: no unit)."""
+    for unit in BASE_UNITS:
+        if name == unit or name.endswith(f"_{unit}"):
+            return unit
+    return None
+
+
 #: Samplers that need two or more objectives (hypervolume-improvement acquisitions have no
 #: single-objective form): refused at validation for a study with one value.
 MULTI_OBJECTIVE_ONLY_SAMPLERS = ("qlognehvi",)
@@ -388,6 +403,9 @@ class StudySpec(_Strict):
     seeds: int = Field(default=1, ge=1, le=100)
     storage: str | None = None
     reference_point: dict[str, float] | None = None
+    #: the best value each objective could reach (e.g. 0 s, 0 J, loss 0, ROUGE 1): with
+    #: the reference point it scales the normalized hypervolume (ideal -> 0, reference -> 1)
+    ideal_point: dict[str, float] | None = None
     #: local trial slots this study may use at once (None: all the executor has)
     max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
@@ -695,9 +713,16 @@ def resolve(spec: StudySpec, objective: Objective | None = None) -> ResolvedStud
             if c.metric not in known:
                 raise SpecError(f"constraints[{i}]", "the objective does not report this metric",
                                 found=c.metric, allowed=allowed)
-        if spec.reference_point:
-            for key in spec.reference_point:
+        for field_name in ("reference_point", "ideal_point"):
+            for key in getattr(spec, field_name) or {}:
                 if key not in spec.objective_names:
-                    raise SpecError(f"reference_point.{key}", "not one of the study's objectives",
+                    raise SpecError(f"{field_name}.{key}", "not one of the study's objectives",
                                     found=key, allowed=", ".join(spec.objective_names))
+        directions = {o.name: o.direction for o in spec.objectives}
+        for key, ideal in (spec.ideal_point or {}).items():
+            reference = (spec.reference_point or {}).get(key)
+            if reference is not None and not (ideal < reference if directions[key] == "minimize"
+                                              else ideal > reference):
+                raise SpecError(f"ideal_point.{key}", f"must be better than reference_point.{key} "
+                                f"({reference:g}) for a {directions[key]}d objective", found=ideal)
     return ResolvedStudy(spec=spec, objective=objective, space=space, metric_names=known)

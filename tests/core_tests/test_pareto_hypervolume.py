@@ -11,6 +11,9 @@ import pytest
 
 from hpod.core.pareto import derive_ideal_point, hypervolume, normalized_hypervolume
 
+# Also run on the lowest declared optuna/botorch (scripts/lowest-versions.sh).
+pytestmark = pytest.mark.floor
+
 
 def _botorch_hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
     import torch

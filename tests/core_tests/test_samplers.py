@@ -51,6 +51,7 @@ def _in_domain(params: dict[str, object]) -> bool:
     return all(MIXED_SPACE[name]._contains(MIXED_SPACE[name].to_internal_repr(v)) for name, v in params.items())
 
 
+@pytest.mark.floor  # also on the lowest declared optuna/botorch (scripts/lowest-versions.sh)
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_each_sampler_name_builds_and_samples_a_mixed_space(name: str) -> None:
     options: dict[str, object] = {"n_startup_trials": 2} if name in ("gp", "auto") else {}
@@ -174,6 +175,7 @@ def test_qlognehvi_concurrent_asks_give_distinct_candidates() -> None:
     assert distances[np.triu_indices(4, k=1)].min() > 1e-3, points
 
 
+@pytest.mark.floor
 def test_sobol_startup_spreads_the_first_trials_over_the_box() -> None:
     choice = create_sampler("gp", {"n_startup_trials": 8}, directions=["minimize"], n_trials=8, n_params=2, seed=9)
     study = optuna.create_study(sampler=choice.sampler)

@@ -198,6 +198,8 @@ def test_dashboard_layout_and_variables_are_consistent() -> None:
         assert grid["x"] + grid["w"] <= 24, panel["title"]
         if panel["type"] != "row":
             assert panel.get("targets"), f"panel {panel['title']!r} has no query"
+            # every panel with a value says its unit (Grafana's "short" for plain counts)
+            assert panel.get("fieldConfig", {}).get("defaults", {}).get("unit"), f"panel {panel['title']!r}: no unit"
     defined = {variable["name"] for variable in board["templating"]["list"]}
     used = {
         name

@@ -101,7 +101,12 @@ def test_snapshot_values_are_exported_in_base_units_with_bounded_labels() -> Non
     assert value("hpod_study_hypervolume", {"study": "t5_cnndm"}) == pytest.approx(0.62)
     assert value("hpod_study_hypervolume", {"study": "t5_cnndm@v2"}) is None
     assert value("hpod_study_pareto_front_size", {"study": "t5_cnndm"}) == 5
-    assert value("hpod_study_best", {"study": "t5_cnndm", "objective": "memory_bytes"}) == 3.5 * GiB
+    # one family per unit: each series has one unit
+    assert value("hpod_study_best_bytes", {"study": "t5_cnndm", "objective": "memory_bytes"}) == 3.5 * GiB
+    assert value("hpod_study_best_seconds", {"study": "t5_cnndm", "objective": "time_seconds"}) == 312.0
+    assert value("hpod_study_best_joules", {"study": "t5_cnndm", "objective": "energy_joules"}) == 41_000.0
+    assert value("hpod_study_best_value", {"study": "t5_cnndm", "objective": "loss"}) == 1.84
+    assert value("hpod_study_best_value", {"study": "t5_cnndm", "objective": "memory_bytes"}) is None
     assert value("hpod_study_energy_budget_joules", {"study": "t5_cnndm"}) == 1_000_000
     assert value("hpod_study_energy_budget_joules", {"study": "t5_cnndm@v2"}) is None
     assert value("hpod_study_trials_budget", {"study": "t5_cnndm"}) == 40

@@ -26,6 +26,9 @@ from hpod.objectives.t5_lora.tools import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Also run on the lowest declared transformers/peft (scripts/lowest-versions.sh).
+pytestmark = pytest.mark.floor
+
 CNNDM = Path(__file__).resolve().parents[2].parent / "shared/data/cnndm_sample_100.jsonl"
 # A small, fast configuration: a barely trained tiny base, short byte sequences.
 FAST = {"model": "tiny", "base_steps": 10, "cpu_threads": 1, "max_source_length": 64,
