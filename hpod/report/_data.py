@@ -276,7 +276,7 @@ def _value_at(index: int) -> Callable[[FrozenTrial], float]:
     return lambda trial: float(trial.values[index])
 
 
-def _ideal_point(store: Store, study: str, spec: StudySpec, names: list[str], directions: list[str],
+def _ideal_point(store: Store, study: str, spec: StudySpec, names: Sequence[str], directions: Sequence[str],
                  reference: list[float] | None, oriented_values: list[list[float]]
                  ) -> tuple[list[float] | None, str | None]:
     """The ideal point the study's normalized hypervolume uses (minimization orientation):

@@ -83,7 +83,7 @@ def _format_axis(axis: Any, name: str) -> None:
         class TimeLocator(MaxNLocator):
             def tick_values(self, vmin: float, vmax: float) -> Any:
                 factor, _ = _time_unit(max(abs(vmin), abs(vmax)))
-                return super().tick_values(vmin / factor, vmax / factor) * factor
+                return np.asarray(super().tick_values(vmin / factor, vmax / factor)) * factor
 
         # fewer ticks along x: the labels are wide
         axis.set_major_locator(TimeLocator(nbins=4 if axis.axis_name == "x" else "auto", steps=[1, 2, 2.5, 5, 10]))

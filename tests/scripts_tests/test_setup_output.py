@@ -32,7 +32,8 @@ if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
         *"-e .[dev]"*)
             case "${PYTHONWARNINGS:-}" in
                 *"ignore:Editable installation:UserWarning"*) ;;
-                *) printf '%s\n' "  setuptools/command/editable_wheel.py:354: BuildBackendWarning: Editable installation." \
+                *) printf '%s\n' \
+                       "  setuptools/command/editable_wheel.py:354: BuildBackendWarning: Editable installation." \
                        "  !!" "" "          ****************" \
                        "          Please be careful with folders in your working directory with the same" \
                        "          ****************" "" "  !!" >&2 ;;
@@ -44,7 +45,8 @@ fi
 if [ "$1" = "-c" ]; then
     case "$2" in *torch*)
         [ -f "$state/torch" ] || exit 1
-        [ -f "$state/numpy" ] || echo "torch/_subclasses/functional_tensor.py:276: UserWarning: Failed to initialize NumPy: No module named 'numpy'" >&2
+        [ -f "$state/numpy" ] || echo "torch/_subclasses/functional_tensor.py:276:" \
+            "UserWarning: Failed to initialize NumPy: No module named 'numpy'" >&2
         case "$2" in *"import torch, numpy"*) [ -f "$state/numpy" ] || exit 1 ;; esac ;;
     esac
     case "$2" in *"import hpod"*) [ -f "$state/hpod" ] || exit 1 ;; esac
