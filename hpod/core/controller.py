@@ -222,7 +222,7 @@ class Controller:
         for active in self.engines.values():
             try:
                 active.engine.collect()
-                active.engine.update_store_summary()
+                active.engine.update_store_summary(final=True)
             except StorageError as exc:
                 log.warning("cannot record the stop of %s: %s", active.engine.name, exc)
 

@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpod.core._ledger import FinishedTrials
 from hpod.core.pareto import (
     derive_ideal_point,
     derive_reference_point,
     hypervolume,
-    non_dominated_mask,
     normalized_hypervolume,
 )
 from hpod.core.records import (
@@ -116,6 +116,8 @@ def _grid(dist: Any) -> list[Any] | None:
         n = round((dist.high - dist.low) / dist.step) + 1
         return [float(min(dist.low + i * dist.step, dist.high)) for i in range(n)]
     return None
+#: Least seconds between two saves of the sampler's seconds per suggestion.
+SAMPLER_SECONDS_SAVE_SECONDS = 5.0
 
 
 @dataclass
@@ -159,6 +161,11 @@ class Engine:
         #: called with the seconds a sampler took to suggest one configuration
         self.on_suggest: list[Callable[[str, float], None]] = []
         self._summary: StudySummary | None = None
+        self._finished = FinishedTrials(self.spec.directions,
+                                        keep_first_complete=max(_REF_MIN_TRIALS, 2 * len(self.spec.value_names)))
+        #: the summary's reference point and its source, once fixed; its ideal point, once fixed
+        self._reference: tuple[list[float], str] | None = None
+        self._ideal: list[float] | None = None
         self._hv_cache: tuple[Any, tuple[float | None, float | None]] = (None, (None, None))
         self.strategy: Strategy = create_strategy(self)
         self._report_handler: Callable[[JobRow, int, int, dict[str, float]], bool] | None = None
@@ -169,6 +176,7 @@ class Engine:
         self._sampler_seconds_dirty = False
         #: why the search space cannot give a new configuration (set once, then the study stops)
         self._exhausted: str | None = None
+        self._sampler_seconds_saved_at = -math.inf
 
     @property
     def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
@@ -317,7 +325,9 @@ class Engine:
             if job is None:
                 break
             jobs.append(job)
-        if jobs or self._exhausted is not None:
+        for _ in jobs:
+            self._count_asked()
+        if self._exhausted is not None:
             self._summary = None
         return jobs
 
@@ -401,6 +411,7 @@ class Engine:
         trial.set_user_attr(REJECTED_ATTR, {"reason": "duplicate", "duplicate_of": original})
         trial.set_user_attr(FAIL_REASON_ATTR, f"duplicate of trial {original}: not run again")
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        self._summary = None  # the next summary counts the rejected trial
 
     def _unevaluated_configuration(self, evaluated: dict[str, int], size: int | None) -> dict[str, Any] | None:
         """A configuration of the space that no trial evaluated, drawn at random; None
@@ -433,6 +444,19 @@ class Engine:
         self.store.update_study(self.name, message=f"search space exhausted: {what}")
         self.store.append_event("search_space_exhausted", study=self.name, handled=True,
                                 payload={"message": what, "space_size": size})
+
+    def _count_asked(self) -> None:
+        """The asked trial is RUNNING now: counted here rather than by re-reading the
+        study's trials after every ask. With enqueued (WAITING) trials around, which one
+        Optuna took is not known here, so the next summary recounts."""
+        s = self._summary
+        if s is None:
+            return
+        if s.counts.get("WAITING", 0):
+            self._summary = None
+            return
+        s.counts["RUNNING"] = s.counts.get("RUNNING", 0) + 1
+        s.running += 1
 
     def _count_suggest(self, seconds: float) -> None:
         if self._sampler_seconds is None:
@@ -540,8 +564,7 @@ class Engine:
             storage.set_trial_system_attr(job.trial_id, CONSTRAINTS_ATTR,
                                           [c.violation(metrics[c.metric]) for c in self.constraints])
         values = self.strategy.values(metrics, job)
-        self.study.tell(trial, values)
-        frozen = storage.get_trial(job.trial_id)
+        frozen = self.study.tell(trial, values)
         self.store.append_event(
             "trial_completed", study=self.name, trial_number=job.trial_number,
             payload={"values": dict(zip(self.spec.value_names, values)), "feasible": feasible(frozen),
@@ -607,65 +630,89 @@ class Engine:
         return derived, "derived"
 
     def _compute_summary(self) -> StudySummary:
-        import optuna
-
-
-        trials = self.study.get_trials(deepcopy=False)
-        counts: dict[str, int] = {}
-        infra = objective_failures = 0
-        energy = 0.0
-        for t in trials:
-            if t.user_attrs.get(REJECTED_ATTR) is not None:
-                # A repeated suggestion closed unrun: neither a failure nor budget.
-                counts["REJECTED"] = counts.get("REJECTED", 0) + 1
-                continue
-            counts[t.state.name] = counts.get(t.state.name, 0) + 1
-            energy += float((t.user_attrs.get("hpod.info") or {}).get("energy_spent_joules") or 0.0)
-            if t.state == optuna.trial.TrialState.FAIL:
-                if t.user_attrs.get(FAIL_REASON_ATTR) in INFRA_REASONS:
-                    infra += 1
-                else:
-                    objective_failures += 1
-        finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + objective_failures
-        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None]
-        ok = [t for t in complete if feasible(t)]
-        pareto: list[int] = []
+        ledger = self._finished
+        live: dict[str, int] = {}
+        new_complete = False
+        for t in self.study.get_trials(deepcopy=False):
+            if not t.state.is_finished():
+                live[t.state.name] = live.get(t.state.name, 0) + 1
+            elif not ledger.is_folded(t):
+                ledger.fold(t)
+                new_complete |= t.state.name == "COMPLETE"
+        counts = dict(ledger.counts)
+        for state, n in live.items():
+            counts[state] = counts.get(state, 0) + n
+        finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + ledger.objective_failures
+        pareto = ledger.pareto_numbers()
+        ref = self._summary_reference()
+        ideal = self._summary_ideal(ref)
+        best: dict[str, float] = {}
         hv: float | None = None
         hv_raw: float | None = None
-        ref, _ = self.reference_point(complete)
-        ideal, _ = self.ideal_point(complete, ref)
-        best: dict[str, float] = {}
-        if ok:
-            pts = np.array([self._oriented(list(t.values)) for t in ok])
-            mask = non_dominated_mask(pts)
-            pareto = [t.number for t, m in zip(ok, mask) if m]
-            for i, (name, d) in enumerate(zip(self.spec.value_names, self.spec.directions)):
-                col = [t.values[i] for t in ok]
-                best[name] = float(min(col) if d == "minimize" else max(col))
-            if self.strategy.kind == "scalarized":
+        if pareto:
+            best = dict(zip(self.spec.value_names, ledger.best()))
+            if self.strategy.kind == "scalarized" and ledger.top is not None:
                 # F alone says little to a user: show the components of the best trial too.
-                top = min(ok, key=lambda t: t.values[0])
-                metrics = top.user_attrs.get("hpod.metrics") or {}
+                metrics = ledger.top[2]
                 best.update({n: float(metrics[n]) for n in self.spec.objective_names if n in metrics})
             key = (tuple(pareto), tuple(ref) if ref is not None else None, tuple(ideal) if ideal else None)
             if ref is not None and key == self._hv_cache[0]:
                 hv, hv_raw = self._hv_cache[1]
             elif ref is not None:
                 try:
-                    hv_raw = hypervolume(pts[mask], np.array(ref))
+                    front = np.array([ledger.front[n] for n in pareto])
+                    hv_raw = hypervolume(front, np.array(ref))
                     if ideal is not None:
-                        hv = normalized_hypervolume(pts[mask], np.array(ideal), np.array(ref))
+                        hv = normalized_hypervolume(front, np.array(ideal), np.array(ref))
                     self._hv_cache = (key, (hv, hv_raw))
                 except ValueError as exc:
                     log.warning("hypervolume failed: %s", exc)
         running = counts.get("RUNNING", 0)
         return StudySummary(name=self.name, counts=counts, finished=finished, running=running, pareto=pareto,
-                            hypervolume=hv, reference_point=ref, best=best, energy_spent_joules=energy,
-                            infra_failures=infra, objective_failures=objective_failures,
+                            hypervolume=hv, reference_point=ref, best=best, energy_spent_joules=ledger.energy_joules,
+                            infra_failures=ledger.infra_failures, objective_failures=ledger.objective_failures,
                             extra={"strategy": self.strategy.public_state()}, hypervolume_raw=hv_raw,
                             ideal_point=ideal)
 
-    def update_store_summary(self) -> StudySummary:
+    def _summary_reference(self) -> list[float] | None:
+        """The summary's reference point: stated, or the one stored with the study (fixed
+        once set, so looked up until found), or derived from the first completed trials."""
+        if self._reference is not None:
+            return self._reference[0]
+        stated = self._stated_reference()
+        if stated is not None:
+            self._reference = (self._oriented(stated[0]), stated[1])
+            return self._reference[0]
+        row = self.store.get_study(self.name)
+        if row is not None and row.reference_point_json:
+            self._reference = (json.loads(row.reference_point_json), row.reference_point_source or "derived")
+            return self._reference[0]
+        first = self._finished.first_complete
+        if len(first) < _REF_MIN_TRIALS:
+            return None
+        return [float(v) for v in derive_reference_point(np.array([p for _, p in first]))]
+
+    def _summary_ideal(self, reference: list[float] | None) -> list[float] | None:
+        """The summary's ideal point (see :meth:`ideal_point`): stated or stored (then
+        kept), else derived from the first completed trials."""
+        if self._ideal is not None:
+            return self._ideal
+        stated = self._stated("ideal_point")
+        if stated is not None:
+            self._ideal = self._oriented(stated[0])
+            return self._ideal
+        saved = self.store.get_state(self.name, HYPERVOLUME_STATE_KEY) or {}
+        if saved.get("ideal_point") is not None:
+            self._ideal = [float(v) for v in saved["ideal_point"]]
+            return self._ideal
+        first = self._finished.first_complete
+        if reference is None or len(first) < _REF_MIN_TRIALS:
+            return None
+        return [float(v) for v in derive_ideal_point(np.array([p for _, p in first]), np.array(reference))]
+
+    def update_store_summary(self, *, final: bool = False) -> StudySummary:
+        """Write the summary to the study's row; ``final`` when the study stops (saves
+        what is otherwise saved at most every few seconds)."""
         s = self.summary(refresh=True)
         fields: dict[str, Any] = {
             "hypervolume": s.hypervolume, "pareto_front_size": len(s.pareto),
@@ -681,9 +728,7 @@ class Engine:
             fields["reference_point_json"] = json.dumps(s.reference_point)
             fields["reference_point_source"] = source or "derived"
         self.store.update_study(self.name, **fields)
-        if self._sampler_seconds_dirty:
-            self.store.put_state(self.name, SAMPLER_SECONDS_KEY, self._sampler_seconds)
-            self._sampler_seconds_dirty = False
+        self._save_sampler_seconds(now=final)
         if s.ideal_point is not None:
             _, ideal_source = self.ideal_point([], s.reference_point)
             self.store.put_state(self.name, HYPERVOLUME_STATE_KEY, {
@@ -691,8 +736,17 @@ class Engine:
                 "reference_point": s.reference_point, "raw": s.hypervolume_raw, "normalized": s.hypervolume})
         return s
 
+    def _save_sampler_seconds(self, *, now: bool = False) -> None:
+        """Store the sampler's seconds per suggestion: at most every few seconds (one
+        write less per trial), and ``now`` when the study stops."""
+        due = now or time.monotonic() - self._sampler_seconds_saved_at >= SAMPLER_SECONDS_SAVE_SECONDS
+        if self._sampler_seconds_dirty and due:
+            self.store.put_state(self.name, SAMPLER_SECONDS_KEY, self._sampler_seconds)
+            self._sampler_seconds_dirty = False
+            self._sampler_seconds_saved_at = time.monotonic()
+
     def finish(self, state: str = "completed") -> None:
-        s = self.update_store_summary()
+        s = self.update_store_summary(final=True)
         self.store.update_study(self.name, state=state)
         if state == "completed":
             self.store.append_event("study_completed", study=self.name, payload={

@@ -192,7 +192,7 @@ class Studies:
             active = self.controller.engines.get(name)
             if active is None or active.engine.summary(refresh=True).running == 0:
                 if active is not None:
-                    active.engine.update_store_summary()
+                    active.engine.update_store_summary(final=True)
                 self.controller.deactivate(name)
                 self.store.update_study(name, state="cancelled")
                 self._cancelling.discard(name)
