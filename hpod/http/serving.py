@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from hpod.store import Store
 
 __all__ = [
+    "BatchingPredictor",
     "ModelHolder",
     "Predictor",
     "ServedModel",
@@ -181,6 +182,98 @@ class _Poller:
                             self.holder.base, exc)
 
 
+class BatchingPredictor:
+    """Groups concurrent requests into one ``predict`` call per batch (dynamic batching).
+
+    A request's texts wait at most ``max_wait_seconds`` for others to join them, and a
+    batch holds at most ``max_batch_texts`` texts (a single larger request is a batch of
+    its own). One batch runs at a time; requests arriving meanwhile form the next one, so
+    the busier the endpoint, the fuller its batches. Texts of requests that hold
+    different models (a swap between them) are never mixed in one call. Whatever the
+    objective's predictor is, it sees a list of texts, as it does without batching.
+
+    Requests are awaited on the event loop that serves them; the predictor runs in a
+    worker thread.
+    """
+
+    def __init__(self, *, max_batch_texts: int, max_wait_seconds: float) -> None:
+        if max_batch_texts < 1:
+            raise ValueError(f"max_batch_texts must be >= 1, got {max_batch_texts}")
+        if max_wait_seconds < 0:
+            raise ValueError(f"max_wait_seconds must be >= 0, got {max_wait_seconds}")
+        self.max_batch_texts = max_batch_texts
+        self.max_wait_seconds = max_wait_seconds
+        self._queue: Any = None
+        self._loop: Any = None
+        self._worker: Any = None
+        #: sizes (texts) of the batches run so far, for /v1/serving
+        self.batches = 0
+        self.batched_texts = 0
+
+    async def predict(self, served: ServedModel, texts: list[str]) -> list[Any]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._worker is None or self._worker.done():
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run(self._queue))
+        future = loop.create_future()
+        await self._queue.put((served, texts, future))
+        return await future  # type: ignore[no-any-return]
+
+    async def _run(self, queue: Any) -> None:
+        import asyncio
+
+        from starlette.concurrency import run_in_threadpool
+
+        while True:
+            batch = [await queue.get()]
+            size = len(batch[0][1])
+            deadline = asyncio.get_running_loop().time() + self.max_wait_seconds
+            while size < self.max_batch_texts:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(queue.get(), left)
+                    except TimeoutError:
+                        break
+                if size + len(item[1]) > self.max_batch_texts:
+                    await self._predict_batch(batch, run_in_threadpool)
+                    batch, size = [item], len(item[1])
+                    deadline = asyncio.get_running_loop().time() + self.max_wait_seconds
+                    continue
+                batch.append(item)
+                size += len(item[1])
+            await self._predict_batch(batch, run_in_threadpool)
+
+    async def _predict_batch(self, batch: list[Any], run_in_threadpool: Any) -> None:
+        by_model: dict[int, list[Any]] = {}
+        for item in batch:
+            by_model.setdefault(id(item[0]), []).append(item)
+        for items in by_model.values():
+            texts = [t for _, request_texts, _ in items for t in request_texts]
+            try:
+                predictions = await run_in_threadpool(items[0][0].predictor.predict, texts)
+                if len(predictions) != len(texts):
+                    raise RuntimeError(f"the predictor returned {len(predictions)} predictions for {len(texts)} texts")
+            except Exception as exc:  # each waiting request gets the error
+                for _, _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.batched_texts += len(texts)
+            start = 0
+            for _, request_texts, future in items:
+                if not future.done():  # a client that went away leaves a cancelled future
+                    future.set_result(list(predictions[start:start + len(request_texts)]))
+                start += len(request_texts)
+
+
 def parse_summarize_body(raw: bytes, *, max_texts: int) -> list[str]:
     """``{"texts": [..]}`` or ``{"text": ".."}`` -> texts. Raises ValueError (message
     for a 422) or json.JSONDecodeError (400)."""
@@ -235,6 +328,7 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
         return holder._spec_of(base)
 
     limits = base_spec().serving
+    batcher = BatchingPredictor(max_batch_texts=limits.max_batch_texts, max_wait_seconds=limits.batch_wait_seconds)
     try:
         names = prediction_name(base_spec())
     except UsageError:  # a custom loader serves an objective that has no predictor of its own
@@ -251,6 +345,7 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
     app = FastAPI(title=f"hpod serving: {base}", lifespan=lifespan)
     app.state.holder = holder
     app.state.poller = poller
+    app.state.batcher = batcher
     expected = f"Bearer {token}".encode()
 
     def error(status: int, message: str) -> JSONResponse:
@@ -271,7 +366,10 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
             return error(401, "missing or wrong bearer token")
         cur = holder.current
         return {"study": base, "serving": cur.selection if cur else None, "swaps": holder.swaps,
-                "last_error": holder.last_error}
+                "last_error": holder.last_error,
+                "batching": {"max_batch_texts": batcher.max_batch_texts,
+                             "max_wait_seconds": batcher.max_wait_seconds, "batches": batcher.batches,
+                             "texts": batcher.batched_texts}}
 
     @app.post("/v1/predict")
     @app.post("/v1/summarize")
@@ -300,7 +398,7 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
         served = holder.current  # this request keeps this model even if a swap happens now
         if served is None:
             return error(503, "no model loaded yet")
-        predictions = await run_in_threadpool(served.predictor.predict, texts)
+        predictions = await batcher.predict(served, texts)
         try:
             await run_in_threadpool(record_served, store, base_spec(), texts)
         except HpodError as exc:  # monitoring must never fail a request

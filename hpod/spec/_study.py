@@ -364,7 +364,9 @@ class ServingSpec(_Strict):
     ``knee`` (the Pareto point closest to the ideal point after scaling each objective
     to [0, 1]) or ``objective NAME`` (best on that metric). ``record_text`` keeps the
     raw served text next to its features (off: features only). ``max_body_bytes`` and
-    ``max_texts`` bound one request.
+    ``max_texts`` bound one request. Concurrent requests are batched: up to
+    ``max_batch_texts`` texts per model call, a request waiting at most
+    ``batch_wait_seconds`` for others to join it.
     """
 
     enabled: bool = False
@@ -374,6 +376,10 @@ class ServingSpec(_Strict):
     record_text: bool = False
     max_body_bytes: int = Field(default=1 << 20, ge=256, le=1 << 30)
     max_texts: int = Field(default=32, ge=1, le=10_000)
+    #: dynamic batching: concurrent requests' texts go to the model together, up to this
+    #: many texts per call, each request waiting at most ``batch_wait_seconds`` for others
+    max_batch_texts: int = Field(default=64, ge=1, le=10_000)
+    batch_wait_seconds: float = Field(default=0.01, ge=0.0, le=1.0)
 
     @field_validator("policy")
     @classmethod
