@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import statistics
@@ -81,8 +82,21 @@ def _bare_optuna(url: str, n_trials: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     study.optimize(lambda trial: constant({"x": trial.suggest_float("x", 0.0, 1.0)})["loss"], n_trials=n_trials)
     seconds = time.perf_counter() - t0
+    windows = _windows(study.get_trials(deepcopy=False))
     storage.engine.dispose()
-    return {"seconds": seconds, "ms_per_trial": 1000 * seconds / n_trials}
+    return {"seconds": seconds, "ms_per_trial": 1000 * seconds / n_trials, **windows}
+
+
+def _windows(trials: list[Any]) -> dict[str, float]:
+    """Mean ms between consecutive trial completions early in the run (after the first
+    tenth) and at its end, over a fifth of the trials each: how per-trial cost grows."""
+    done = sorted(t.datetime_complete.timestamp() for t in trials if t.datetime_complete)
+    gaps = [b - a for a, b in itertools.pairwise(done)]
+    width = max(5, len(gaps) // 5)
+    start = len(gaps) // 10
+    early, late = gaps[start:start + width], gaps[-width:]
+    return {"early_ms_per_trial": 1000 * statistics.mean(early), "late_ms_per_trial": 1000 * statistics.mean(late),
+            "early_window": [start + 1, start + width], "late_window": [len(gaps) - width + 1, len(gaps)]}
 
 
 def _hpod(url: str, state_dir: Path, n_trials: int) -> dict[str, Any]:
@@ -110,9 +124,11 @@ def _hpod(url: str, state_dir: Path, n_trials: int) -> dict[str, Any]:
     last_end = max(t.datetime_complete for t in trials if t.datetime_complete).timestamp()
     child = [float((t.user_attrs.get("hpod.measurements") or {}).get("time_seconds", {}).get("value", 0.0))
              for t in trials]
+    windows = _windows(trials)
     store.close()
     steady = last_end - first_start
     return {
+        **windows,
         "seconds": seconds,
         "ms_per_trial": 1000 * seconds / n_trials,
         # From the first trial's ask to the last trial's tell: without the one-time start
@@ -161,6 +177,12 @@ def per_trial_overhead(n_trials: int) -> tuple[list[dict[str, Any]], list[str]]:
                 "objective_ms_per_trial": full["objective_ms_per_trial"],
                 "overhead_ms_per_trial": full["ms_per_trial"] - bare["ms_per_trial"],
                 "steady_overhead_ms_per_trial": full["steady_ms_per_trial"] - bare["ms_per_trial"],
+                "windows": {"early": full["early_window"], "late": full["late_window"]},
+                "bare_early_ms_per_trial": bare["early_ms_per_trial"],
+                "bare_late_ms_per_trial": bare["late_ms_per_trial"],
+                "hpod_early_ms_per_trial": full["early_ms_per_trial"],
+                "hpod_late_ms_per_trial": full["late_ms_per_trial"],
+                "hpod_growth_percent": 100 * (full["late_ms_per_trial"] / full["early_ms_per_trial"] - 1),
             }
             rows.append(row)
             print(f"{backend:10s} bare Optuna {row['bare_optuna_ms_per_trial']:7.1f} ms/trial   hpod "
@@ -277,6 +299,23 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['storage']} | {r['n_trials']} | {r['bare_optuna_ms_per_trial']:.1f} | "
                      f"{r['hpod_ms_per_trial']:.1f} | {r['hpod_steady_ms_per_trial']:.1f} | "
                      f"{r['hpod_startup_seconds']:.2f} | {r['overhead_ms_per_trial']:.1f} |")
+    lines += [
+        "",
+        "Growth with the study: mean ms between consecutive completions early in the run and at its end "
+        "(a fifth of the trials each; target: late within 20 % of early).",
+        "",
+        "| storage | trials | early window | late window | bare Optuna early / late (ms) | "
+        "hpod early / late (ms) | hpod growth |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    for r in result["per_trial"]:
+        if "windows" not in r:
+            continue
+        w = r["windows"]
+        lines.append(f"| {r['storage']} | {r['n_trials']} | trials {w['early'][0]}-{w['early'][1]} | "
+                     f"trials {w['late'][0]}-{w['late'][1]} | {r['bare_early_ms_per_trial']:.1f} / "
+                     f"{r['bare_late_ms_per_trial']:.1f} | {r['hpod_early_ms_per_trial']:.1f} / "
+                     f"{r['hpod_late_ms_per_trial']:.1f} | {r['hpod_growth_percent']:+.0f} % |")
     for note in result["notes"]:
         lines.append(f"\n{note}")
     lines += [
@@ -329,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=None, help="trials per side (default 100)")
     parser.add_argument("--trial-seconds", type=float, default=None, help="metered trial length (default 10)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per meter mode (default 3)")
+    parser.add_argument("--skip-meters", action="store_true",
+                        help="measure the per-trial overhead only; keep the meters section of the existing JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n_trials = args.n_trials or (10 if args.quick else 100)
@@ -344,14 +385,20 @@ def main(argv: list[str] | None = None) -> int:
           f"load {info['load_average_1min_at_start']}")
     print(f"per-trial overhead, {n_trials} trials per side:")
     per_trial, notes = per_trial_overhead(n_trials)
-    print(f"measurement overhead, ~{trial_seconds:.0f} s trial x {repeats} repeats:")
-    meters = measurement_overhead(trial_seconds, repeats)
+    out = RESULTS / "quick" if args.quick else RESULTS
+    previous = out / "overhead.json"
+    if args.skip_meters and previous.exists():
+        meters = json.loads(previous.read_text())["meters"]
+        notes.append("The meters section below is kept from the previous run of this command "
+                     "(`--skip-meters`): its machine line is that run's.")
+    else:
+        print(f"measurement overhead, ~{trial_seconds:.0f} s trial x {repeats} repeats:")
+        meters = measurement_overhead(trial_seconds, repeats)
     for mode, r in meters["modes"].items():
         print(f"  {mode:18s} median {r['median_seconds']:.2f} s  overhead {r['overhead_percent']:+.2f} %")
     result = {"quick": args.quick, "machine": info, "per_trial": per_trial, "notes": notes, "meters": meters,
               "load_average_1min_at_end": round(os.getloadavg()[0], 2),
               "target_measurement_overhead_percent": TARGET_MEASUREMENT_OVERHEAD_PERCENT}
-    out = RESULTS / "quick" if args.quick else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / "overhead.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "overhead.md").write_text(markdown(result))

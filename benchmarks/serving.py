@@ -1,0 +1,225 @@
+"""Serving throughput and latency with dynamic batching, on the README demo's model.
+
+The demo model: ``examples/t5-lora-demo.yaml``'s objective (the tiny T5 trained on the
+synthetic news corpus, cached after the first run) with a LoRA adapter of rank 8 at its
+initialisation (LoRA's B = 0: the adapter adds nothing, so this is the demo base's
+generation cost; a trained adapter costs the same per token). It is served by
+``create_serving_app`` on a local uvicorn server; clients send one synthetic news
+article per ``POST /v1/predict`` request, ``--requests`` requests per run, from 1, 4 and
+8 concurrent client threads. Two server settings: batching as the spec's defaults set
+it (``serving.max_batch_texts``, ``serving.batch_wait_seconds``), and batching off
+(``max_batch_texts: 1``: one model call per request, as before batching existed).
+
+Run: ``python -m benchmarks.serving [--requests N] [--quick]``; writes
+benchmarks/results/serving.json and .md (``--quick``: benchmarks/results/quick/).
+Target (issue 16): 8 concurrent clients get >= 3x the requests/s of one serial client,
+at p95 latency <= 2x the serial p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks._machine import describe_machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DEMO_SPEC = ROOT / "examples" / "t5-lora-demo.yaml"
+TOKEN = "benchmark-token-0123456789"
+CONCURRENCY = (1, 4, 8)
+
+
+def machine() -> dict[str, Any]:
+    return describe_machine("transformers", "peft", "uvicorn", "fastapi")
+
+
+def _demo_study(root: Path, cache: Path, settings: dict[str, Any]) -> Any:
+    """A store holding one completed trial of the demo study whose artifact is the demo
+    model (see the module doc), with ``settings`` as its serving section."""
+    import optuna
+
+    from hpod.objectives.t5_lora.model import apply_lora, load_base_model
+    from hpod.objectives.t5_lora.options import parse_options
+    from hpod.spec import parse_spec
+    from hpod.store import Store
+
+    demo = yaml.safe_load(DEMO_SPEC.read_text())
+    params = demo["objective"]["params"]
+    artifact = root / "trial-0"
+    if not artifact.exists():
+        base, _, _ = load_base_model(parse_options(params), cache)
+        apply_lora(base, rank=8, alpha=16, dropout=0.0, target_modules=["q", "v"]).save_pretrained(artifact)
+    store = Store.for_state_dir(root / f"state-{settings['max_batch_texts']}")
+    spec = parse_spec({"name": "demo", "objective": {"name": "t5_lora", "params": params},
+                       "objectives": [{"name": "loss"}], "budget": {"n_trials": 1}, "serving": settings})
+    store.register_study(spec, state="completed")
+    study = store.load_optuna_study("demo")
+    if not study.get_trials(deepcopy=False):
+        dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+        study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-3}, distributions=dist, values=[1.0],
+                                                  user_attrs={"hpod.info": {"artifact_dir": str(artifact)}}))
+    return store
+
+
+def _serve(store: Any, root: Path, cache: Path) -> tuple[Any, threading.Thread, str]:
+    import uvicorn
+
+    from hpod.http.serving import create_serving_app
+
+    app = create_serving_app(store, "demo", state_dir=root, token=TOKEN, poll_seconds=5.0, cache_dir=cache)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def _load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
+    """``len(texts)`` requests from ``clients`` threads, each taking the next text."""
+    import httpx
+
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    next_index = iter(range(len(texts)))
+
+    def client() -> None:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as http:
+            while True:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                r = http.post("/v1/predict", json={"text": texts[i]})
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    latencies.append(elapsed)
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code}: {r.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ordered = sorted(latencies)
+    return {
+        "clients": clients, "requests": len(texts), "failed": len(failures), "seconds": wall,
+        "requests_per_second": len(texts) / wall,
+        "p50_seconds": statistics.median(ordered),
+        "p95_seconds": statistics.quantiles(ordered, n=20, method="inclusive")[18],
+        "failures": failures[:3],
+    }
+
+
+def run(requests: int, cache: Path, work: Path) -> dict[str, Any]:
+    from hpod.objectives.t5_lora.data import synthetic_corpus
+    from hpod.spec import ServingSpec
+
+    defaults = ServingSpec()
+    settings = {
+        "batching": {"max_batch_texts": defaults.max_batch_texts, "batch_wait_seconds": defaults.batch_wait_seconds},
+        "off": {"max_batch_texts": 1, "batch_wait_seconds": 0.0},
+    }
+    # Held-out texts: articles the demo base never trained on (other seed).
+    texts = [e.text for e in synthetic_corpus(requests, seed=12345)]
+    rows = []
+    for label, serving in settings.items():
+        store = _demo_study(work, cache, serving)
+        server, thread, url = _serve(store, work, cache)
+        try:
+            _load(url, texts[: max(2, requests // 10)], 1)  # warm-up: first generate call, thread pool
+            for clients in CONCURRENCY:
+                row = {"batching": label, **serving, **_load(url, texts, clients)}
+                rows.append(row)
+                print(f"batching {label:8s} clients {clients}: {row['requests_per_second']:.2f} req/s, "
+                      f"p50 {row['p50_seconds']:.3f} s, p95 {row['p95_seconds']:.3f} s, failed {row['failed']}")
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            store.close()
+    return {"rows": rows}
+
+
+def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    on = {r["clients"]: r for r in rows if r["batching"] == "batching"}
+    serial, eight = on[1], on[max(CONCURRENCY)]
+    speedup = eight["requests_per_second"] / serial["requests_per_second"]
+    p95_ratio = eight["p95_seconds"] / serial["p95_seconds"]
+    return {"throughput_ratio_8_vs_1": speedup, "p95_ratio_8_vs_1": p95_ratio,
+            "target_met": speedup >= 3.0 and p95_ratio <= 2.0}
+
+
+def write(result: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    m = result["machine"]
+    v = result["verdict"]
+    lines = [
+        "# Serving with dynamic batching",
+        "",
+        f"`python -m benchmarks.serving --requests {result['requests']}` on {m['cpu']}, {m['cores']} cores "
+        f"(shared with other people's jobs: 1-min load average {result['load_average_1min_at_start']} at the start, "
+        f"{result['load_average_1min_at_end']} at the end), Python {m['python']}, torch {m['torch']}, "
+        f"transformers {m['transformers']}.",
+        "",
+        "Model: the README demo's (`examples/t5-lora-demo.yaml`: tiny T5 trained on the synthetic news "
+        "corpus, `max_new_tokens` 24, one torch thread) with a rank-8 LoRA adapter at its initialisation. "
+        "One held-out synthetic article per request; each run sends the same requests.",
+        "",
+        "| batching | max batch (texts) | wait (s) | clients | requests | failed | requests/s | p50 (s) | p95 (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['batching']} | {r['max_batch_texts']} | {r['batch_wait_seconds']} | {r['clients']} | "
+                     f"{r['requests']} | {r['failed']} | {r['requests_per_second']:.2f} | {r['p50_seconds']:.3f} | "
+                     f"{r['p95_seconds']:.3f} |")
+    lines += [
+        "",
+        f"With batching, 8 concurrent clients get {v['throughput_ratio_8_vs_1']:.2f}x the requests/s of one serial "
+        f"client, at {v['p95_ratio_8_vs_1']:.2f}x its p95 latency (target: >= 3x at <= 2x): "
+        + ("met." if v["target_met"] else "**not met**."),
+        "",
+        "`off` is one model call per request (`max_batch_texts: 1`), what serving did before batching. "
+        "Figures move with the machine's load: the benchmark shares two cores with other work.",
+    ]
+    (out_dir / "serving.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=48, help="requests per run (default 48)")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "hpod" / "benchmarks",
+                        help="where the demo base is trained once and kept")
+    parser.add_argument("--quick", action="store_true", help="8 requests; results in benchmarks/results/quick/")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    requests = 8 if args.quick else args.requests
+    import tempfile
+
+    load_start = round(os.getloadavg()[0], 2)
+    with tempfile.TemporaryDirectory(prefix="hpod-serving-bench-") as tmp:
+        result: dict[str, Any] = {"machine": machine(), "requests": requests,
+                                  "load_average_1min_at_start": load_start, **run(requests, args.cache_dir, Path(tmp))}
+    result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    result["verdict"] = _verdict(result["rows"])
+    write(result, RESULTS / "quick" if args.quick else RESULTS)
+
+
+if __name__ == "__main__":
+    main()
