@@ -166,6 +166,7 @@ class Engine:
         #: the summary's reference point and its source, once fixed; its ideal point, once fixed
         self._reference: tuple[list[float], str] | None = None
         self._ideal: list[float] | None = None
+        self._reference_saved = False
         self._hv_cache: tuple[Any, tuple[float | None, float | None]] = (None, (None, None))
         self.strategy: Strategy = create_strategy(self)
         self._report_handler: Callable[[JobRow, int, int, dict[str, float]], bool] | None = None
@@ -575,15 +576,27 @@ class Engine:
     def _oriented(self, values: list[float]) -> list[float]:
         return [v if d == "minimize" else -v for v, d in zip(values, self.spec.directions)]
 
-    def stated_reference_point(self) -> list[float] | None:
-        """The reference point the spec or the objective states, in the values' own
-        directions (what the model-based samplers aim at); ``None`` when neither states
-        a full one, or the study is scalarized."""
+    def stated_reference_point(self) -> list[float | None] | None:
+        """The reference point the model-based samplers aim at, in the values' own
+        directions: the one the spec or the objective states, else, per objective, the
+        spec's or objective's value or the bound of a constraint on it (``time_seconds <=
+        T``: a user who says so values nothing beyond T), with ``None`` for an objective
+        nothing bounds; ``None`` when nothing bounds any objective, or the study is
+        scalarized."""
         stated = self._stated_reference()
-        return None if stated is None else stated[0]
+        if stated is not None:
+            return list(stated[0])
+        partial = self._bounded_reference()
+        return partial if any(v is not None for v in partial) else None
 
     def _stated_reference(self) -> tuple[list[float], str] | None:
-        return self._stated("reference_point")
+        stated = self._stated("reference_point")
+        if stated is not None:
+            return stated
+        partial = self._bounded_reference()
+        if all(v is not None for v in partial):
+            return [float(v) for v in partial if v is not None], "constraints"
+        return None
 
     def _stated(self, kind: str) -> tuple[list[float], str] | None:
         """``kind`` (reference_point / ideal_point) as the spec or the objective states it
@@ -613,6 +626,27 @@ class Engine:
                         for t in complete[:max(_REF_MIN_TRIALS, 2 * len(self.spec.value_names))]])
         return [float(v) for v in derive_ideal_point(pts, np.array(reference))], "derived"
 
+    def _bounded_reference(self) -> list[float | None]:
+        """Per value: the spec's reference value, the objective's, or the tightest bound
+        of a constraint that bounds it in the direction it is optimised; None if none."""
+        if self.strategy.kind == "scalarized":
+            return [None] * len(self.spec.value_names)
+        out: list[float | None] = []
+        for name, direction in zip(self.spec.value_names, self.spec.directions):
+            value: float | None = None
+            for ref in (self.spec.reference_point, self.resolved.objective.reference_point):
+                if ref and name in ref:
+                    value = float(ref[name])
+                    break
+            if value is None:
+                upper = direction == "minimize"
+                bounds = [c.bound for c in self.constraints
+                          if c.metric == name and (c.op in ("<=", "<")) == upper]
+                if bounds:
+                    value = min(bounds) if upper else max(bounds)
+            out.append(value)
+        return out
+
     def reference_point(self, complete: list[optuna.trial.FrozenTrial]) -> tuple[list[float] | None, str | None]:
         """The hypervolume reference point (minimization orientation) and its source."""
         names = self.spec.value_names
@@ -626,8 +660,17 @@ class Engine:
             return None, None
 
         pts = np.array([self._oriented(list(t.values)) for t in complete[:max(_REF_MIN_TRIALS, 2 * len(names))]])
-        derived = [float(v) for v in derive_reference_point(pts)]
-        return derived, "derived"
+        return self._with_bounds([float(v) for v in derive_reference_point(pts)])
+
+    def _with_bounds(self, derived: list[float]) -> tuple[list[float], str]:
+        """A derived reference point (minimization orientation) with the coordinates that
+        constraints or stated values bound replaced by those bounds."""
+        bounded = self._bounded_reference()
+        if all(v is None for v in bounded):
+            return derived, "derived"
+        oriented = [d if b is None else (b if direction == "minimize" else -b)
+                    for d, b, direction in zip(derived, bounded, self.spec.directions)]
+        return oriented, "derived+constraints"
 
     def _compute_summary(self) -> StudySummary:
         ledger = self._finished
@@ -690,7 +733,7 @@ class Engine:
         first = self._finished.first_complete
         if len(first) < _REF_MIN_TRIALS:
             return None
-        return [float(v) for v in derive_reference_point(np.array([p for _, p in first]))]
+        return self._with_bounds([float(v) for v in derive_reference_point(np.array([p for _, p in first]))])[0]
 
     def _summary_ideal(self, reference: list[float] | None) -> list[float] | None:
         """The summary's ideal point (see :meth:`ideal_point`): stated or stored (then
@@ -722,11 +765,15 @@ class Engine:
         strategy_state = s.extra.get("strategy")
         if strategy_state is not None:
             fields["strategy_json"] = json.dumps(strategy_state, default=float)
-        row = self.store.get_study(self.name)
-        if s.reference_point is not None and row is not None and row.reference_point_json is None:
-            _, source = self.reference_point([])
-            fields["reference_point_json"] = json.dumps(s.reference_point)
-            fields["reference_point_source"] = source or "derived"
+        if s.reference_point is not None and not self._reference_saved:
+            row = self.store.get_study(self.name)
+            self._reference_saved = row is not None and row.reference_point_json is not None
+            if row is not None and row.reference_point_json is None:
+                stated = self._stated_reference()
+                source = stated[1] if stated is not None else self._with_bounds(list(s.reference_point))[1]
+                fields["reference_point_json"] = json.dumps(s.reference_point)
+                fields["reference_point_source"] = source
+                self._reference_saved = True
         self.store.update_study(self.name, **fields)
         self._save_sampler_seconds(now=final)
         if s.ideal_point is not None:

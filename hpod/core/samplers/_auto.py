@@ -48,7 +48,7 @@ def build_gp_sampler(
     seed: int | None,
     design_seed: int | None = None,
     deterministic_objective: bool = False,
-    reference_point: list[float] | None = None,
+    reference_point: list[float | None] | None = None,
 ) -> optuna.samplers.GPSampler:
     """hpod's GP sampler (:class:`~hpod.core.samplers._gp.HpodGPSampler`: Optuna's GPSampler
     aimed at the study's reference point) after a scrambled-Sobol startup design instead

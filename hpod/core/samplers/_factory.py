@@ -61,7 +61,7 @@ def create_sampler(
     parallelism: int = 1,
     seed: int | None = None,
     has_constraints: bool = False,
-    reference_point: list[float] | None = None,
+    reference_point: list[float | None] | None = None,
     n_trials_so_far: int = 0,
 ) -> SamplerChoice:
     """Build the sampler a study spec asks for.
@@ -82,10 +82,10 @@ def create_sampler(
             ``seed``, so they continue their sequence where the study left it.
         has_constraints: whether the spec declares constraints (informs ``auto``'s reason).
         reference_point: the study's hypervolume reference point (one value per objective,
-            in the objectives' own directions) when the spec or the objective states one;
-            the model-based samplers (``auto``, ``gp``, ``qlognehvi``) aim their
-            hypervolume improvement at it. ``sampler.options.reference_point`` wins for
-            ``qlognehvi``.
+            in the objectives' own directions) when the spec, the objective or constraint
+            bounds state one, ``None`` for an objective nothing bounds; the model-based
+            samplers (``auto``, ``gp``, ``qlognehvi``) aim their hypervolume improvement at
+            it. ``sampler.options.reference_point`` wins for ``qlognehvi``.
 
     Raises:
         SpecError: ``sampler.name`` is unknown or cannot serve ``len(directions)`` objectives
@@ -166,7 +166,7 @@ def _choose_auto(
     seed: int | None,
     design_seed: int | None,
     has_constraints: bool,
-    reference_point: list[float] | None,
+    reference_point: list[float | None] | None,
 ) -> SamplerChoice:
 
     n_objectives = len(directions)
@@ -200,11 +200,11 @@ def _choose_auto(
         reference_point=reference_point,
     )
     switch_after = opts.get("switch_after", DEFAULT_SWITCH_AFTER)
-    aimed = (
-        ", improvement measured at the study's reference point"
-        if reference_point is not None and n_objectives > 1
-        else ""
-    )
+    aimed = ""
+    if reference_point is not None and n_objectives > 1:
+        aimed = ", improvement measured at the study's reference point" if None not in reference_point else \
+            ", improvement measured at the bounds the study states for " \
+            f"{sum(v is not None for v in reference_point)} of {n_objectives} objectives"
     model_text = (
         f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {n_startup} Sobol startup trials"
         + (f", {parallelism} concurrent trials as pending points" if parallelism > 1 else "")

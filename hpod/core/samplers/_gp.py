@@ -25,6 +25,7 @@ that function; if it does not, the sampler uses Optuna's own point and warns onc
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,8 +68,10 @@ def _study_reference_point(y_maximized: Any) -> np.ndarray:
     loss_reference = getattr(_active, "loss_reference", None)
     if loss_reference is not None:
         losses = -np.asarray(y_maximized.numpy() if hasattr(y_maximized, "numpy") else y_maximized)
-        if losses.size and np.any(np.all(losses < loss_reference, axis=-1)):
-            return np.array(loss_reference, copy=True)
+        # Objectives the study states no reference for (NaN) keep Optuna's coordinate.
+        reference = np.where(np.isnan(loss_reference), _optuna_reference_point(y_maximized), loss_reference)
+        if losses.size and np.any(np.all(losses < reference, axis=-1)):
+            return np.array(reference, copy=True)
     return _optuna_reference_point(y_maximized)
 
 
@@ -126,9 +129,10 @@ class HpodGPSampler(optuna.samplers.GPSampler):
 
     Args:
         reference_point: one value per objective, in the objectives' own units and
-            directions (as a spec's ``reference_point`` states it); ``None`` keeps
-            Optuna's point (10 % beyond the worst observed value), and then this sampler
-            behaves exactly as GPSampler.
+            directions (as a spec's ``reference_point`` or a constraint's bound states
+            it), ``None`` for an objective nothing bounds (it keeps Optuna's coordinate);
+            ``None`` keeps Optuna's point (10 % beyond the worst observed value), and
+            then this sampler behaves exactly as GPSampler.
         n_preliminary_samples: quasi-random points scored before the acquisition's local
             searches; ``None``: :func:`preliminary_samples_for` the number of objectives.
         **kwargs: GPSampler's arguments (seed, independent_sampler, n_startup_trials,
@@ -138,7 +142,7 @@ class HpodGPSampler(optuna.samplers.GPSampler):
     def __init__(
         self,
         *,
-        reference_point: Sequence[float] | None = None,
+        reference_point: Sequence[float | None] | None = None,
         n_preliminary_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -146,11 +150,12 @@ class HpodGPSampler(optuna.samplers.GPSampler):
         if n_preliminary_samples is not None and n_preliminary_samples < 1:
             raise ValueError(f"n_preliminary_samples must be >= 1; got {n_preliminary_samples!r}")
         self._preliminary_override = n_preliminary_samples
+        self._reference_point: list[float] | None = None
         if reference_point is not None:
-            reference_point = [float(v) for v in reference_point]
-            if not all(np.isfinite(reference_point)):
-                raise ValueError(f"reference_point must be finite numbers; got {reference_point!r}")
-        self._reference_point = reference_point
+            values = [math.nan if v is None else float(v) for v in reference_point]
+            if any(math.isinf(v) for v in values) or all(math.isnan(v) for v in values):
+                raise ValueError(f"reference_point must be finite numbers or None; got {reference_point!r}")
+            self._reference_point = values
 
     def _sample_relative_impl(
         self,

@@ -149,8 +149,9 @@ class QLogNEHVISampler(optuna.samplers.BaseSampler):
         mc_samples: quasi-MC samples of the posterior used by the acquisition.
         max_iterations: L-BFGS-B iterations per restart.
         reference_point: hypervolume reference point in the study's objective space (one
-            value per objective, in the objective's own direction); derived from the data
-            (nadir + 10 % of the range) when ``None``.
+            value per objective, in the objective's own direction; ``None`` entries for
+            objectives nothing bounds); derived from the data (nadir + 10 % of the range)
+            where not stated.
 
     Running trials that already hold every parameter are passed as ``X_pending``.
     The sampler keeps no state between calls beyond its settings, so several
@@ -167,7 +168,7 @@ class QLogNEHVISampler(optuna.samplers.BaseSampler):
         raw_samples: int = 256,
         mc_samples: int = 64,
         max_iterations: int = 100,
-        reference_point: list[float] | None = None,
+        reference_point: list[float | None] | None = None,
     ) -> None:
         for name, value, low in (
             ("n_startup_trials", n_startup_trials, 2),
@@ -185,7 +186,8 @@ class QLogNEHVISampler(optuna.samplers.BaseSampler):
         self._raw_samples = raw_samples
         self._mc_samples = mc_samples
         self._max_iterations = max_iterations
-        self._reference_point = None if reference_point is None else [float(v) for v in reference_point]
+        self._reference_point = None if reference_point is None else \
+            [math.nan if v is None else float(v) for v in reference_point]
         self._search_space = IntersectionSearchSpace()
         self._independent_sampler = SobolStartupSampler(n_params, max(n_startup_trials, 2), seed=seed)
 
@@ -248,11 +250,12 @@ class QLogNEHVISampler(optuna.samplers.BaseSampler):
             return {}
         signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
         minimized = np.asarray(objective_rows, dtype=float) * signs
+        feasible = np.all(np.asarray(constraint_rows, dtype=float).reshape(len(rows), -1) <= 0, axis=1)
+        reference_minimized = derive_reference_point(minimized[feasible] if feasible.any() else minimized)
         if self._reference_point is not None:
-            reference_minimized = np.asarray(self._reference_point, dtype=float) * signs
-        else:
-            feasible = np.all(np.asarray(constraint_rows, dtype=float).reshape(len(rows), -1) <= 0, axis=1)
-            reference_minimized = derive_reference_point(minimized[feasible] if feasible.any() else minimized)
+            # Stated coordinates win; an objective nothing bounds (NaN) keeps the derived one.
+            stated = np.asarray(self._reference_point, dtype=float) * signs
+            reference_minimized = np.where(np.isnan(stated), reference_minimized, stated)
 
         # devices=[]: fork only the CPU generator; the sampler never touches CUDA.
         with torch.random.fork_rng(devices=[]):
