@@ -261,10 +261,12 @@ def run_ray(quick: bool) -> dict[str, Any]:
     return {"n_trials": n_trials, "ray": ray.__version__, "results": rows}
 
 
-def run(quick: bool) -> dict[str, Any]:
-    n_trials = 16 if quick else 80
+def run(quick: bool, n_trials: int | None = None, pg_workers: tuple[int, ...] | None = None) -> dict[str, Any]:
+    n_trials = n_trials or (16 if quick else 80)
     claims_per_worker = 20 if quick else 100
-    configs = [("sqlite", 1)] + [("postgresql", n) for n in ((1, 2) if quick else (1, 2, 4, 8))]
+    pg_workers = pg_workers or ((1, 2) if quick else (1, 2, 4, 8))
+    configs = [("sqlite", 1)] + [("postgresql", n) for n in pg_workers]
+    load_start = round(os.getloadavg()[0], 2)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hpod-coord-") as tmp_name:
         tmp = Path(tmp_name)
@@ -284,7 +286,8 @@ def run(quick: bool) -> dict[str, Any]:
                   f"p99 {claims['p99_ms']:.1f} ms, optuna {plain['trials_per_second']:.2f}/s", flush=True)
             rows.append(row)
     return {"machine": machine(), "quick": quick, "n_trials": n_trials, "claims_per_worker": claims_per_worker,
-            "objective": "synthetic:training_cost (no sleep)", "sampler": "random", "results": rows}
+            "objective": "synthetic:training_cost (no sleep)", "sampler": "random", "results": rows,
+            "load_average_1min_at_start": load_start, "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -296,7 +299,11 @@ def markdown(data: dict[str, Any]) -> str:
         f"optuna {m['optuna']}, SQLAlchemy {m['sqlalchemy']}, psycopg {m['psycopg']}, torch {m['torch']}.",
         f"{data['n_trials']} trials per run of {data['objective']}, sampler {data['sampler']}; claim latency "
         f"over {data['claims_per_worker']} claims per process. Command: `python -m benchmarks.coordination"
-        + (" --quick" if data["quick"] else "") + "`.",
+        + (" --quick" if data["quick"] else "") + (data.get("arguments") or "") + "`.",
+        "",
+        "The machine was shared with other people's jobs while this ran: 1-min load average "
+        f"{data.get('load_average_1min_at_start', '?')} at the start, {data.get('load_average_1min_at_end', '?')} "
+        "at the end (2 cores). Rates are therefore lower than on an idle machine, for hpod and Optuna alike.",
         "",
         "| storage | workers | hpod trials/s | claim p50 (ms) | claim p99 (ms) | Optuna optimize trials/s | ratio |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -341,10 +348,21 @@ def main(argv: list[str] | None = None) -> None:
                         "or benchmarks/results/quick with --quick)")
     parser.add_argument("--only", choices=("all", "ray"), default="all",
                         help="ray: run only the Ray executor rows and merge them into the existing results")
+    parser.add_argument("--n-trials", type=int, default=None, help="trials per run (default 80; 16 with --quick)")
+    parser.add_argument("--pg-workers", default=None,
+                        help="comma-separated PostgreSQL worker counts (default 1,2,4,8; 1,2 with --quick)")
     args = parser.parse_args(argv)
+    pg_workers = tuple(int(n) for n in args.pg_workers.split(",")) if args.pg_workers else None
+    if args.n_trials is not None and args.n_trials < 2:
+        parser.error(f"--n-trials must be >= 2 (got {args.n_trials})")
     print(json.dumps(machine()), flush=True)
     out = args.output or (RESULTS / "quick" if args.quick else RESULTS)
-    data = json.loads((out / "coordination.json").read_text()) if args.only == "ray" else run(args.quick)
+    if args.only == "ray":
+        data = json.loads((out / "coordination.json").read_text())
+    else:
+        data = run(args.quick, args.n_trials, pg_workers)
+        data["arguments"] = (f" --n-trials {args.n_trials}" if args.n_trials else "") + \
+            (f" --pg-workers {args.pg_workers}" if args.pg_workers else "")
     try:
         data["ray"] = {**run_ray(args.quick), "machine": machine()}
     except ImportError:
