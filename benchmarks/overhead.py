@@ -280,7 +280,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# hpod overhead",
         "",
-        f"`python -m benchmarks.overhead{' --quick' if result['quick'] else ''}` on {m['cpu']}, {m['cores']} cores "
+        f"`python -m benchmarks.overhead{' --quick' if result['quick'] else ''}{result.get('arguments', '')}` "
+        f"on {m['cpu']}, {m['cores']} cores "
         f"(shared with other jobs: 1-min load average {m['load_average_1min_at_start']} at the start, "
         f"{result['load_average_1min_at_end']} at the end), Python {m['python']}, torch {m['torch']}, "
         f"Optuna {m['optuna']}, CodeCarbon {m['codecarbon']}.",
@@ -396,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         meters = measurement_overhead(trial_seconds, repeats)
     for mode, r in meters["modes"].items():
         print(f"  {mode:18s} median {r['median_seconds']:.2f} s  overhead {r['overhead_percent']:+.2f} %")
-    result = {"quick": args.quick, "machine": info, "per_trial": per_trial, "notes": notes, "meters": meters,
+    arguments = (f" --n-trials {args.n_trials}" if args.n_trials else "") + \
+        (" --skip-meters" if args.skip_meters else "")
+    result = {"quick": args.quick, "arguments": arguments, "machine": info, "per_trial": per_trial, "notes": notes,
+              "meters": meters,
               "load_average_1min_at_end": round(os.getloadavg()[0], 2),
               "target_measurement_overhead_percent": TARGET_MEASUREMENT_OVERHEAD_PERCENT}
     out.mkdir(parents=True, exist_ok=True)
