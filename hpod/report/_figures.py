@@ -88,10 +88,11 @@ def _format_axis(axis: Any, name: str) -> None:
         # fewer ticks along x: the labels are wide
         axis.set_major_locator(TimeLocator(nbins=4 if axis.axis_name == "x" else "auto", steps=[1, 2, 2.5, 5, 10]))
         axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / scale()[0]:g} {scale()[1]}"))
-    elif unit in _SYMBOLS:
+    else:
         if axis.axis_name == "x":
             axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
-        axis.set_major_formatter(EngFormatter(unit=_SYMBOLS[unit]))
+        if unit in _SYMBOLS:
+            axis.set_major_formatter(EngFormatter(unit=_SYMBOLS[unit]))
 
 
 def _label(data: ReportData, name: str) -> str:
@@ -449,7 +450,7 @@ def draw_constraints(data: ReportData) -> tuple[Figure | None, list[str]]:
     n = len(data.constraint_names)
     columns = min(3, n)
     rows = math.ceil(n / columns)
-    fig = _figure(PAGE_WIDTH_INCHES / 3 * columns, 3.4 * rows + 0.9)
+    fig = _figure(max(6.5, PAGE_WIDTH_INCHES / 3 * columns), 3.4 * rows + 0.9)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, name in zip(axes, data.constraint_names):
         pts = [(r["number"], r["constraints"][name]) for r in recs if name in r["constraints"]]
