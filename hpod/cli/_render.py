@@ -11,6 +11,7 @@ from rich.table import Table
 from hpod.cli._common import out
 from hpod.core.selection import select_trial
 from hpod.core.views import trial_records
+from hpod.objectives.base import QUALITY_METRICS
 
 
 def _running_text(current: list[dict[str, Any]]) -> str:
@@ -144,10 +145,6 @@ def print_pareto_table(store: Any, study: str) -> None:
     _print_selected(store, study, recs)
 
 
-#: metrics shown for the selected configuration when the objective reports them
-_QUALITY_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match")
-
-
 def _print_selected(store: Any, study: str, front: list[dict[str, Any]]) -> None:
     """The configuration a user would take (the front's knee) with its quality metrics."""
     if not front:
@@ -161,7 +158,7 @@ def _print_selected(store: Any, study: str, front: list[dict[str, Any]]) -> None
         return
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(rec["params"].items()))
     out.print(f"[bold]selected (knee of the front): trial {rec['number']}[/] — {params}")
-    shown = {k: rec["metrics"][k] for k in _QUALITY_METRICS if k in rec["metrics"]}
+    shown = {k: rec["metrics"][k] for k in QUALITY_METRICS if k in rec["metrics"]}
     values = {**(rec["values"] or {}), **shown}
     out.print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpod.core.pareto import knee_index, non_dominated_mask
 from hpod.core.records import feasible
+from hpod.objectives.base import QUALITY_METRICS
 from hpod.spec import parse_spec
 from hpod.store import config_key
 
@@ -27,7 +28,7 @@ __all__ = ["MAXIMIZED_METRICS", "SERVING_KEY", "Selection", "current_serving", "
 #: state key (on the submitted study's name) holding the served selection
 SERVING_KEY = "serving"
 #: metrics where larger is better when a policy names one the study does not optimize
-MAXIMIZED_METRICS = frozenset({"rouge1", "rouge2", "rougeL", "bleu", "exact_match"})
+MAXIMIZED_METRICS = frozenset(QUALITY_METRICS)
 
 
 @dataclass(frozen=True)

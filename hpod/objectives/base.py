@@ -30,6 +30,7 @@ __all__ = [
     "ALLOW_ENTRY_POINTS",
     "DEFAULT_ALLOWED_OBJECTIVES",
     "ENTRY_POINT_GROUP",
+    "QUALITY_METRICS",
     "ComparesToBaseline",
     "ExportsModel",
     "FunctionObjective",
@@ -48,6 +49,11 @@ __all__ = [
     "register_objective",
     "registered_objectives",
 ]
+
+#: Canonical task-quality metric names (docs/ARCHITECTURE.md), larger is better. A
+#: user's objective that reports them gets them in reports and selections without
+#: declaring anything more.
+QUALITY_METRICS: tuple[str, ...] = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "accuracy", "f1")
 
 ENTRY_POINT_GROUP = "hpod.objectives"
 

@@ -26,7 +26,7 @@ from hpod.core.pareto import (
 )
 from hpod.core.records import HYPERVOLUME_STATE_KEY, trial_record
 from hpod.errors import HpodError, UsageError
-from hpod.objectives.base import ScoresQuality, create_objective
+from hpod.objectives.base import QUALITY_METRICS, ScoresQuality, create_objective
 from hpod.spec import parse_spec
 
 if TYPE_CHECKING:
@@ -39,8 +39,6 @@ __all__ = ["SELECTION_HELP", "ReportData", "hypervolume_curve", "load_report_dat
 
 log = logging.getLogger(__name__)
 
-#: canonical task-quality names (docs/architecture.md): summarization and classification
-CANONICAL_QUALITY_NAMES = ("rouge1", "rouge2", "rougeL", "bleu", "accuracy", "f1")
 
 #: completed trials below which parameter importances are not estimated (fANOVA on
 #: fewer points says nothing useful)
@@ -112,7 +110,7 @@ class ReportData:
     def quality_names(self) -> tuple[str, ...]:
         """The quality figures to look for in the trials: the objective's own, else the
         canonical names (a user's function may report ``rouge2`` without declaring it)."""
-        return self.declared_quality_names or CANONICAL_QUALITY_NAMES
+        return self.declared_quality_names or QUALITY_METRICS
 
 
 def _metric(record: dict[str, Any], name: str) -> float | None:
