@@ -123,10 +123,21 @@ class DaemonProcess:
         self.process.send_signal(sig)
 
     def wait_exit(self, timeout: float) -> int:
+        """Wait for the daemon to exit, draining its notifications meanwhile: the socket
+        queues only a few datagrams, and a slow shutdown on a loaded machine sends
+        watchdog pings that would crowd out STOPPING=1."""
         assert self.process is not None
+        deadline = time.monotonic() + timeout
         try:
-            return self.process.wait(timeout=timeout)
+            while True:
+                self.read_notifications()
+                try:
+                    return self.process.wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
         finally:
+            self.read_notifications()
             self._log.close()
 
     def close(self) -> None:
