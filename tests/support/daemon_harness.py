@@ -172,7 +172,7 @@ class DaemonProcess:
         env.pop("HPOD_STORAGE", None)
         return env
 
-    def hpod(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def hpod(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([HPOD, *args], env=self.client_env(), capture_output=True, text=True,
                                 timeout=timeout)
         if check and result.returncode != 0:
