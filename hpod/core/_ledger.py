@@ -9,6 +9,7 @@ front only. Per-trial cost stays flat as the study grows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +34,7 @@ class FinishedTrials:
     Values are kept oriented for minimization (maximized values negated).
     """
 
-    def __init__(self, directions: list[str], *, keep_first_complete: int) -> None:
+    def __init__(self, directions: Sequence[str], *, keep_first_complete: int) -> None:
         self._signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
         self._keep_first = keep_first_complete
         self._folded: set[int] = set()
