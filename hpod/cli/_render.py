@@ -60,15 +60,16 @@ def print_monitors_and_retunes(monitors: list[dict[str, Any]], retunes: list[dic
     """Drift monitors (score, alarms) and study versions (reason, outcome, serving)."""
     if monitors:
         t = Table(title="monitors")
-        for col in ("study", "monitor", "kind", "source", "score", "alarms", "last alarm", "last check",
-                    "reference (source, size, since)", "error"):
+        for col in ("study", "monitor", "kind", "source", "window", "texts to alarm", "score", "alarms",
+                    "last alarm", "last check", "reference (source, size, since)", "error"):
             t.add_column(col)
         for m in monitors:
             ref = m.get("reference") or {}
             size = ref.get("size") if ref.get("size") is not None else "?"
             ref_text = f"{ref['source']}, {size} texts, {_ago(ref.get('since'))}" if ref.get("source") else "–"
             t.add_row(m["study"], m["monitor"], str(m.get("kind") or "–"), str(m.get("source") or "–"),
-                      _fmt(m.get("score")), str(m.get("alarms_total", 0)), _ago(m.get("last_alarm")),
+                      _fmt(m.get("window")), _fmt(m.get("samples_to_alarm")), _fmt(m.get("score")),
+                      str(m.get("alarms_total", 0)), _ago(m.get("last_alarm")),
                       _ago(m.get("last_check")), ref_text[:80], (m.get("error") or "")[:60])
         out.print(t)
     if retunes:

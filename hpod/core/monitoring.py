@@ -548,12 +548,14 @@ def objective_reference_texts(spec: StudySpec, mspec: MonitorSpec) -> list[Any] 
 
 def monitor_states(store: Store) -> list[dict[str, Any]]:
     """Every monitor's stored summary (for ``hpod status`` and the API): study,
-    monitor, kind, source, score, alarms_total, last_alarm, last_check, error, and a
-    data monitor's reference (source, size, since when)."""
+    monitor, kind, source, score, alarms_total, last_alarm, last_check, error, the
+    monitor's window (texts or values per check) and how many it needs before it can
+    alarm at all, and a data monitor's reference (source, size, since when)."""
     out = []
     for row in store.states(MONITOR_KEY_PREFIX):
         value = json.loads(row.value_json)
         last = value.get("last_check") or {}
+        facts = (value.get("state") or {}).get("facts") or {}
         out.append({
             "study": row.study,
             "monitor": row.key[len(MONITOR_KEY_PREFIX):],
@@ -567,6 +569,8 @@ def monitor_states(store: Store) -> list[dict[str, Any]]:
             "reason": last.get("reason"),
             "over_threshold": last.get("over_threshold"),
             "error": (value.get("error") or {}).get("message"),
+            "window": facts.get("window", last.get("window")),
+            "samples_to_alarm": facts.get("samples_to_alarm", last.get("samples_to_alarm")),
             "reference": {k: (value.get("reference") or {}).get(k) for k in ("source", "size", "since")}
             if value.get("kind") == "data" else None,
         })

@@ -54,6 +54,9 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     first = MonitorService(store, tmp_path)
     first.add_observations("quality", "val_loss", [1.0 + 0.01 * (i % 5) for i in range(30)])
     assert [t.check.status for t in first.tick()] == ["reference"]  # 10 samples wait for the next window
+    # what `hpod status` states: values per check and how many it takes before any alarm
+    (state,) = monitor_states(store)
+    assert state["window"] == 20 and state["samples_to_alarm"] == 40, state
     # a new service (daemon restart) resumes the reference, counters and the half window
     second = MonitorService(Store.for_state_dir(tmp_path), tmp_path)
     second.add_observations("quality", "val_loss", [3.0] * 30)
