@@ -176,7 +176,7 @@ def _loop(tmp_path: Path, task: Task) -> None:
         labelled_b = task.docs(b, task.labelled, 4004)
         bad = [*labelled_b[:3], {field_in: "a record without its reference output"}, *labelled_b[3:]]
         r = api.post(f"/v1/studies/{name}/examples", json={"records": bad}, headers=AUTH)
-        assert r.status_code == 400 and "records[3]" in r.json()["error"] and repr(field_out) in r.json()["error"]
+        assert r.status_code == 422 and "records[3]" in r.json()["error"] and repr(field_out) in r.json()["error"]
         assert store.data_windows(name, "labelled") == []
 
         # labelled B records arrive: the waiting retune starts on them
