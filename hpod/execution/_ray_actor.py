@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ import types
 from typing import Any
 
 from hpod.execution._ranks import die_with_parent
-from hpod.execution._trial_child import trial_main
+from hpod.execution._trial_child import exit_reason, trial_main
 
 __all__ = ["TrialRunner", "ray_trial_main"]
 
@@ -46,19 +45,6 @@ def ray_trial_main(payload: dict[str, Any], conn: Any) -> None:
     """The trial child's entry point under a Ray actor."""
     die_with_parent()
     trial_main(payload, conn)
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "trial process did not exit"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (likely out of memory: the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
-        return f"trial process killed by {name}{hint}"
-    return f"trial process exited with code {code} without a result"
 
 
 class TrialRunner:
@@ -154,7 +140,7 @@ class TrialRunner:
                 if ready or not self._proc.is_alive():
                     # The pipe closed or the process ended without a result.
                     self._proc.join(timeout=10)
-                    self._final = ("error", _exit_reason(self._proc.exitcode))
+                    self._final = ("error", exit_reason(self._proc.exitcode))
                     return [*out, self._final]
                 if remaining <= 0:
                     return out

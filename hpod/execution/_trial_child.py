@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import statistics
 import traceback
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from hpod.execution._ranks import RankGroup, aggregate_figures, rank_devices, se
 from hpod.monitors.meters import TrialMeters
 from hpod.objectives.base import Measurement, TrialContext, create_objective
 
-__all__ = ["INFRA_REASONS", "trial_main"]
+__all__ = ["INFRA_REASONS", "exit_reason", "trial_main"]
 
 #: Failure reasons that are not the configuration's fault: the trial is re-queued
 #: and does not count toward the budget.
@@ -199,3 +200,17 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
         "artifact_dir": str(artifact_dir),
         **({"ranks": rank_records} if rank_records else {}),
     }
+
+
+def exit_reason(code: int | None) -> str:
+    """Why a trial process ended without sending a result, from its exit code."""
+    if code is None:
+        return "trial process did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (likely out of memory: the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"trial process killed by {name}{hint}"
+    return f"trial process exited with code {code} without a result"

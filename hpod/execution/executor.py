@@ -19,7 +19,6 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hpod.errors import StorageError, UsageError
-from hpod.execution._trial_child import trial_main
+from hpod.execution._trial_child import exit_reason, trial_main
 from hpod.objectives.base import FunctionObjective
 from hpod.spec import StudySpec, parse_spec, resolve
 from hpod.store import JobRow, Store
@@ -411,7 +410,7 @@ class LocalExecutor:
                     continue
                 outcome = self._drain(rt)  # a last message may have arrived before exit
             if outcome is None:
-                outcome = (None, rt.kill_reason or self._exit_reason(rt.process.exitcode))
+                outcome = (None, rt.kill_reason or exit_reason(rt.process.exitcode))
             rt.process.join(timeout=1)
             rt.conn.close()
             del self.running[job_id]
@@ -454,18 +453,6 @@ class LocalExecutor:
             return None
         return None
 
-    @staticmethod
-    def _exit_reason(code: int | None) -> str:
-        if code is None:
-            return "trial process did not exit"
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            hint = " (likely out of memory: the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
-            return f"trial process killed by {name}{hint}"
-        return f"trial process exited with code {code} without a result"
 
     def _kill(self, rt: RunningTrial, reason: str) -> None:
         rt.kill_reason = reason

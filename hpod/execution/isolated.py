@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpod.execution._trial_child import trial_main
-from hpod.execution.executor import LocalExecutor, Slot, _context, _without_main, fork_server_preload
+from hpod.execution._trial_child import exit_reason, trial_main
+from hpod.execution.executor import Slot, _context, _without_main, fork_server_preload
 
 __all__ = ["run_configuration"]
 
@@ -59,7 +59,7 @@ def run_configuration(*, objective_name: str, objective_params: dict[str, Any], 
                 proc.terminate()
                 return None, f"timeout: ran longer than {timeout:g} s"
         proc.join(timeout=5)
-        return None, LocalExecutor._exit_reason(proc.exitcode)
+        return None, exit_reason(proc.exitcode)
     finally:
         if proc.is_alive():
             proc.terminate()
