@@ -44,7 +44,10 @@ class Prom:
             resp = httpx.get(f"{self.base_url}/api/v1/query", params={"query": expr}, timeout=10)
         except httpx.TransportError:
             return {"status": "unreachable", "data": {"result": []}}
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:  # a starting Prometheus answers "Service Unavailable" in plain text
+            return {"status": f"not ready ({resp.status_code})", "data": {"result": []}}
 
     def values(self, expr: str) -> list[float]:
         return [float(r["value"][1]) for r in self.query(expr).get("data", {}).get("result", [])]
