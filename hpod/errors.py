@@ -7,12 +7,15 @@ message only, never a traceback.
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
 
 class HpodError(Exception):
@@ -30,13 +33,17 @@ class SpecError(UsageError):
     there and ``allowed`` what would be accepted.
     """
 
-    def __init__(self, path: str, message: str, *, found: object = None, allowed: str | None = None):
+    def __init__(self, path: str, message: str, *, found: object = None, allowed: str | None = None,
+                 suggestion: str | None = None):
         self.path = path
         self.found = found
         self.allowed = allowed
+        self.suggestion = suggestion
         text = f"{path}: {message}" if path else message
         if found is not None:
             text += f" (found {found!r})"
+        if suggestion:
+            text += f"; did you mean {suggestion!r}?"
         if allowed:
             text += f"; allowed: {allowed}"
         super().__init__(text)
@@ -128,19 +135,67 @@ def field_path(loc: tuple[Any, ...], *, prefix: str = "", branch_labels: Collect
     return "".join(parts)
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The one pydantic model an annotation holds (``Model``, ``Model | None``,
+    ``list[Model]``, ``dict[str, Model]``), or None."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return annotation
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    found = {m for m in map(_model_in, typing.get_args(annotation)) if m is not None}
+    if len(found) == 1 and (isinstance(annotation, types.UnionType) or typing.get_origin(annotation)
+                            in (typing.Union, list, dict, tuple)):
+        return found.pop()
+    return None
+
+
+def field_names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names a model accepts where ``loc`` (a pydantic error location) ends,
+    following nested models, optional ones and lists or mappings of them; None where
+    the location leaves the models (a free-form mapping, a union of models)."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or str(part) not in current.model_fields:
+            if isinstance(part, int) or part in ("list", "dict"):
+                continue  # a list index, or a key of a mapping of models
+            return None
+        nested = _model_in(current.model_fields[str(part)].annotation)
+        if nested is None:
+            return None
+        current = nested
+    return sorted(current.model_fields)
+
+
+def unknown_key_error(path: str, key: str, allowed: Collection[str], *, message: str = "unknown option",
+                      found: object = None) -> SpecError:
+    """A key nobody accepts: the message names it, the closest allowed key ("did you
+    mean") and every allowed key."""
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    return SpecError(path, message, found=found, suggestion=close[0] if close else None,
+                     allowed=", ".join(sorted(allowed)) or "no options")
+
+
 def spec_error_from(exc: ValidationError, *, prefix: str = "", branch_labels: Collection[str] = (),
                     unknown: str = "unknown field",
-                    allowed_for_unknown: str | Callable[[tuple[Any, ...]], str] | None = None) -> SpecError:
+                    allowed_for_unknown: str | Callable[[tuple[Any, ...]], str] | None = None,
+                    model: type[BaseModel] | None = None) -> SpecError:
     """The :class:`SpecError` for a pydantic ``ValidationError`` of a spec section: the
     one place that turns pydantic's errors into hpod's message (field path, what was
     found, what is allowed). ``prefix`` is the section's path (``objective.params``);
-    ``allowed_for_unknown`` says what an unknown field could have been (text, or a
-    function of the error's location)."""
+    ``model`` is the validated model: an unknown field is then answered with the fields
+    accepted there and the closest one ("did you mean"); ``allowed_for_unknown`` says
+    what an unknown field could have been instead (text, or a function of the error's
+    location)."""
     issue = first_validation_issue(exc)
     path = field_path(issue.loc, prefix=prefix, branch_labels=branch_labels)
     found = None if isinstance(issue.found, (dict, list)) else issue.found
     if issue.kind == "extra_forbidden":
         allowed = allowed_for_unknown(issue.loc) if callable(allowed_for_unknown) else allowed_for_unknown
+        names = field_names_at(model, issue.loc) if model is not None and issue.loc else None
+        if names is not None:
+            close = difflib.get_close_matches(str(issue.loc[-1]), names, n=1)
+            return SpecError(path, unknown, found=found, suggestion=close[0] if close else None,
+                             allowed=allowed or ", ".join(names))
         return SpecError(path, unknown, found=found, allowed=allowed)
     if issue.kind == "missing":
         return SpecError(path, "required field is missing")

@@ -16,12 +16,14 @@ import inspect
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from hpod.errors import ObjectiveNotAllowed, SpecError
+from pydantic import BaseModel, ValidationError
+
+from hpod.errors import ObjectiveNotAllowed, SpecError, spec_error_from, unknown_key_error
 from hpod.errors import TrialPruned as TrialPruned  # re-exported for objectives that stop early
 from hpod.objectives.labelled import LabelSchema
 
@@ -45,7 +47,9 @@ __all__ = [
     "capabilities",
     "check_allowed_entry",
     "check_objective_allowed",
+    "check_param_names",
     "create_objective",
+    "parse_params",
     "register_objective",
     "registered_objectives",
 ]
@@ -268,6 +272,33 @@ def capabilities(objective: Any) -> list[str]:
     return out
 
 
+#: Where an objective's options live in a spec.
+PARAMS_PATH = "objective.params"
+_Options = TypeVar("_Options", bound=BaseModel)
+
+
+def parse_params(model: type[_Options], params: Mapping[str, Any] | None) -> _Options:
+    """Validate ``objective.params`` with a pydantic model (``extra="forbid"``): a bad
+    value, or an unknown key answered with the closest option ("did you mean") and every
+    option, as a :class:`~hpod.errors.SpecError`. The built-ins use it; so can any
+    objective."""
+    if params is not None and not isinstance(params, Mapping):
+        raise SpecError(PARAMS_PATH, "must be a mapping of option -> value", found=params)
+    try:
+        return model.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        raise spec_error_from(exc, prefix=PARAMS_PATH, unknown="unknown option", model=model) from None
+
+
+def check_param_names(params: Mapping[str, Any], accepted: Collection[str], *, objective: str) -> None:
+    """Refuse an ``objective.params`` key ``accepted`` lacks, with a "did you mean"."""
+    for key, value in params.items():
+        if key not in accepted:
+            raise unknown_key_error(f"{PARAMS_PATH}.{key}", str(key), accepted,
+                                    message=f"not an option of objective {objective!r}",
+                                    found=None if isinstance(value, (dict, list)) else value)
+
+
 class BaseObjective(ABC):
     """Convenience base with the protocol's defaults; subclasses implement ``run``."""
 
@@ -299,7 +330,8 @@ class FunctionObjective(BaseObjective):
 
     The function may carry ``metric_names`` / ``default_space`` attributes; without
     them hpod cannot check objective names at submission and checks them when the
-    first trial returns.
+    first trial returns. A ``param_names`` attribute lists the ``objective.params`` it
+    takes: any other key is refused at submission ("did you mean").
     """
 
     def __init__(self, func: Callable[..., Mapping[str, Any]], params: Mapping[str, Any]):
@@ -487,6 +519,7 @@ def create_objective(name: str, params: Mapping[str, Any] | None = None, *, path
         target = getattr(target, part, None)
         if target is None:
             raise SpecError(path, f"module {module_name!r} has no attribute {attr!r}", found=name)
+    _check_declared_params(target, params, name)
     if inspect.isclass(target):
         obj = target(**params) if params else target()
         if not isinstance(obj, Objective):
@@ -495,6 +528,31 @@ def create_objective(name: str, params: Mapping[str, Any] | None = None, *, path
     if callable(target):
         return FunctionObjective(target, params)
     raise SpecError(path, "not callable", found=name)
+
+
+def _check_declared_params(target: Any, params: Mapping[str, Any], name: str) -> None:
+    """A user objective's ``objective.params`` against what it declares: a
+    ``param_names`` attribute (functions and classes), else a class's constructor
+    keywords (unless it takes ``**kwargs``). A function that declares nothing takes any
+    params (they are merged into each trial's parameters)."""
+    declared = getattr(target, "param_names", None)
+    if declared is not None:
+        check_param_names(params, [str(n) for n in declared], objective=name)
+        return
+    if not inspect.isclass(target):
+        return
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    keywords = {n: p for n, p in signature.parameters.items()
+                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    check_param_names(params, list(keywords), objective=name)
+    for key, parameter in keywords.items():
+        if parameter.default is inspect.Parameter.empty and key not in params:
+            raise SpecError(f"{PARAMS_PATH}.{key}", f"required by objective {name!r}", allowed=", ".join(keywords))
 
 
 def finite_or_fail(name: str, value: float) -> float:

@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from hpod.errors import spec_error_from
 from hpod.objectives.base import (
     LORA_EXPERIMENT_SPACE,
     BaseObjective,
     Measurement,
     TrialContext,
+    parse_params,
     register_objective,
 )
 
@@ -61,10 +61,7 @@ class BotorchProblemObjective(BaseObjective):
     """
 
     def __init__(self, problem: str, options: Mapping[str, Any]):
-        try:
-            self.options = _ProblemOptions.model_validate(dict(options))
-        except ValidationError as exc:
-            raise spec_error_from(exc, prefix="objective.params") from None
+        self.options = parse_params(_ProblemOptions, options)
         self.problem_name = problem
         cls_name, kwargs = PROBLEMS[problem]
         self._cls_name, self._kwargs = cls_name, kwargs
@@ -194,10 +191,7 @@ class TrainingCostObjective(BaseObjective):
     provides = frozenset(["time_seconds", "memory_bytes", "energy_joules"])
 
     def __init__(self, options: Mapping[str, Any]):
-        try:
-            self.options = _CostOptions.model_validate(dict(options))
-        except ValidationError as exc:
-            raise spec_error_from(exc, prefix="objective.params") from None
+        self.options = parse_params(_CostOptions, options)
 
     def default_space(self) -> dict[str, dict[str, Any]]:
         return {name: dict(entry) for name, entry in LORA_EXPERIMENT_SPACE.items()}
@@ -262,10 +256,7 @@ class TrainingCostPBTObjective(BaseObjective):
     provides = frozenset(["time_seconds", "memory_bytes", "energy_joules"])
 
     def __init__(self, options: Mapping[str, Any]):
-        try:
-            self.options = _PBTOptions.model_validate(dict(options))
-        except ValidationError as exc:
-            raise spec_error_from(exc, prefix="objective.params") from None
+        self.options = parse_params(_PBTOptions, options)
 
     def default_space(self) -> dict[str, dict[str, Any]]:
         space = TrainingCostObjective({}).default_space()

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from hpod.errors import DataError, SpecError, UsageError, spec_error_from
+from hpod.errors import DataError, SpecError, UsageError
 from hpod.objectives.base import (
     BaseObjective,
     Measurement,
     TrialContext,
+    parse_params,
     register_objective,
 )
 from hpod.objectives.labelled import LabelSchema, read_labelled_file
@@ -128,10 +129,7 @@ class ClassifierOptions(BaseModel):
 
 
 def parse_classifier_options(params: Mapping[str, Any] | None) -> ClassifierOptions:
-    try:
-        return ClassifierOptions.model_validate(dict(params or {}))
-    except ValidationError as exc:
-        raise spec_error_from(exc, prefix="objective.params") from None
+    return parse_params(ClassifierOptions, params)
 
 
 _TOKEN = re.compile(r"[a-z0-9']+")

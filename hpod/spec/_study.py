@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from hpod.errors import SpecError, spec_error_from
+from hpod.errors import SpecError, spec_error_from, unknown_key_error
 from hpod.objectives.base import create_objective
 from hpod.spec._monitors import MonitorSpec, parse_duration_seconds
 from hpod.spec._sampler import SAMPLER_NAMES, validate_sampler_options
@@ -171,6 +171,8 @@ class FixedParam(_Strict):
     value: Scalar
 
 
+_PARAM_TYPES: dict[str, type[_Strict]] = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam,
+                                           "fixed": FixedParam}
 ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam | FixedParam, Field(discriminator="type")]
 
 
@@ -562,8 +564,7 @@ _UNION_LABELS = frozenset({"categorical", "fixed", "FloatParam", "IntParam", "Ca
 
 
 def _first_error(exc: ValidationError) -> SpecError:
-    return spec_error_from(exc, branch_labels=_UNION_LABELS,
-                           allowed_for_unknown="see examples/synthetic-4obj.yaml for the fields")
+    return spec_error_from(exc, branch_labels=_UNION_LABELS, model=StudySpec)
 
 
 def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
@@ -576,11 +577,17 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
                 raise SpecError(
                     f"space.{key}.type", "required field is missing", allowed="float, int, categorical, fixed"
                 )
-            if isinstance(entry, dict) and entry.get("type") not in ("float", "int", "categorical", "fixed"):
+            if isinstance(entry, dict) and entry.get("type") not in _PARAM_TYPES:
                 raise SpecError(
                     f"space.{key}.type", "unknown parameter type", found=entry.get("type"),
                     allowed="float, int, categorical, fixed",
                 )
+            if isinstance(entry, dict):
+                fields = _PARAM_TYPES[entry["type"]].model_fields
+                for field_name in entry:
+                    if field_name not in fields:
+                        raise unknown_key_error(f"space.{key}.{field_name}", str(field_name), fields,
+                                                message=f"not a field of a {entry['type']} parameter")
     _check_numbers(data, "", 0)
     try:
         spec = StudySpec.model_validate(data)
@@ -646,6 +653,80 @@ def _as_param(path: str, entry: Any) -> FloatParam | IntParam | CategoricalParam
     return FixedParam(type="fixed", value=entry)
 
 
+def _kind(value: Any) -> str:
+    """What sort of value a spec gives: ``bool``, ``number``, ``text`` or ``none``."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "text" if isinstance(value, str) else "none"
+
+
+def _names_a_non_finite_number(value: Any) -> bool:
+    """``"NaN"``, ``"inf"``, ``"-Infinity"``: a number's name written as text (YAML reads
+    ``nan`` and JSON's ``NaN`` as strings), which no parameter should take."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+_KIND_NOUNS = {"bool": "true or false", "number": "a number", "text": "a text", "none": "null"}
+_KIND_PLURALS = {"bool": "true / false", "number": "numbers", "text": "texts", "none": "null"}
+
+
+def _number_as_text_hint(value: Any) -> str:
+    """For ``"1e-4"``: YAML 1.1 reads an exponent without a dot as text."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        yaml_note = " (YAML reads 1e-4 as text: write 1.0e-4)" if "e" in value.lower() else ""
+        return f"; {value!r} is text: write the number without quotes{yaml_note}"
+    return ""
+
+
+def _check_value(path: str, value: Any, declared: FloatParam | IntParam | CategoricalParam | FixedParam | None,
+                 ) -> None:
+    if _names_a_non_finite_number(value):
+        raise SpecError(path, "a fixed value or choice cannot be NaN or infinite (written as text)", found=value,
+                        allowed="a finite number, or text that is not the name of a number")
+    if isinstance(declared, FloatParam):
+        if _kind(value) != "number":
+            raise SpecError(path, "the objective declares this parameter as a float", found=value,
+                            allowed=f"a finite number (default range {declared.low:g} .. {declared.high:g})"
+                            + _number_as_text_hint(value))
+    elif isinstance(declared, IntParam):
+        if _kind(value) != "number" or not float(value).is_integer():
+            raise SpecError(path, "the objective declares this parameter as an integer", found=value,
+                            allowed=f"an integer (default range {declared.low} .. {declared.high})"
+                            + _number_as_text_hint(value))
+    else:
+        examples = declared.choices if isinstance(declared, CategoricalParam) else \
+            [declared.value] if isinstance(declared, FixedParam) else []
+        kinds = {_kind(v) for v in examples}
+        if len(kinds) == 1 and _kind(value) not in kinds | {"none"}:
+            noun = _KIND_NOUNS[next(iter(kinds))]
+            raise SpecError(path, f"the objective's values for this parameter are {_KIND_PLURALS[next(iter(kinds))]}",
+                            found=value,
+                            allowed=f"{noun}, like {examples[0]!r}" + _number_as_text_hint(value))
+
+
+def _check_values_fit(path: str, given: FloatParam | IntParam | CategoricalParam | FixedParam,
+                      declared: FloatParam | IntParam | CategoricalParam | FixedParam | None) -> None:
+    """Refuse a fixed value or a choice of the wrong type for the parameter the objective
+    declares (``dropout: "0.1"`` for a float), and NaN / infinity written as text
+    (``x: "NaN"``), before anything is written: the trials would all fail."""
+    if isinstance(given, FixedParam):
+        _check_value(path, given.value, declared)
+    elif isinstance(given, CategoricalParam):
+        for i, choice in enumerate(given.choices):
+            _check_value(f"{path}.choices[{i}]" if len(given.choices) > 1 else path, choice, declared)
+
+
 def _empty(path: str) -> CategoricalParam:
     raise SpecError(path, "choices must not be empty", found=[])
 
@@ -705,6 +786,8 @@ def resolve(spec: StudySpec, objective: Objective | None = None) -> ResolvedStud
             raise SpecError(f"space.{key}", f"not a parameter of objective {spec.objective.name!r}{hint}",
                             allowed=", ".join(sorted(defaults)))
         space[key] = _as_param(f"space.{key}", given)
+        _check_values_fit(f"space.{key}", space[key],
+                          _as_param(f"objective default space.{key}", defaults[key]) if key in defaults else None)
     if not any(not isinstance(p, FixedParam) for p in space.values()):
         raise SpecError("space", "the search space has no tunable parameter", found=sorted(space))
     declared = frozenset(objective.metric_names)

@@ -85,3 +85,38 @@ def ranks(params, ctx):
 
 ranks.metric_names = ("loss", "rank_sum", "world")
 ranks.default_space = {"x": {"type": "float", "low": -1, "high": 1}}
+
+
+def shifted(params):
+    """A 1-objective function whose optimum is at `shift` (an objective.params option it
+    declares in `param_names`)."""
+    return {"loss": (float(params["x"]) - float(params.get("shift", 0.0))) ** 2}
+
+
+shifted.metric_names = ("loss",)
+shifted.default_space = {"x": {"type": "float", "low": -1, "high": 1}}
+shifted.param_names = ("shift",)
+
+
+class Scaled:
+    """An Objective class: its constructor's keywords are its objective.params."""
+
+    metric_names = frozenset({"loss"})
+    provides = frozenset()
+    reference_point = None
+    heavy = False
+
+    def __init__(self, scale: float = 1.0, *, offset: float = 0.0):
+        self.scale, self.offset = float(scale), float(offset)
+
+    def default_space(self):
+        return {"x": {"type": "float", "low": -1, "high": 1}}
+
+    def validate(self):
+        return None
+
+    def prepare(self, cache_dir):
+        return None
+
+    def run(self, ctx):
+        return {"loss": self.scale * float(ctx.params["x"]) ** 2 + self.offset}

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hpod.errors import SpecError, spec_error_from
+from hpod.objectives.base import PARAMS_PATH, parse_params
 
 __all__ = [
     "ADAPTER_INFO_FILE",
@@ -24,7 +24,7 @@ __all__ = [
 #: The name of the offline tiny T5 (built from a config, BPE tokenizer learned from its corpus).
 TINY_MODEL = "tiny"
 #: Where these options live in a study spec, for error messages.
-OPTIONS_PATH = "objective.params"
+OPTIONS_PATH = PARAMS_PATH
 
 
 #: The usual hand-picked configuration the experiment compares against.
@@ -129,25 +129,6 @@ class T5LoraOptions(BaseModel):
         return self.max_new_tokens if self.max_new_tokens is not None else self.target_length
 
 
-def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The options accepted at ``loc`` (for "did you mean" style messages)."""
-    current: type[BaseModel] = model
-    for part in loc[:-1]:
-        info = current.model_fields.get(str(part))
-        annotation = getattr(info, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            current = annotation
-        else:
-            break
-    return sorted(current.model_fields)
-
-
 def parse_options(params: Mapping[str, Any] | None) -> T5LoraOptions:
     """Validate ``objective.params``; raise :class:`SpecError` naming the bad option."""
-    if params is not None and not isinstance(params, Mapping):
-        raise SpecError(OPTIONS_PATH, "must be a mapping of option -> value", found=params)
-    try:
-        return T5LoraOptions.model_validate(dict(params or {}))
-    except ValidationError as exc:
-        raise spec_error_from(exc, prefix=OPTIONS_PATH, unknown="unknown option",
-                              allowed_for_unknown=lambda loc: ", ".join(_field_names(T5LoraOptions, loc))) from None
+    return parse_params(T5LoraOptions, params)
