@@ -81,6 +81,7 @@ def _options_schema(name: str, n_objectives: int) -> dict[str, _Check]:
             "switch_after": _int_between(2, 1_000_000),
             "population_size": _int_between(2, 10_000),
             "deterministic_objective": _boolean,
+            "multi_fidelity": _boolean,
         },
     }
     return schemas[name]

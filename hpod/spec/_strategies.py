@@ -154,3 +154,16 @@ def normalize_seeds(data: Any) -> Any:
     if seeds.get("adaptive", True):
         out["seeds_adaptive"] = {k: v for k, v in seeds.items() if k in ("z", "noise_floor")}
     return out
+
+
+def default_multi_fidelity_pruner(data: Any) -> Any:
+    """Give a spec whose ``auto`` sampler asks for ``multi_fidelity: true`` and that has no
+    ``pruner`` section the MO-ASHA pruner (its defaults): multi-fidelity search learns from
+    trials stopped early, so it needs something that stops them."""
+    if not isinstance(data, dict) or "pruner" in data:
+        return data
+    sampler = data.get("sampler")
+    options = sampler.get("options") if isinstance(sampler, dict) else None
+    if not isinstance(options, dict) or options.get("multi_fidelity") is not True:
+        return data
+    return {**data, "pruner": {"kind": "mo_asha"}}

@@ -33,6 +33,7 @@ from hpod.spec._strategies import (
     AdaptiveSeedsSpec,
     PrunerSpec,
     StrategySpec,
+    default_multi_fidelity_pruner,
     normalize_seeds,
 )
 
@@ -432,6 +433,13 @@ class StudySpec(_Strict):
     @classmethod
     def _seeds_mapping(cls, data: Any) -> Any:
         return normalize_seeds(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _multi_fidelity_pruner(cls, data: Any) -> Any:
+        # ``sampler.options.multi_fidelity`` needs trials stopped early; without a
+        # ``pruner`` section it brings MO-ASHA with its defaults.
+        return default_multi_fidelity_pruner(data)
     #: drift-triggered / scheduled / manual retuning (see RetuneSpec)
     retune: RetuneSpec = Field(default_factory=RetuneSpec)
     #: the serving endpoint (see ServingSpec)
@@ -494,6 +502,19 @@ class StudySpec(_Strict):
                 found=self.sampler.name,
                 allowed=", ".join(samplers_for(len(self.objectives))),
             )
+        return self
+
+    @model_validator(mode="after")
+    def _multi_fidelity_fits(self) -> StudySpec:
+        if self.sampler.options.get("multi_fidelity") is not True:
+            return self
+        if self.strategy.kind != "pareto":
+            raise SpecError("sampler.options.multi_fidelity",
+                            f"applies to the pareto strategy (this study's strategy is {self.strategy.kind!r})",
+                            found=True, allowed="false, or strategy.kind: pareto")
+        if self.pruner.kind == "none":
+            raise SpecError("sampler.options.multi_fidelity", "needs a pruner that stops trials early",
+                            found=True, allowed="pruner.kind: mo_asha or early_stopping (or no pruner section)")
         return self
 
     @property

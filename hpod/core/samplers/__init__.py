@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from hpod.core.samplers._auto import ModelThenEvolutionSampler
 from hpod.core.samplers._factory import SAMPLER_NAMES, SamplerChoice, continued_seed, create_sampler
+from hpod.core.samplers._multifidelity import MultiFidelitySampler
 from hpod.core.samplers._qlognehvi import QLogNEHVISampler
 from hpod.core.samplers._startup import SobolStartupSampler
 
 __all__ = [
     "SAMPLER_NAMES",
     "ModelThenEvolutionSampler",
+    "MultiFidelitySampler",
     "QLogNEHVISampler",
     "SamplerChoice",
     "SobolStartupSampler",

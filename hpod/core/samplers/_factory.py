@@ -21,6 +21,7 @@ from hpod.core.samplers._auto import (
     auto_startup_trials,
     build_gp_sampler,
 )
+from hpod.core.samplers._multifidelity import MultiFidelitySampler
 from hpod.core.samplers._qlognehvi import QLogNEHVISampler
 from hpod.errors import SpecError
 from hpod.spec import SAMPLER_NAMES, samplers_for, validate_sampler_options
@@ -199,6 +200,9 @@ def _choose_auto(
         deterministic_objective=opts.get("deterministic_objective", False),
         reference_point=reference_point,
     )
+    model: optuna.samplers.BaseSampler = gp
+    if opts.get("multi_fidelity"):
+        model = MultiFidelitySampler(gp)
     switch_after = opts.get("switch_after", DEFAULT_SWITCH_AFTER)
     aimed = ""
     if reference_point is not None and n_objectives > 1:
@@ -208,18 +212,20 @@ def _choose_auto(
     model_text = (
         f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {n_startup} Sobol startup trials"
         + (f", {parallelism} concurrent trials as pending points" if parallelism > 1 else "")
+        + (", multi-fidelity: pruned trials inform the model at the step they reached"
+           if opts.get("multi_fidelity") else "")
         + ")"
     )
     if n_trials is not None and n_trials <= switch_after:
         reason = f"auto: budget {n_trials} <= {switch_after} trials and {n_params} parameters: {model_text}"
-        return SamplerChoice(gp, "gp", reason)
+        return SamplerChoice(model, "gp", reason)
     budget = "no trial budget" if n_trials is None else f"budget {n_trials} > {switch_after} trials"
     reason = (
         f"auto: {budget}: {model_text} for the first {switch_after} trials, then NSGA-II "
         f"(population {population_size}) seeded with the model phase's last {population_size} trials"
     )
     sampler = ModelThenEvolutionSampler(
-        gp,
+        model,
         optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size),
         switch_after=switch_after,
         population_size=population_size,

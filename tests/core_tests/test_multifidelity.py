@@ -1,0 +1,119 @@
+"""Multi-fidelity ``auto``: the spec switch (and the pruner it brings), pruned trials
+imputed at the fidelity they reached, and a GP that learns from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from hpod.core.samplers import MultiFidelitySampler, create_sampler
+from hpod.core.samplers._auto import build_gp_sampler
+from hpod.core.samplers._multifidelity import impute_pruned
+from hpod.errors import SpecError
+from hpod.spec import parse_spec
+
+NAMES = ["loss", "energy_joules", "memory_bytes"]
+SPACE = {"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _spec(**extra: Any) -> dict[str, Any]:
+    return {"name": "mf", "objective": {"name": "synthetic:training_cost"},
+            "objectives": [{"name": "loss"}, {"name": "energy_joules"}], "budget": {"n_trials": 5},
+            "sampler": {"name": "auto", "options": {"multi_fidelity": True}}, **extra}
+
+
+def test_spec_multi_fidelity_brings_mo_asha_and_keeps_a_stated_pruner() -> None:
+    assert parse_spec(_spec()).pruner.kind == "mo_asha"
+    stated = parse_spec(_spec(pruner={"kind": "early_stopping", "patience": 2}))
+    assert stated.pruner.kind == "early_stopping" and stated.pruner.patience == 2
+    assert parse_spec({**_spec(), "sampler": {"name": "auto"}}).pruner.kind == "none"
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"pruner": {"kind": "none"}}, "sampler.options.multi_fidelity"),
+    ({"strategy": {"kind": "scalarized"}}, "sampler.options.multi_fidelity"),
+    ({"sampler": {"name": "auto", "options": {"multi_fidelity": "yes"}}}, "sampler.options.multi_fidelity"),
+    ({"sampler": {"name": "tpe", "options": {"multi_fidelity": True}}}, "sampler.options.multi_fidelity"),
+])
+def test_spec_refuses_multi_fidelity_where_it_cannot_apply(extra: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        parse_spec(_spec(**extra))
+
+
+def test_auto_with_multi_fidelity_says_so_in_its_reason() -> None:
+    choice = create_sampler("auto", {"multi_fidelity": True}, directions=["minimize", "minimize"],
+                            n_trials=20, n_params=2, seed=0)
+    assert isinstance(choice.sampler, MultiFidelitySampler) and choice.name == "gp"
+    assert "multi-fidelity" in choice.reason
+    plain = create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=20, n_params=2, seed=0)
+    assert not isinstance(plain.sampler, MultiFidelitySampler) and "multi-fidelity" not in plain.reason
+
+
+def _add(study: optuna.Study, x: float, state: TrialState, metrics: dict[str, float], last_step: int) -> None:
+    reports = [[0, s, {"loss": metrics["loss"] + 0.1 * (last_step - s)}] for s in range(1, last_step + 1)]
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": x, "y": 0.5}, distributions=SPACE, state=state,
+        values=[metrics[n] for n in NAMES] if state == TrialState.COMPLETE else None,
+        user_attrs={"hpod.metrics": metrics, "hpod.info": {"intermediate": reports}},
+    ))
+
+
+def _study() -> optuna.Study:
+    study = optuna.create_study(directions=["minimize"] * 3)
+    study.set_metric_names(NAMES)
+    return study
+
+
+def test_pruned_trials_enter_at_the_fidelity_they_reached() -> None:
+    study = _study()
+    _add(study, 0.1, TrialState.COMPLETE, {"loss": 1.0, "energy_joules": 40.0, "memory_bytes": 5.0}, 12)
+    _add(study, 0.2, TrialState.COMPLETE, {"loss": 1.1, "energy_joules": 30.0, "memory_bytes": 6.0}, 8)
+    _add(study, 0.9, TrialState.PRUNED, {"loss": 3.0, "energy_joules": 2.5, "memory_bytes": 7.0}, 2)
+    _add(study, 0.8, TrialState.PRUNED, {"loss": 3.0}, 2)  # nothing measured: cannot be imputed
+    trials = study.get_trials()
+    imputed = impute_pruned(trials[:2], trials[2:], NAMES)
+    assert len(imputed) == 1 and imputed[0].state == TrialState.COMPLETE
+    # loss as last reported; energy scaled from step 2 to the completed trials' median last step (10);
+    # memory (a peak) as measured.
+    assert imputed[0].values == pytest.approx([3.0, 12.5, 7.0])
+    assert imputed[0].params == {"x": 0.9, "y": 0.5}
+
+
+def test_the_model_starts_from_completed_and_pruned_trials_together() -> None:
+    def sampler() -> optuna.samplers.GPSampler:
+        return build_gp_sampler(n_params=2, n_startup_trials=4, seed=0)
+
+    study = _study()
+    for i, x in enumerate((0.1, 0.3)):
+        _add(study, x, TrialState.COMPLETE, {"loss": 1.0 + i, "energy_joules": 40.0 - 5 * i, "memory_bytes": 5.0}, 8)
+    for x in (0.7, 0.9):
+        _add(study, x, TrialState.PRUNED, {"loss": 4.0, "energy_joules": 5.0, "memory_bytes": 5.0}, 2)
+    trial = study.ask()
+    frozen = study._storage.get_trial(trial._trial_id)
+    mf, plain = MultiFidelitySampler(sampler()), sampler()
+    # Two completed trials are below the start-up count: a plain GP is still in its design ...
+    assert plain.sample_relative(study, frozen, SPACE) == {}
+    # ... the multi-fidelity GP counts the pruned trials too and proposes from its model.
+    assert len(mf.observations(study, SPACE)) == 4
+    proposal = mf.sample_relative(study, frozen, SPACE)
+    assert set(proposal) == {"x", "y"} and all(0.0 <= v <= 1.0 for v in proposal.values())
+
+
+def test_constrained_studies_leave_pruned_trials_out() -> None:
+    study = _study()
+    metrics = {"loss": 1.0, "energy_joules": 40.0, "memory_bytes": 5.0}
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": 0.1, "y": 0.5}, distributions=SPACE, values=[metrics[n] for n in NAMES],
+        user_attrs={"hpod.metrics": metrics}, system_attrs={"constraints": [0.0]}))
+    _add(study, 0.9, TrialState.PRUNED, {"loss": 3.0, "energy_joules": 2.5, "memory_bytes": 7.0}, 2)
+    mf = MultiFidelitySampler(build_gp_sampler(n_params=2, n_startup_trials=1, seed=0))
+    assert [t.number for t in mf.observations(study, SPACE)] == [0]
