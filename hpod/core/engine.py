@@ -177,6 +177,10 @@ class Engine:
         self._sampler_seconds_dirty = False
         #: why the search space cannot give a new configuration (set once, then the study stops)
         self._exhausted: str | None = None
+        #: ``configuration_key -> trial number`` of every evaluation (see
+        #: ``_evaluated_configurations``): read from the study once per engine (so once per
+        #: process and resume), then kept up to date on ask and tell
+        self._evaluated: dict[str, int] | None = None
         self._sampler_seconds_saved_at = -math.inf
 
     @property
@@ -271,6 +275,7 @@ class Engine:
                 self.store.release_jobs([job.id], reason="orphaned")  # type: ignore[list-item]  # a stored row has an id; SQLModel types it Optional for inserts
             else:
                 self._fail_trial(t._trial_id, "orphaned")
+                self._forget(t.number, dict(t.params))
                 self._requeue(dict(t.params), t.number, attempt=1)
             n += 1
         return n
@@ -334,10 +339,30 @@ class Engine:
 
     # ------------------------------------------------------------------ no repeats
     def _evaluated_configurations(self) -> dict[str, int]:
-        """``configuration_key -> trial number`` of every trial that ran, runs or is
-        queued: complete, pruned, failed by the objective, running or waiting. Trials
-        failed for infrastructure reasons are not evaluations (they are re-queued), nor
-        are rejected repeats."""
+        """``configuration_key -> trial number`` of every trial that ran or runs:
+        complete, pruned, failed by the objective, running. Trials failed for
+        infrastructure reasons are not evaluations (they are re-queued), nor are rejected
+        repeats.
+
+        Incremental: the study's trials are read once per engine (a resumed study, a
+        restarted daemon or controller builds a new engine, so it reads them once); after
+        that ``_ask_new`` adds each configuration it queues and ``_forget`` drops one
+        whose trial failed for an infrastructure reason. This engine is the only one that
+        asks for or tells this study's trials (see the module docstring), so the map
+        stays what a full read would give."""
+        if self._evaluated is None:
+            self._evaluated = self._read_evaluated_configurations()
+        return self._evaluated
+
+    def _forget(self, number: int, params: dict[str, Any]) -> None:
+        """Trial ``number`` failed for an infrastructure reason: its configuration was not
+        evaluated (it is re-queued, and its retry must not be refused as a repeat)."""
+        if self._evaluated is not None and params:
+            key = configuration_key(params)
+            if self._evaluated.get(key) == number:
+                del self._evaluated[key]
+
+    def _read_evaluated_configurations(self) -> dict[str, int]:
         import optuna
 
         out: dict[str, int] = {}
@@ -524,6 +549,8 @@ class Engine:
             reason = job.fail_reason or "unknown failure"
             storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
             frozen = self._fail_trial(job.trial_id, reason)
+            if reason in INFRA_REASONS:
+                self._forget(job.trial_number, json.loads(job.params_json))
             requeued = False
             if job.state == "lost" and reason in INFRA_REASONS:
                 own = self.strategy.requeue_lost(job, reason)
