@@ -30,7 +30,7 @@ from hpod.core.retune import manual_retune_wait
 from hpod.core.views import event_dict, study_rows, trial_records
 from hpod.errors import DataError, HpodError, ObjectiveNotAllowed, SpecError, StorageError, StudyNotFound, UsageError
 from hpod.objectives.base import DEFAULT_ALLOWED_OBJECTIVES, check_objective_allowed
-from hpod.spec import parse_spec, resolve
+from hpod.spec import parse_spec, resolve, spec_json_schema
 from hpod.store import Store
 
 __all__ = ["ApiContext", "ExamplesBody", "ObservationsBody", "ReferenceBody", "RetuneBody", "SubmitRequest",
@@ -64,10 +64,36 @@ class ApiContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: the OpenAPI component that documents a submitted spec (see ``_add_spec_schema``)
+SPEC_SCHEMA_NAME = "StudySpec"
+
+
 class SubmitRequest(BaseModel):
-    """``spec``: the study spec as a JSON object (the YAML file, parsed)."""
+    """``spec``: the study spec as a JSON object (the YAML file, parsed).
+
+    Taken as a plain object here and validated by :func:`hpod.spec.parse_spec`, whose
+    messages name the field, what was found and what is allowed (422); documented in the
+    OpenAPI by that same model's schema (``StudySpec``)."""
 
     spec: dict[str, Any]
+
+
+def _add_spec_schema(document: dict[str, Any]) -> None:
+    """Put the study spec's schema (and the schemas it refers to) in the OpenAPI
+    document's components and make it the schema of ``SubmitRequest.spec``. A spec
+    submitted to the daemon cannot choose the database: ``storage`` is left out (it is
+    refused)."""
+    ref_template = "#/components/schemas/{model}"
+    spec = spec_json_schema(ref_template=ref_template)
+    spec["properties"].pop("storage", None)
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in {**spec.pop("$defs", {}), SPEC_SCHEMA_NAME: spec}.items():
+        if name in components and components[name] != schema:
+            raise RuntimeError(f"OpenAPI component {name!r} is defined twice")  # a renamed model fixes it
+        components[name] = schema
+    submit = components[SubmitRequest.__name__]["properties"]
+    submit["spec"] = {"$ref": ref_template.format(model=SPEC_SCHEMA_NAME),
+                      "description": "the study spec (the YAML file, parsed)"}
 
 
 class ObservationsBody(BaseModel):
@@ -235,6 +261,14 @@ def create_app(ctx: ApiContext) -> Any:
                               "`Authorization: Bearer <token>`.")
     store = ctx.store
     expected = ctx.token.encode()
+    fastapi_openapi = api.openapi
+
+    def openapi_document() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            _add_spec_schema(fastapi_openapi())  # FastAPI builds and caches it; the spec's schema joins once
+        return api.openapi_schema  # type: ignore[return-value]  # set by fastapi_openapi()
+
+    api.openapi = openapi_document  # type: ignore[method-assign]  # the documented way to extend FastAPI's schema
 
     def require_token(request: Request) -> None:
         header = request.headers.get("authorization", "")

@@ -36,6 +36,7 @@ from hpod.spec._study import (
     parse_spec,
     resolve,
     samplers_for,
+    spec_json_schema,
 )
 
 __all__ = [
@@ -65,5 +66,6 @@ __all__ = [
     "parse_spec",
     "resolve",
     "samplers_for",
+    "spec_json_schema",
     "validate_sampler_options",
 ]

@@ -59,6 +59,7 @@ __all__ = [
     "parse_spec",
     "resolve",
     "samplers_for",
+    "spec_json_schema",
 ]
 
 #: What hpod's meters measure for every trial, whatever the objective.
@@ -538,6 +539,44 @@ class StudySpec(_Strict):
 
     def parsed_constraints(self) -> list[Constraint]:
         return [parse_constraint(c) for c in self.constraints]
+
+
+def spec_json_schema(*, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The JSON Schema of a study spec as :func:`parse_spec` accepts it: the
+    :class:`StudySpec` model's, with the ``seeds: {max, adaptive, z, noise_floor}``
+    mapping form that ``parse_spec`` also takes. Rules between values (``low <= high``,
+    metric names the objective reports, sampler options) are checked by ``parse_spec``
+    and ``resolve`` beyond what the schema states."""
+    schema = StudySpec.model_json_schema(ref_template=ref_template, mode="validation")
+    # what parse_spec checks beyond the model's types: the name's and constraints' forms,
+    # integers within +-2**53 (_check_numbers)
+    schema["properties"]["name"].update(pattern=_NAME_RE.pattern, minLength=1, maxLength=100)
+    schema["properties"]["constraints"]["items"]["pattern"] = _CONSTRAINT_RE.pattern
+    _bound_integers(schema)
+    plain = schema["properties"]["seeds"]
+    schema["properties"]["seeds"] = {
+        "title": plain.get("title", "Seeds"), "default": plain.get("default", 1),
+        "description": "seeds per configuration, or adaptive seeds: {max, adaptive, z, noise_floor}",
+        "anyOf": [{k: v for k, v in plain.items() if k not in ("title", "default")},
+                  {"type": "object", "additionalProperties": False,
+                   "properties": {"max": {k: v for k, v in plain.items() if k not in ("title", "default")},
+                                  "adaptive": {"type": "boolean"},
+                                  "z": {"type": "number", "exclusiveMinimum": 0},
+                                  "noise_floor": {"type": "number", "minimum": 0}}}]}
+    return schema
+
+
+def _bound_integers(node: Any) -> None:
+    """Give every integer of a JSON Schema the bounds :func:`_check_numbers` enforces."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            node["minimum"] = max(node.get("minimum", -MAX_SPEC_INT), -MAX_SPEC_INT)
+            node["maximum"] = min(node.get("maximum", MAX_SPEC_INT), MAX_SPEC_INT)
+        for value in node.values():
+            _bound_integers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_integers(value)
 
 
 @dataclass(frozen=True)
