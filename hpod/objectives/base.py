@@ -15,6 +15,7 @@ import importlib
 import inspect
 import math
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -407,14 +408,30 @@ def register_objective(name: str, factory: ObjectiveFactory | None = None) -> An
 
 
 _BUILTINS_LOADED = False
+#: held while the built-ins load: a caller in another thread (the daemon's API answers
+#: concurrent submissions in a thread pool) waits for the complete registry instead of
+#: seeing an empty one ("built-ins ()": every study refused)
+_BUILTINS_LOCK = threading.RLock()
+_builtins_loading = False
 
 
 def _load_builtins() -> None:
     # Importing registers; t5_lora's module keeps torch lazy. Once per process.
-    global _BUILTINS_LOADED
+    global _BUILTINS_LOADED, _builtins_loading
     if _BUILTINS_LOADED:
         return
-    _BUILTINS_LOADED = True
+    with _BUILTINS_LOCK:
+        if _BUILTINS_LOADED or _builtins_loading:  # loaded meanwhile, or re-entered by an import below
+            return
+        _builtins_loading = True
+        try:
+            _import_builtins()
+        finally:
+            _builtins_loading = False
+        _BUILTINS_LOADED = True
+
+
+def _import_builtins() -> None:
     importlib.import_module("hpod.objectives.synthetic")
     importlib.import_module("hpod.objectives.text_classifier")
     try:

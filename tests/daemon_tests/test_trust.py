@@ -128,3 +128,28 @@ def test_state_dir_is_0700_and_the_database_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE(loose.stat().st_mode) == 0o700
     for extra in loose.glob("hpod.db*"):
         assert stat.S_IMODE(extra.stat().st_mode) & 0o077 == 0, extra
+
+
+def test_concurrent_first_checks_see_every_built_in() -> None:
+    """The daemon's API checks concurrent submissions in a thread pool; the first checks
+    in a fresh process load the built-ins once and none sees a half-filled registry
+    (it was: every study of a burst right after start was refused, "built-ins ()")."""
+    import subprocess
+
+    code = (
+        "import threading\n"
+        "from hpod.objectives.base import check_objective_allowed\n"
+        "barrier, refused = threading.Barrier(8), []\n"
+        "def check():\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        check_objective_allowed('t5_lora', ('builtin',))\n"
+        "    except Exception as exc:\n"
+        "        refused.append(str(exc))\n"
+        "threads = [threading.Thread(target=check) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(len(refused), refused[:1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "0", out.stdout
