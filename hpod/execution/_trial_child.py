@@ -101,6 +101,9 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
 
     def hook(seed_index: int) -> Callable[[int, Mapping[str, float]], bool]:
         def report(step: int, values: Mapping[str, float]) -> bool:
+            # What the seed has cost so far goes with each report (the objective's own
+            # figures win): MO-ASHA ranks loss against it at every rung.
+            values = {**meters.spent_so_far(), **values}
             intermediate.append([seed_index, step, values])
             conn.send(("report", seed_index, step, values))
             return bool(conn.recv())

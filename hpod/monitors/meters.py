@@ -173,6 +173,8 @@ class TrialMeters:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        #: (wall start, CPU seconds, NVML joules) of the section running now
+        self._running: tuple[float, float, float | None] | None = None
         self._nvml = _Nvml(self.gpu_index)
         if self._nvml.handle is None and self.gpu_index is not None:
             self.notes.append(self._nvml.reason)
@@ -200,9 +202,11 @@ class TrialMeters:
         cpu0 = _cpu_seconds()
         e0 = self._nvml.read_joules()
         t0 = time.perf_counter()
+        self._running = (t0, cpu0, e0)
         try:
             yield fig
         finally:
+            self._running = None
             if self._cuda:
                 import torch
 
@@ -221,6 +225,19 @@ class TrialMeters:
                 fig.memory_bytes = float(max(0, _peak_rss_bytes() - rss0))
                 fig.memory_method = "rss-peak"
             self.sections.append(fig)
+
+    def spent_so_far(self) -> dict[str, float]:
+        """Wall seconds and joules of the section running now (``{}`` outside one), for
+        intermediate reports: the GPU's energy counter when NVML reads, else process CPU
+        seconds x :data:`CPU_WATTS_PER_CORE` (CodeCarbon's rate is known only at the end)."""
+        running = self._running
+        if running is None:
+            return {}
+        t0, cpu0, e0 = running
+        e1 = self._nvml.read_joules() if e0 is not None else None
+        joules = max(0.0, e1 - e0) if e0 is not None and e1 is not None else \
+            (_cpu_seconds() - cpu0) * CPU_WATTS_PER_CORE
+        return {"time_seconds": time.perf_counter() - t0, "energy_joules": joules}
 
     def finish(self) -> None:
         """Fill the energy of sections NVML did not measure (CodeCarbon, else CPU time)."""

@@ -3,18 +3,24 @@ imputed at the fidelity they reached, and a GP that learns from them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+from hpod_testing import wait_for
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from hpod.core.controller import Controller
+from hpod.core.engine import Engine
 from hpod.core.samplers import MultiFidelitySampler, create_sampler
 from hpod.core.samplers._auto import build_gp_sampler
 from hpod.core.samplers._multifidelity import impute_pruned
 from hpod.errors import SpecError
-from hpod.spec import parse_spec
+from hpod.execution.executor import LocalExecutor, Slot
+from hpod.spec import parse_spec, resolve
+from hpod.store import Store
 
 NAMES = ["loss", "energy_joules", "memory_bytes"]
 SPACE = {"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)}
@@ -23,6 +29,23 @@ SPACE = {"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)}
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run_study(spec_dict: dict[str, Any], state_dir: Path, limit_seconds: float = 120) -> Engine:
+    """Run a study to the end of its budget on two local CPU slots, as ``hpod run`` does."""
+    spec = parse_spec(spec_dict)
+    store = Store.for_state_dir(state_dir)
+    executor = LocalExecutor(store, state_dir, slots=[Slot("cpu0"), Slot("cpu1")], codecarbon=False)
+    controller = Controller(store, state_dir, executor=executor, remote_workers=False)
+    engine = controller.activate(spec, resolved=resolve(spec))
+
+    def drive() -> None:
+        if not controller.step():
+            controller.wait(0.05)
+
+    wait_for(lambda: spec.name not in controller.engines, limit_seconds, f"study {spec.name} to finish",
+             interval=0, between=drive)
+    return engine
 
 
 def _spec(**extra: Any) -> dict[str, Any]:
@@ -117,3 +140,18 @@ def test_constrained_studies_leave_pruned_trials_out() -> None:
     _add(study, 0.9, TrialState.PRUNED, {"loss": 3.0, "energy_joules": 2.5, "memory_bytes": 7.0}, 2)
     mf = MultiFidelitySampler(build_gp_sampler(n_params=2, n_startup_trials=1, seed=0))
     assert [t.number for t in mf.observations(study, SPACE)] == [0]
+
+
+def test_a_loss_only_curve_is_pruned_and_its_cost_so_far_reported(tmp_path: Path) -> None:
+    """An objective that reports only its loss (as t5_lora does) is still ranked on (loss,
+    energy so far): the trial process adds what the seed has spent to every report."""
+    spec = {"name": "mfcurve", "objective": {"name": "hpod_test_objectives:loss_curve"},
+            "objectives": [{"name": "loss"}, {"name": "energy_joules"}], "budget": {"n_trials": 8},
+            "sampler": {"name": "auto", "seed": 1, "options": {"multi_fidelity": True, "n_startup_trials": 4}}}
+    engine = run_study(spec, tmp_path)
+    trials = engine.study.get_trials()
+    assert len(trials) == 8 and any(t.state == TrialState.PRUNED for t in trials)
+    for t in trials:
+        reports = t.user_attrs["hpod.info"]["intermediate"]
+        assert reports and all(v["energy_joules"] >= 0 and v["time_seconds"] > 0 for _, _, v in reports)
+    assert "multi-fidelity" in engine.sampler_reason

@@ -120,3 +120,17 @@ class Scaled:
 
     def run(self, ctx):
         return {"loss": self.scale * float(ctx.params["x"]) ** 2 + self.offset}
+
+
+def loss_curve(params, ctx):
+    """A training curve that reports only its loss (as t5_lora does): 6 evaluations,
+    a little CPU work before each, the loss falling towards |x - 0.5|."""
+    x = float(params["x"])
+    for step in range(1, 7):
+        sum(i * i for i in range(20_000))  # spend some CPU so energy accrues
+        ctx.report(step, {"loss": abs(x - 0.5) + 1.0 / step})
+    return {"loss": abs(x - 0.5)}
+
+
+loss_curve.metric_names = ("loss",)
+loss_curve.default_space = {"x": {"type": "float", "low": 0, "high": 1}}
