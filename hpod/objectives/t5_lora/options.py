@@ -15,6 +15,7 @@ __all__ = [
     "ADAPTER_INFO_FILE",
     "DEFAULT_BASELINE",
     "OPTIONS_PATH",
+    "PRESETS",
     "TINY_MODEL",
     "DataOptions",
     "T5LoraOptions",
@@ -38,6 +39,24 @@ DEFAULT_BASELINE: dict[str, Any] = {
 }
 #: Written next to each saved adapter: what base and options it was trained with.
 ADAPTER_INFO_FILE = "hpod_t5_lora.json"
+
+#: What ``preset`` sets; options the spec gives explicitly win over the preset's. The
+#: search space's ``batch_size`` stays the effective batch: ``max_micro_batch`` only
+#: bounds what goes through the model at once (the rest is gradient accumulation).
+#: Micro-batches are chosen so that the memory estimate (:mod:`.memory`) of one
+#: micro-batch at 512/128 tokens, LoRA rank 16, bf16, fits a 24 GB GPU
+#: (tests/objectives_tests/test_t5_lora_presets.py checks it); LoRA targets widen with
+#: the model (attention q,v for small; all attention projections for base; attention
+#: and feed-forward for large), and T5-large recomputes activations (gradient
+#: checkpointing) to afford a useful micro-batch.
+PRESETS: dict[str, dict[str, Any]] = {
+    "t5-small": {"model": "t5-small", "target_modules": ["q", "v"], "gradient_checkpointing": False,
+                 "precision": "auto", "max_micro_batch": 32},
+    "t5-base": {"model": "t5-base", "target_modules": ["q", "k", "v", "o"], "gradient_checkpointing": False,
+                "precision": "auto", "max_micro_batch": 16},
+    "t5-large": {"model": "t5-large", "target_modules": ["q", "k", "v", "o", "wi", "wo"],
+                 "gradient_checkpointing": True, "precision": "auto", "max_micro_batch": 8},
+}
 
 
 class DataOptions(BaseModel):
@@ -69,6 +88,10 @@ class T5LoraOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: sets model, LoRA targets, gradient checkpointing, precision and micro-batch for a
+    #: T5 size (see :data:`PRESETS`); any of those given explicitly wins
+    preset: Literal["t5-small", "t5-base", "t5-large"] | None = None
+
     #: ``tiny`` (offline, built from a T5Config) or a Hugging Face name / local path.
     model: str = Field(default="t5-small", min_length=1)
     data: DataOptions = Field(default_factory=DataOptions)
@@ -91,13 +114,26 @@ class T5LoraOptions(BaseModel):
     base_steps: int = Field(default=800, ge=0, le=100_000)
     #: largest micro-batch put through the model at once; larger batches accumulate.
     max_micro_batch: int | None = Field(default=None, ge=1)
-    #: "auto" = bf16 autocast on a CUDA device that supports it, fp32 elsewhere.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: mixed precision: "auto" = bf16 autocast on a CUDA device that supports it, fp16
+    #: autocast with loss scaling on one that does not, fp32 on CPU; "fp16" runs fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: recompute each T5 block's activations in the backward pass instead of keeping
+    #: them (less memory, ~30% more compute)
+    gradient_checkpointing: bool = False
     #: torch CPU threads for training (None = torch's default). On a shared CPU node,
     #: 1 can be several times faster than oversubscribed OpenMP threads.
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)
     #: validation examples summarized for ROUGE/BLEU (None = the whole split).
     generate_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill in the preset's settings under the options given (a bad preset name is
+        left for the field's own check, which names the allowed values)."""
+        if isinstance(data, Mapping) and isinstance(data.get("preset"), str) and data["preset"] in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _check_lengths(self) -> T5LoraOptions:

@@ -19,8 +19,11 @@ from hpod.objectives.t5_lora.options import T5LoraOptions
 __all__ = [
     "Hyperparameters",
     "TrainResult",
+    "accumulate_gradients",
     "artifact_subdir",
+    "compute_precision",
     "configure_torch",
+    "enable_gradient_checkpointing",
     "encode",
     "generate_summaries",
     "seed_everything",
@@ -122,17 +125,35 @@ def _collate(encoded: _Encoded, indices: Sequence[int], pad_id: int, device: Any
     return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "labels": labels.to(device)}
 
 
+def compute_precision(device: str, options: T5LoraOptions, *, bf16_supported: bool | None = None) -> str:
+    """What ``options.precision`` means on ``device``: ``fp32``, ``bf16`` or ``fp16``
+    (mixed precision: weights stay fp32, matrix products run in the 16-bit type).
+
+    ``auto`` is bf16 on a CUDA device that supports it, fp16 on one that does not, fp32
+    elsewhere; ``fp16`` off CUDA is fp32 (CPU autocast has no loss scaling); ``bf16`` on
+    CPU is CPU autocast. ``bf16_supported`` overrides the CUDA query (estimates, tests)."""
+    on_cuda = str(device).startswith("cuda")
+    if not on_cuda:
+        return "bf16" if options.precision == "bf16" else "fp32"
+    if options.precision in ("fp32", "bf16", "fp16"):
+        return options.precision
+    if bf16_supported is None:
+        import torch
+
+        bf16_supported = bool(torch.cuda.is_bf16_supported())
+    return "bf16" if bf16_supported else "fp16"
+
+
 def _autocast(device: str, options: T5LoraOptions) -> Any:
     import contextlib
 
     import torch
 
-    on_cuda = str(device).startswith("cuda")
-    if on_cuda and options.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    if options.precision == "bf16" and not on_cuda:
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    precision = compute_precision(device, options)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def _micro_batches(indices: Sequence[int], max_micro: int | None) -> list[Sequence[int]]:
@@ -190,6 +211,36 @@ def adapter_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
+def accumulate_gradients(model: Any, encoded: _Encoded, indices: Sequence[int], pad_id: int, device: str,
+                         options: T5LoraOptions, *, trainable: Sequence[Any], world: int = 1,
+                         scaler: Any = None) -> float:
+    """Put this rank's share (``indices``) of one optimizer step's batch through the model
+    in micro-batches of at most ``options.max_micro_batch`` and leave the whole batch's
+    gradient in ``.grad`` (summed over the ranks when ``world`` > 1); return the batch's
+    token-weighted mean loss.
+
+    Each micro-batch's mean loss is weighted by its share of the batch's target tokens,
+    so the accumulated gradient equals the gradient of the whole batch at once: the
+    search space's ``batch_size`` is the effective batch whatever fits in memory."""
+    micro = [_collate(encoded, m, pad_id, device)
+             for m in _micro_batches(indices, options.max_micro_batch)] if indices else []
+    tokens = sum(_token_count(b) for b in micro)
+    if world > 1:
+        tokens = int(_all_reduce_sum([float(tokens)])[0])
+    batch_loss = 0.0
+    for batch in micro:
+        with _autocast(device, options):
+            loss = model(**batch).loss
+        share = _token_count(batch) / max(tokens, 1)
+        weighted = loss * share
+        (scaler.scale(weighted) if scaler is not None and scaler.is_enabled() else weighted).backward()
+        batch_loss += float(loss.detach().float()) * share
+    if world > 1:
+        _sync_gradients(trainable)
+        batch_loss = _all_reduce_sum([batch_loss])[0]
+    return batch_loss
+
+
 def validation_loss(model: Any, encoded: _Encoded, pad_id: int, device: str, options: T5LoraOptions,
                     batch_size: int) -> float:
     """Token-weighted mean cross-entropy on the validation split (nats per token)."""
@@ -238,6 +289,14 @@ def configure_torch(options: T5LoraOptions) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute each block's activations during the backward pass (``options.
+    gradient_checkpointing``). Call on the base model before LoRA wraps it. Non-reentrant
+    checkpointing: gradients reach the adapters although the frozen embeddings need none."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # the decoder's key/value cache is useless while training
 
 
 def seed_everything(seed: int) -> None:
@@ -311,31 +370,25 @@ def train_lora(
     # Data parallel (the trial spans several ranks): each rank takes every world-th example
     # of each batch; the space's batch size stays the effective batch.
     rank, world = _data_parallel()
+    # fp16 needs loss scaling (small gradients underflow); bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler("cuda", enabled=compute_precision(device, options) == "fp16")
     started = time.perf_counter()
     epochs = hp.epochs if max_steps is None else math.ceil(max_steps / steps_per_epoch)
     for _epoch in range(epochs):
         permutation = torch.randperm(len(train), generator=order).tolist()
         for start in range(0, len(permutation), hp.batch_size):
             indices = permutation[start: start + hp.batch_size][rank::world]
-            micro = [_collate(train_enc, m, pad_id, device)
-                     for m in _micro_batches(indices, options.max_micro_batch)] if indices else []
-            tokens = sum(_token_count(b) for b in micro)
-            if world > 1:
-                tokens = int(_all_reduce_sum([float(tokens)])[0])
-            batch_loss = 0.0
-            for batch in micro:
-                with _autocast(device, options):
-                    loss = model(**batch).loss
-                # Weight each micro-batch by its share of target tokens, so that an
-                # accumulated batch has the same gradient as the whole batch at once.
-                share = _token_count(batch) / max(tokens, 1)
-                (loss * share).backward()
-                batch_loss += float(loss.detach().float()) * share
-            if world > 1:
-                _sync_gradients(trainable)
-                batch_loss = _all_reduce_sum([batch_loss])[0]
+            batch_loss = accumulate_gradients(model, train_enc, indices, pad_id, device, options,
+                                              trainable=trainable, world=world, scaler=scaler)
+            if scaler.is_enabled():
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
+            if scaler.is_enabled():
+                # An overflowing step is skipped and the scale lowered (fp16 only).
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
