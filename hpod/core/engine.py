@@ -50,6 +50,7 @@ from hpod.core.records import (
     CONSTRAINTS_ATTR,
     FAIL_REASON_ATTR,
     HYPERVOLUME_STATE_KEY,
+    INFEASIBLE_ATTR,
     REJECTED_ATTR,
     SAMPLER_SECONDS_KEY,
     feasible,
@@ -60,6 +61,7 @@ from hpod.core.strategies import PBTStrategy, ScalarizedStrategy, Strategy
 from hpod.core.strategies._pruning import create_report_handler
 from hpod.core.strategies._seeds import AdaptiveSeeds
 from hpod.execution._trial_child import INFRA_REASONS
+from hpod.objectives.base import MEMORY_INFEASIBLE, EstimatesMemory, MemoryEstimate, memory_infeasibility
 from hpod.spec import ResolvedStudy, StudySpec, resolve
 from hpod.store import JobRow, Store, config_key, name_values
 
@@ -416,6 +418,8 @@ class Engine:
                     repeats = 0
                 continue
             evaluated[key] = trial.number
+            if self._refuse_for_memory(trial, params):
+                return None  # recorded as infeasible; the next step asks again
             return self._queue_job(trial, params, elapsed)
 
     def _queue_job(self, trial: optuna.Trial, params: dict[str, Any], elapsed: float) -> JobRow:
@@ -428,6 +432,75 @@ class Engine:
                                          "suggest_seconds": elapsed, "retry_of": retry_of, "sampler": sampler})
         return self.store.create_job(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
                                      params=params, attempt=attempt, priority=self.spec.priority)
+
+    # ------------------------------------------------------------------ memory
+    #: the measured peak-memory name a ``memory_bytes <= M`` constraint bounds
+    _MEMORY_METRIC = "memory_bytes"
+
+    def memory_limit(self) -> tuple[float, str] | None:
+        """The spec's memory limit per device and where it comes from: the smaller of
+        ``resources.memory_limit_bytes`` and the bound of a ``memory_bytes <= M``
+        constraint; None when the spec states neither."""
+        limits: list[tuple[float, str]] = []
+        if self.spec.resources.memory_limit_bytes is not None:
+            limits.append((float(self.spec.resources.memory_limit_bytes), "resources.memory_limit_bytes"))
+        limits += [(c.bound, f"constraint {c.text}") for c in self.constraints
+                   if c.metric == self._MEMORY_METRIC and c.op in ("<=", "<")]
+        return min(limits) if limits else None
+
+    def _estimate_for(self, params: dict[str, Any]) -> MemoryEstimate | None:
+        objective = self.resolved.objective
+        if not isinstance(objective, EstimatesMemory):
+            return None
+        try:
+            return objective.estimate_memory({**self.resolved.fixed, **params},
+                                             world_size=self.spec.resources.world_size,
+                                             on_gpu=self.spec.resources.gpus_per_trial > 0)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def _refuse_for_memory(self, trial: optuna.Trial, params: dict[str, Any]) -> bool:
+        """Record ``trial`` as infeasible without running it when the objective estimates
+        that its configuration needs more memory than the spec's limit; True if so."""
+        limit = self.memory_limit()
+        if limit is None:
+            return False
+        refusal = memory_infeasibility(self.resolved.objective, {**self.resolved.fixed, **params},
+                                       world_size=self.spec.resources.world_size,
+                                       on_gpu=self.spec.resources.gpus_per_trial > 0,
+                                       limit_bytes=limit[0], limit_source=limit[1])
+        if refusal is None:
+            return False
+        reason, estimate = refusal
+        self._record_infeasible(trial._trial_id, trial.number, reason, estimate)
+        return True
+
+    def _record_infeasible(self, trial_id: int, number: int, reason: str,
+                           estimate: MemoryEstimate | None) -> optuna.trial.FrozenTrial | None:
+        """A configuration that cannot fit, told without having run: a PRUNED trial (the
+        samplers that learn from pruned trials rank it last; TPE reads its constraint
+        violations as infeasible) carrying the reason, the estimate, and, when the spec
+        has constraints, the memory constraint's violation by the estimate. It counts as
+        evaluated (never run again) and towards ``budget.n_trials``."""
+        import optuna
+
+        storage = self.store.optuna_storage
+        if storage.get_trial(trial_id).state.is_finished():
+            return None
+        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+        storage.set_trial_user_attr(trial_id, INFEASIBLE_ATTR, {
+            "reason": reason, "estimate": estimate.as_dict() if estimate is not None else None})
+        if self.constraints and estimate is not None:
+            # Only the memory constraint is known without running; the others read as met.
+            storage.set_trial_system_attr(trial_id, CONSTRAINTS_ATTR, [
+                c.violation(estimate.peak_bytes) if c.metric == self._MEMORY_METRIC else 0.0
+                for c in self.constraints])
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.PRUNED)
+        self.store.append_event("trial_pruned", study=self.name, trial_number=number,
+                                payload={"infeasible": reason, "energy_spent_joules": 0.0}, handled=True)
+        log.info("study %s: trial %d not run: %s", self.name, number, reason)
+        self._summary = None
+        return storage.get_trial(trial_id)
 
     def _reject(self, trial: optuna.Trial, original: int) -> None:
         """Close a repeated suggestion unrun: a FAIL trial marked as rejected (samplers
@@ -545,6 +618,11 @@ class Engine:
         if current.state.is_finished():
             return None  # told before a crash; idempotent
         info: dict[str, Any] = {"worker": job.worker, "job_id": job.id}
+        if job.result_json is None and (job.fail_reason or "").startswith(MEMORY_INFEASIBLE):
+            # The executor refused it for its devices' memory before starting it.
+            storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
+            return self._record_infeasible(job.trial_id, job.trial_number, job.fail_reason or "",
+                                           self._estimate_for(json.loads(job.params_json)))
         if job.state in ("lost", "cancelled") or job.result_json is None:
             reason = job.fail_reason or "unknown failure"
             storage.set_trial_user_attr(job.trial_id, "hpod.info", info)

@@ -17,6 +17,7 @@ __all__ = [
     "CONSTRAINTS_ATTR",
     "FAIL_REASON_ATTR",
     "HYPERVOLUME_STATE_KEY",
+    "INFEASIBLE_ATTR",
     "REJECTED_ATTR",
     "SAMPLER_SECONDS_KEY",
     "constraint_values",
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 FAIL_REASON_ATTR = "hpod.fail_reason"
+#: Set on a configuration refused unrun because it cannot fit in memory (a PRUNED trial):
+#: ``{"reason": ..., "estimate": {"peak_bytes": ..., "parts": ..., "details": ...}}``.
+INFEASIBLE_ATTR = "hpod.infeasible"
 #: Set on a suggestion the engine closed unrun (``{"reason": "duplicate", "duplicate_of": N}``).
 REJECTED_ATTR = "hpod.rejected"
 #: Store state key (per study) of the sampler's time per suggestion: ``{"trials": n,

@@ -31,7 +31,8 @@ from typing import Any
 
 from hpod.errors import StorageError, UsageError
 from hpod.execution._trial_child import exit_reason, trial_main
-from hpod.objectives.base import FunctionObjective
+from hpod.monitors.gpu import gpu_snapshot
+from hpod.objectives.base import FunctionObjective, memory_infeasibility
 from hpod.spec import StudySpec, parse_spec, resolve
 from hpod.store import JobRow, Store
 
@@ -58,6 +59,9 @@ ReportHandler = Callable[[JobRow, int, int, dict[str, float]], bool]
 SeedHandler = Callable[[JobRow, int, dict[str, float]], bool]
 #: job parameter carrying a checkpoint to resume from (population-based training)
 RESUME_KEY = "hpod.resume_from"
+#: Device memory a trial cannot use for tensors (the CUDA context and kernels, which
+#: ``torch.cuda.max_memory_reserved`` does not count), bytes: an allowance, not measured.
+CUDA_CONTEXT_BYTES = 512 * 2**20
 
 
 def _defining_module(objective: Any) -> str | None:
@@ -151,6 +155,7 @@ class _StudyInfo:
     spec: StudySpec
     fixed: dict[str, Any]
     required: list[str]
+    objective: Any = None
     loaded_at: float = field(default_factory=time.monotonic)
 
 
@@ -286,7 +291,7 @@ class LocalExecutor:
             spec = parse_spec(json.loads(row.spec_json))
             resolved = resolve(spec)
             required = list(spec.objective_names) + [c.metric for c in spec.parsed_constraints()]
-            info = _StudyInfo(spec=spec, fixed=resolved.fixed, required=required)
+            info = _StudyInfo(spec=spec, fixed=resolved.fixed, required=required, objective=resolved.objective)
             if name not in self._studies:
                 self._preload(preload_for(resolved.objective))
             self._studies[name] = info
@@ -361,6 +366,26 @@ class LocalExecutor:
             return None
         return others[: need - 1]
 
+    def _memory_refusal(self, study: str, params: dict[str, Any], gpu_indices: list[int]) -> str | None:
+        """Why ``params`` cannot fit on the GPUs reserved for it (the objective's memory
+        estimate against the smallest device's memory per NVML, less
+        :data:`CUDA_CONTEXT_BYTES`), or None: it fits, there is no GPU, NVML cannot say,
+        or the objective cannot estimate."""
+        if not gpu_indices:
+            return None
+        readings = {r.index: r.memory_total_bytes for r in gpu_snapshot(gpu_indices)}
+        if any(readings.get(i) is None for i in gpu_indices):
+            return None
+        index = min(gpu_indices, key=lambda i: float(readings[i] or 0.0))
+        total = float(readings[index] or 0.0)
+        info = self._study(study)
+        refusal = memory_infeasibility(
+            info.objective, params, world_size=info.spec.resources.world_size, on_gpu=True,
+            limit_bytes=total - CUDA_CONTEXT_BYTES,
+            limit_source=f"GPU {index}: {total / 2**30:.2f} GiB per NVML less {CUDA_CONTEXT_BYTES / 2**30:.2f} GiB "
+                         "for the CUDA context")
+        return refusal[0] if refusal is not None else None
+
     def _start(self, job: JobRow, slot: Slot) -> bool | None:
         prepared = self._payload(job, slot)
         if prepared is None:
@@ -373,9 +398,13 @@ class LocalExecutor:
                 failed = any(pending[0].id == job.id for pending in self._pending_results)
                 return None if failed else False
             extra = reserved
-        self._restart_if_idle()
         payload, spec = prepared
         payload["gpu_indices"] = [s.gpu_index for s in [slot, *extra] if s.gpu_index is not None]
+        refusal = self._memory_refusal(job.study, payload["params"], payload["gpu_indices"])
+        if refusal is not None:
+            self._pending_results.append((job, None, refusal))
+            return None
+        self._restart_if_idle()
         params = payload["params"]
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(target=trial_main, args=(payload, child_conn), daemon=True,

@@ -33,12 +33,15 @@ __all__ = [
     "ALLOW_ENTRY_POINTS",
     "DEFAULT_ALLOWED_OBJECTIVES",
     "ENTRY_POINT_GROUP",
+    "MEMORY_INFEASIBLE",
     "QUALITY_METRICS",
     "ComparesToBaseline",
+    "EstimatesMemory",
     "ExportsModel",
     "FunctionObjective",
     "LearnsFromExamples",
     "Measurement",
+    "MemoryEstimate",
     "Objective",
     "Predictor",
     "ProvidesReference",
@@ -50,6 +53,7 @@ __all__ = [
     "check_objective_allowed",
     "check_param_names",
     "create_objective",
+    "memory_infeasibility",
     "parse_params",
     "register_objective",
     "registered_objectives",
@@ -143,7 +147,7 @@ class Objective(Protocol):
 
     Optional capabilities (checked with ``isinstance``): :class:`ProvidesReference`,
     :class:`LearnsFromExamples`, :class:`Serves`, :class:`ScoresQuality`,
-    :class:`ExportsModel`, :class:`ComparesToBaseline`.
+    :class:`ExportsModel`, :class:`ComparesToBaseline`, :class:`EstimatesMemory`.
 
     Methods:
         default_space(): the default search space as spec dicts
@@ -258,14 +262,70 @@ class ComparesToBaseline(Protocol):
     def compare_rows(self, baseline: Mapping[str, Any], best: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
 
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """One rank's peak device memory for a configuration, estimated before it runs.
+
+    ``peak_bytes`` is comparable with the ``memory_bytes`` meter (per device);
+    ``parts`` breaks it down (bytes by name); ``details`` says what it assumed
+    (micro-batch, precision, ...)."""
+
+    peak_bytes: float
+    parts: Mapping[str, float] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"peak_bytes": self.peak_bytes, "parts": dict(self.parts), "details": dict(self.details)}
+
+
+@runtime_checkable
+class EstimatesMemory(Protocol):
+    """Estimate a configuration's peak memory per device before any trial runs it:
+    ``estimate_memory(params, world_size=…, on_gpu=…)`` for the trial's parameters (fixed
+    ones included), its number of data-parallel ranks and whether it trains on GPUs;
+    None when the objective cannot say for these parameters. Cheap (no model loaded):
+    the controller asks it for every suggestion of a study with a memory limit."""
+
+    def estimate_memory(self, params: Mapping[str, Any], *, world_size: int,
+                        on_gpu: bool) -> MemoryEstimate | None: ...
+
+
+#: How a configuration refused for memory starts its reason (``trial_record``'s
+#: ``fail_reason``, the job's fail reason): the engine records such a trial as infeasible.
+MEMORY_INFEASIBLE = "infeasible: estimated peak memory"
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.2f} GiB"
+
+
+def memory_infeasibility(objective: Any, params: Mapping[str, Any], *, world_size: int, on_gpu: bool,
+                         limit_bytes: float, limit_source: str) -> tuple[str, MemoryEstimate] | None:
+    """``(reason, estimate)`` when ``objective`` estimates that ``params`` need more than
+    ``limit_bytes`` per device (``limit_source`` says where the limit comes from, for the
+    reason); None when it fits or the objective cannot estimate it."""
+    if not isinstance(objective, EstimatesMemory):
+        return None
+    try:
+        estimate = objective.estimate_memory(dict(params), world_size=world_size, on_gpu=on_gpu)
+    except (ValueError, TypeError, KeyError):
+        return None  # parameters the objective cannot read: the trial's own run reports that
+    if estimate is None or estimate.peak_bytes <= limit_bytes:
+        return None
+    parts = ", ".join(f"{name} {_gib(value)}" for name, value in estimate.parts.items())
+    reason = (f"{MEMORY_INFEASIBLE} {_gib(estimate.peak_bytes)} per device exceeds {_gib(limit_bytes)} "
+              f"({limit_source})" + (f"; {parts}" if parts else ""))
+    return reason, estimate
+
+
 def capabilities(objective: Any) -> list[str]:
     """The optional capabilities ``objective`` offers, by name (for status and errors):
     ``reference``, ``examples``, ``serving``, ``quality``, ``export``, ``baseline``,
-    ``preload``."""
+    ``memory_estimate``, ``preload``."""
     out = []
     for name, proto in (("reference", ProvidesReference), ("examples", LearnsFromExamples),
                         ("serving", Serves), ("quality", ScoresQuality), ("export", ExportsModel),
-                        ("baseline", ComparesToBaseline)):
+                        ("baseline", ComparesToBaseline), ("memory_estimate", EstimatesMemory)):
         if isinstance(objective, proto):
             out.append(name)
     if getattr(objective, "preload", None):

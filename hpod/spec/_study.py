@@ -233,6 +233,10 @@ class ResourcesSpec(_Strict):
     #: data-parallel processes (ranks) of one trial: one per GPU with ``gpus_per_trial``
     #: (the default), or N CPU processes over gloo without GPUs (how CI tests the path)
     processes_per_trial: int | None = Field(default=None, ge=1, le=64)
+    #: device memory one rank may use, bytes: a configuration the objective estimates
+    #: above it (or above a ``memory_bytes <= M`` constraint) is recorded as infeasible
+    #: without running (objectives that can estimate memory only, e.g. ``t5_lora``)
+    memory_limit_bytes: float | None = Field(default=None, gt=0, le=1e15)
 
     @model_validator(mode="after")
     def _ranks(self) -> ResourcesSpec:

@@ -13,12 +13,15 @@ from hpod.objectives.base import (
     LORA_EXPERIMENT_SPACE,
     BaseObjective,
     Measurement,
+    MemoryEstimate,
     TrialContext,
 )
 from hpod.objectives.labelled import LabelSchema
 from hpod.objectives.t5_lora.data import check_data, load_splits
+from hpod.objectives.t5_lora.memory import estimate_training_memory, micro_batch_size, model_shape
 from hpod.objectives.t5_lora.metrics import summary_metrics
 from hpod.objectives.t5_lora.model import (
+    TINY_CONFIG,
     apply_lora,
     count_parameters,
     ensure_tiny_base,
@@ -36,6 +39,8 @@ from hpod.objectives.t5_lora.train import (
     Hyperparameters,
     adapter_digest,
     artifact_subdir,
+    compute_precision,
+    enable_gradient_checkpointing,
     generate_summaries,
     seed_everything,
     train_lora,
@@ -136,6 +141,31 @@ class T5LoraObjective(BaseObjective):
     def default_space(self) -> dict[str, dict[str, Any]]:
         return {name: dict(entry) for name, entry in LORA_EXPERIMENT_SPACE.items()}
 
+    def estimate_memory(self, params: Mapping[str, Any], *, world_size: int,
+                        on_gpu: bool) -> MemoryEstimate | None:
+        """One rank's peak memory for ``params`` (see :mod:`.memory`): None when the
+        model's shape is unknown here (no local config.json, not a published T5 size).
+        A GPU is assumed to support bf16 (fp16 keeps the same bytes)."""
+        shape = model_shape(self.options, TINY_CONFIG)
+        if shape is None:
+            return None
+        hp = Hyperparameters.from_params(params)
+        options = self.options
+        micro = micro_batch_size(hp.batch_size, world_size, options.max_micro_batch)
+        precision = compute_precision("cuda" if on_gpu else "cpu", options, bf16_supported=True)
+        breakdown = estimate_training_memory(
+            shape, rank=hp.rank, lora_dropout=hp.dropout, target_modules=list(options.target_modules),
+            micro_batch=micro, source_length=options.source_length, target_length=options.target_length,
+            precision=precision, gradient_checkpointing=options.gradient_checkpointing)
+        return MemoryEstimate(
+            peak_bytes=breakdown.total,
+            parts={"weights": breakdown.weights, "adapter": breakdown.adapter,
+                   "activations": breakdown.activations, "logits": breakdown.logits},
+            details={"micro_batch": micro, "precision": precision,
+                     "gradient_checkpointing": options.gradient_checkpointing,
+                     "source_length": options.source_length, "target_length": options.target_length,
+                     "notes": list(breakdown.notes)})
+
     def validate(self) -> None:
         """Read and check the data a trial would read (DataError names file, line, field)."""
         check_data(self.options.data)
@@ -152,6 +182,8 @@ class T5LoraObjective(BaseObjective):
         hp = Hyperparameters.from_params(ctx.params)
         train, val = load_splits(options.data)
         model, tokenizer, base_reference = load_base_model(options, Path(ctx.cache_dir))
+        if options.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         # Seed after loading (loading a base draws no random numbers we rely on) and
         # before LoRA init, which draws A's initial weights.
         seed_everything(ctx.seed)
