@@ -16,7 +16,12 @@ reference is the data the served model was trained on (what its objective says i
 trains on, :class:`~hpod.objectives.base.ProvidesReference`): it changes only when
 serving switches to a model trained on other data, or when a user sets one
 (``hpod monitor set-reference``: a ``reference`` data window, adopted at the next
-check) — never at an alarm, while the served model is still the old one.
+check) — never at an alarm, while the served model is still the old one. A model
+retuned on labelled data was trained on records of two parts — some replayed from the
+previous model's data, against forgetting, and the new labelled records — and its
+reference keeps them apart: each window is judged against the part it is closest to,
+so traffic like either part raises no alarm (a window blending both parts still can:
+no part alone looks like it).
 
 Concurrency: one MonitorService per database (the daemon's); its methods may be
 called from several threads (the scheduler's tick, the API's observations
@@ -57,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MONITOR_KEY_PREFIX",
+    "REFERENCE_PART",
     "SERVED_CHANNEL",
     "MonitorService",
     "MonitorTick",
@@ -72,6 +78,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MONITOR_KEY_PREFIX = "monitor:"
+#: the field of a reference window's record naming the part of the training data it
+#: belongs to (``replayed`` / ``new`` after a labelled retune; absent: one part)
+REFERENCE_PART = "part"
 #: channel of the observations table holding the serving endpoint's input features
 SERVED_CHANNEL = "served"
 #: most samples a monitor keeps waiting for a full window (older ones are dropped)
@@ -269,10 +278,11 @@ class MonitorService:
         if newer:
             w = newer[-1]
             field = json.loads(w.fields_json)[0]
-            texts = [r[field] for r in self.store.window_records([w.id])]  # type: ignore[list-item]  # a stored row has an id; SQLModel types it Optional for inserts
-            monitor.set_reference(self._as_data_items(texts, mspec))
-            stored["reference"] = {"source": f"{w.source} (window {w.id})", "window": w.id, "size": len(texts),
+            records = self.store.window_records([w.id])  # type: ignore[list-item]  # a stored row has an id; SQLModel types it Optional for inserts
+            monitor.set_reference(self._as_data_items([r[field] for r in records], mspec))
+            stored["reference"] = {"source": f"{w.source} (window {w.id})", "window": w.id, "size": len(records),
                                    "since": time.time(), "trained_key": trained_key}
+            stored["reference_parts"] = self._reference_parts(records, field, mspec)
             return
         if ref.get("trained_key") == trained_key:
             return
@@ -289,6 +299,7 @@ class MonitorService:
             reference = None
         if reference:
             monitor.set_reference(self._as_data_items(list(reference), mspec))
+            stored.pop("reference_parts", None)
             stored["reference"] = {"source": f"training data of {trained_name}", "window": ref.get("window", 0),
                                    "size": len(reference), "since": time.time(), "trained_key": trained_key}
         elif not monitor.has_reference:
@@ -296,6 +307,48 @@ class MonitorService:
                                    "since": None, "trained_key": trained_key}
         else:  # the objective cannot say what it was trained on: keep the reference in use
             stored["reference"] = {**ref, "trained_key": trained_key}
+
+    def _reference_parts(self, records: list[dict[str, Any]], field: str, mspec: MonitorSpec) -> list[dict[str, Any]]:
+        """A reference window's parts (records grouped by :data:`REFERENCE_PART`), each
+        as a reference monitor's stored state; empty for a window of one part. A part
+        too small to be a reference (under ``min_samples``) is left out."""
+        groups: dict[str, list[str]] = {}
+        for r in records:
+            groups.setdefault(str(r.get(REFERENCE_PART) or "all"), []).append(r[field])
+        if len(groups) < 2:
+            return []
+        parts = []
+        for name, texts in groups.items():
+            try:
+                probe = Monitor(mspec, self._as_data_items(texts, mspec))
+            except ValueError as exc:
+                log.warning("monitor %s: reference part %r left out (%s)", mspec.name, name, exc)
+                continue
+            parts.append({"part": name, "size": len(texts), "state": probe.state_dict()})
+        return parts if len(parts) > 1 else []
+
+    @staticmethod
+    def _judge_against_closest_part(mon: Monitor, mspec: MonitorSpec, parts: list[dict[str, Any]],
+                                    window: list[Any], now: float) -> str | None:
+        """Make the part of the reference that ``window`` is closest to (not over
+        threshold before over it, then the lowest score) ``mon``'s reference for this
+        check, keeping its alarm counters; returns the part's name."""
+        best: tuple[tuple[bool, float], dict[str, Any]] | None = None
+        for part in parts:
+            probe = Monitor.from_state(mspec, part["state"])
+            probe.checks_total = mon.checks_total  # the same permutation draws as the check itself
+            check = probe.check(window, now=now)
+            if check.status != "checked":
+                return None
+            key = (check.over_threshold, check.score)
+            if best is None or key < best[0]:
+                best = (key, part)
+        if best is None:
+            return None
+        state = mon.state_dict(include_reference=False)
+        state["reference"] = best[1]["state"]["reference"]
+        mon.load_state_dict(state)
+        return str(best[1]["part"])
 
     def _save(self, study: str, monitor: Monitor, stored: dict[str, Any]) -> None:
         stored["state"] = monitor.state_dict()
@@ -320,6 +373,7 @@ class MonitorService:
             mon.set_reference(items)
             stored["reference"] = {**(stored.get("reference") or {}), "source": "set", "size": len(items),
                                    "since": time.time()}
+            stored.pop("reference_parts", None)
             self._save(study, mon, stored)
 
     # ------------------------------------------------------------------ inputs
@@ -485,13 +539,17 @@ class MonitorService:
             out: list[MonitorTick] = []
             while len(buffer) >= mspec.window and len(out) < self.max_windows_per_tick:
                 window, buffer = buffer[: mspec.window], buffer[mspec.window:]
-                check = mon.check(window)
+                now = time.time()
+                part = None
+                if stored.get("reference_parts"):
+                    part = self._judge_against_closest_part(mon, mspec, stored["reference_parts"], window, now)
+                check = mon.check(window, now=now)
                 event_id = None
                 if check.fired:
                     # the reference stays: the served model is still the one trained on it
                     event_id = self._fire(study, spec, mspec, check, cursor)
                 if check.status != "insufficient":
-                    stored["last_check"] = _check_summary(check)
+                    stored["last_check"] = {**_check_summary(check), "reference_part": part}
                 out.append(MonitorTick(study, mspec.name, check, event_id))
             stored["buffer"] = buffer
             stored["cursor"] = cursor

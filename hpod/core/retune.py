@@ -50,7 +50,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from hpod.core.feedback import pending_labels
-from hpod.core.monitoring import base_study_name
+from hpod.core.monitoring import REFERENCE_PART, base_study_name
 from hpod.core.pareto import non_dominated_mask
 from hpod.core.records import feasible
 from hpod.core.selection import SERVING_KEY, current_serving, put_serving, select_trial
@@ -552,9 +552,12 @@ class RetunePolicy:
                                "held out from training (neither model was trained on them)"}
 
     def _follow_reference(self, base: str, child: str, child_spec: StudySpec, data: dict[str, Any]) -> None:
-        """Serving now runs a model trained on new labelled data: that data (without
-        the replayed records, which guard against forgetting but are not the traffic
-        expected now) becomes the data monitors' reference from their next check."""
+        """Serving now runs a model trained on new labelled data: that data — the
+        replayed records of the previous model's training data and the new labelled
+        records — becomes the data monitors' reference from their next check, each
+        record marked with its part (``replayed`` / ``new``) so a monitor judges a
+        window against the part it resembles (traffic of either domain is data the
+        model was trained on)."""
         base_spec = _spec(self.store.get_study(base))
         if not any(m.kind == "data" for m in base_spec.monitors):
             return
@@ -563,12 +566,15 @@ class RetunePolicy:
             return
         field = objective.label_schema.input_field
         n_replay = int(data.get("replay") or 0)
-        records = [*objective.training_examples(10_000_000)[n_replay:],
-                   *objective.validation_examples(10_000_000)]
+        trained = objective.training_examples(10_000_000)
+        new = [*trained[n_replay:], *objective.validation_examples(10_000_000)]
+        records = [*({field: r[field], REFERENCE_PART: "replayed"} for r in trained[:n_replay]),
+                   *({field: r[field], REFERENCE_PART: "new"} for r in new)]
         if records:
-            self.store.add_data_window(base, "reference", [{field: r[field]} for r in records], fields=[field],
-                                       source=f"training data of {child}: labelled window(s) {data.get('windows')}"
-                                              ", without replayed records")
+            self.store.add_data_window(
+                base, "reference", records, fields=[field],
+                source=f"training data of {child}: {n_replay} records replayed from {data.get('replay_from')}'s "
+                       f"training data + {len(new)} labelled records of window(s) {data.get('windows')}")
 
     def _maybe_switch(self, base: str, child: str, row: StudyRow, data: dict[str, Any]) -> dict[str, Any]:
         spec = _spec(row)

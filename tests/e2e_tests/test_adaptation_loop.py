@@ -6,8 +6,10 @@ A study trained on domain A is served; traffic switches to domain B; the data mo
 alarms; with no labels the retune waits and says so (and held-out A traffic raises no
 new alarm: the reference stays the served model's training data); labelled B records
 are posted; the retune trains on them; serving switches; the served model is better on
-held-out B records than before, and held-out B traffic afterwards raises no alarm (the
-reference followed the switch).
+held-out B records than before; afterwards neither held-out B traffic nor held-out A
+traffic raises an alarm (the reference followed the switch: it is the new model's
+training data, the replayed A records and the labelled B records, and each window is
+judged against the part it resembles).
 
 Every component is the daemon's own (serving app, control API, MonitorService,
 RetunePolicy, the controller via ``run_foreground``); the test drives their ticks
@@ -208,14 +210,19 @@ def _loop(tmp_path: Path, task: Task) -> None:
         after = served_quality()
         assert after > before + task.gain, (before, after)
 
-        # the reference is now the new model's training data (the labelled B window, without the
-        # replayed A records): held-out B traffic raises no alarm
+        # the reference is now the new model's training data (the replayed A records and the
+        # labelled B records): neither held-out B nor held-out A traffic raises an alarm
         alarms = monitor_states(store)[0]["alarms_total"]
         checks = traffic(client, task.docs(b, 4 * task.window, 5005))
         (state,) = monitor_states(store)
-        assert state["reference"]["source"].startswith(f"training data of {name}@v2: labelled window(s) [1]")
-        assert state["reference"]["size"] == task.labelled
-        assert not any(c.check.fired for c in checks) and state["alarms_total"] == alarms
+        assert state["reference"]["source"].startswith(
+            f"training data of {name}@v2: {data['replay']} records replayed from {name}'s training data + "
+            f"{task.labelled} labelled records of window(s) [1]")
+        assert state["reference"]["size"] == task.labelled + data["replay"]
+        assert len(checks) >= 4 and not any(c.check.fired for c in checks) and state["alarms_total"] == alarms
+        checks = traffic(client, task.docs(a, 4 * task.window, 6006))
+        assert len(checks) >= 4 and not any(c.check.fired for c in checks)
+        assert monitor_states(store)[0]["alarms_total"] == alarms
 
 
 @pytest.mark.slow
