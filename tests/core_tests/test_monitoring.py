@@ -143,3 +143,32 @@ def test_cost_monitor_watches_the_reference_configuration(tmp_path: Path) -> Non
         add(ref, joules)
     (check,) = service.tick()
     assert check.check.fired and check.check.reason == "drift:cost"
+
+
+def test_a_reference_of_two_parts_judges_each_window_against_the_closer_part(tmp_path: Path) -> None:
+    """After a retune on feedback the reference is the new model's training data: records
+    replayed from domain A and new labelled records of domain B. Held-out windows of either
+    domain raise no alarm (a single mixed reference flags both); a third domain does."""
+    from hpod.core.monitoring import REFERENCE_PART
+    from hpod.objectives.text_classifier import synthetic_reviews
+
+    store, _ = _register(tmp_path, [{"kind": "data", "name": "inputs", "source": "observations", "window": 40,
+                                     "confirm": 2, "cooldown": 2, "permutations": 199}])
+    a, b = synthetic_reviews("products", 30, seed=1), synthetic_reviews("restaurants", 120, seed=2)
+    records = [*({"text": r["text"], REFERENCE_PART: "replayed"} for r in a),
+               *({"text": r["text"], REFERENCE_PART: "new"} for r in b)]
+    store.add_data_window("quality", "reference", records, fields=["text"], source="training data of quality@v2")
+    service = MonitorService(store, tmp_path)
+
+    def windows(texts: list[str]) -> list[Any]:
+        service.add_observations("quality", "inputs", texts)
+        return service.tick()
+
+    held_out_b = windows([r["text"] for r in synthetic_reviews("restaurants", 120, seed=3)])
+    held_out_a = windows([r["text"] for r in synthetic_reviews("products", 120, seed=4)])
+    assert len(held_out_a) == len(held_out_b) == 3
+    assert not any(t.check.fired for t in held_out_a + held_out_b)
+    (state,) = monitor_states(store)
+    assert state["reference"]["size"] == 150 and state["alarms_total"] == 0
+    other = [f"error {i}: segmentation fault in module kernel{i % 7} at address 0x{i:04x}" for i in range(80)]
+    assert any(t.check.fired for t in windows(other))
