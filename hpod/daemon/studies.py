@@ -109,6 +109,12 @@ class Studies:
         if prepare is not None:
             self.preparing[engine.name] = _in_background(prepare, self.state_dir / "cache",
                                                          name=f"hpod-prepare-{engine.name}")
+            warm_up = getattr(executor, "warm_up", None)  # a local executor's fork server
+            if warm_up is not None:
+                try:
+                    warm_up(engine.resolved.objective)
+                except OSError as exc:  # the first trial starts the server instead
+                    log.warning("study %s: cannot start the fork server early (%s)", engine.name, exc)
         return engine
 
     def activate_new_version(self, name: str) -> None:

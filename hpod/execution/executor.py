@@ -309,6 +309,18 @@ class LocalExecutor:
             self._restart_pending = True
         self._restart_if_idle()
 
+    def warm_up(self, objective: Any) -> None:
+        """Have the fork server import ``objective``'s modules now, while the study is
+        still preparing (a base model can take minutes), so its first trial does not
+        also wait for them: starts the server, or restarts it to import them when no
+        trial runs (otherwise they are imported at the next restart, as before)."""
+        from multiprocessing import forkserver
+
+        self._preload(preload_for(objective))
+        if not self._restart_pending:
+            with _without_main():
+                forkserver.ensure_running()
+
     def _restart_if_idle(self) -> None:
         if self._restart_pending and not self.running and _restart_forkserver():
             log.info("fork server restarted to preload %s", ", ".join(_preloaded))

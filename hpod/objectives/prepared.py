@@ -9,7 +9,7 @@ happens in a private temporary directory that is renamed into place only after i
 complete, so no reader ever sees a half-written artifact, and a build that fails
 leaves nothing behind (the next caller builds again). Each build appends one line to
 ``prepare-log.jsonl`` beside the directory (what was built, by which process, how long
-it took), so an operator can see that it was built once.
+it took, when it finished), so an operator can see that it was built once.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def prepare_once(directory: Path, build: Callable[[Path], Any], *, info: dict[st
         try:
             started = time.perf_counter()
             build(tmp)
-            marker = {**(info or {}), "pid": os.getpid(), "build_seconds": round(time.perf_counter() - started, 3)}
+            marker = {**(info or {}), "pid": os.getpid(), "build_seconds": round(time.perf_counter() - started, 3),
+                      "finished_at": round(time.time(), 3)}
             (tmp / DONE_FILE).write_text(json.dumps(marker, sort_keys=True, default=str), encoding="utf-8")
             if directory.exists():
                 # Left by a build that died before this scheme existed or mid-rename: incomplete.
