@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from hpod.cli._common import (
     JsonOpt,
@@ -26,8 +27,10 @@ from hpod.cli._render import (
 from hpod.cli._storage import _open_store
 from hpod.core.runner import run_foreground
 from hpod.core.views import trial_records
-from hpod.errors import UsageError
-from hpod.execution.executor import parse_slots
+from hpod.daemon.config import ExecutorConfig
+from hpod.errors import UsageError, first_validation_issue
+from hpod.execution.executor import LocalExecutor, parse_slots
+from hpod.execution.ray_executor import RayExecutor, connect_ray
 from hpod.spec import load_spec, resolve
 
 
@@ -42,22 +45,57 @@ def run(
         help="Trials at once on CPU (0: controller only, remote `hpod worker`s run the trials).")] = None,
     gpus: Annotated[str | None, typer.Option("--gpus", help="GPU indices, one trial per GPU, e.g. 0,1.")] = None,
     no_codecarbon: Annotated[bool, typer.Option("--no-codecarbon", help="Skip CodeCarbon energy tracking.")] = False,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="Where trials run: local (this machine's slots) or ray (a Ray cluster; "
+                           "pip install hpod[ray]).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="With --executor ray: auto (the cluster this node belongs to), HOST:PORT of "
+                              "its head, or ray://HOST:10001 (Ray Client). Default auto.")] = None,
 ) -> None:
     """Run a study in the foreground (resumes an unfinished study of the same name)."""
 
+    ray_config = _ray_executor_config(executor, ray_address, gpus=gpus, cpu_slots=cpu_slots)
     spec = load_spec(spec_path)
     if n_trials is not None:
         spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"n_trials": n_trials})})
     resolved = resolve(spec)
     resolved.objective.validate()
-    slots = parse_slots(gpus, cpu_slots)
+    slots = parse_slots(gpus, cpu_slots) if ray_config is None else []
+    if ray_config is not None:
+        # Connect before anything is written: an unreachable cluster leaves no study behind.
+        connect_ray(ray_config.address, namespace=ray_config.namespace)
     store, sd = _open_store(state_dir, storage or spec.storage, create=True)
+    trials_executor: LocalExecutor | None = None
+    if ray_config is not None:
+        trials_executor = RayExecutor(store, sd, address=ray_config.address, namespace=ray_config.namespace,
+                                      codecarbon=not no_codecarbon)
+        err.print(f"executor: Ray cluster at {ray_config.address} ({len(trials_executor.slots)} trial slots)")
     outcome = run_foreground(resolved, store=store, state_dir=sd, slots=slots, console=err,
-                             codecarbon=not no_codecarbon)
+                             codecarbon=not no_codecarbon, executor=trials_executor)
     if outcome.interrupted:
         err.print(f"interrupted: {outcome.finished} trials kept; run the same command to continue.")
         raise typer.Exit(130)
     print_pareto_table(store, spec.name)
+
+
+def _ray_executor_config(executor: str, ray_address: str | None, *, gpus: str | None,
+                         cpu_slots: int | None) -> ExecutorConfig | None:
+    """The Ray executor's settings for ``--executor ray`` (the daemon's ``executor``
+    setting, validated the same way), None for ``local``; raises UsageError (exit 2)."""
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor: expected local or ray (found {executor!r})")
+    if executor == "local":
+        if ray_address is not None:
+            raise UsageError("--ray-address: only with --executor ray")
+        return None
+    for flag, value in (("--gpus", gpus), ("--cpu-slots", cpu_slots)):
+        if value is not None:
+            raise UsageError(f"{flag}: not with --executor ray (the Ray cluster places trials; a study asks for "
+                             "devices with resources.gpus_per_trial)")
+    try:
+        return ExecutorConfig.model_validate({"kind": "ray", "address": ray_address or "auto"})
+    except ValidationError as exc:
+        raise UsageError(f"--ray-address: {first_validation_issue(exc).message} (found {ray_address!r})") from None
 
 
 @app.command()

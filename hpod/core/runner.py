@@ -98,12 +98,20 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, slots: list[Slot],
-                   console: Console | None = None, codecarbon: bool = True) -> RunOutcome:
-    """Run (or resume) a study until its budget is spent or the user interrupts."""
+                   console: Console | None = None, codecarbon: bool = True,
+                   executor: LocalExecutor | None = None) -> RunOutcome:
+    """Run (or resume) a study until its budget is spent or the user interrupts.
+
+    Trials run on ``slots`` of this machine, or on ``executor`` when one is given (a
+    :class:`~hpod.execution.ray_executor.RayExecutor`: trials on a Ray cluster)."""
     console = console or Console(stderr=True)
     spec = resolved.spec
-    preload = fork_server_preload([resolved.objective], slots)
-    executor = LocalExecutor(store, state_dir, slots=slots, preload=preload, codecarbon=codecarbon) if slots else None
+    if executor is None:
+        preload = fork_server_preload([resolved.objective], slots)
+        executor = LocalExecutor(store, state_dir, slots=slots, preload=preload, codecarbon=codecarbon) \
+            if slots else None
+    else:
+        slots = executor.slots
     controller = Controller(store, state_dir, executor=executor)
     existed = store.get_study(spec.name, missing_ok=True) is not None
     engine = controller.activate(spec, resolved=resolved, submitted_by="hpod run")
