@@ -1,7 +1,9 @@
 """Format `hpod trials gpu-check --json` as the GPU check's table and JSON result.
 
-Usage: python scripts/gpu_check_table.py TRIALS.json OUT.json
-Prints per trial: time per epoch, peak memory, joules, and how each was measured.
+Usage: python scripts/gpu_check_table.py TRIALS.json OUT.json [SPEC.yaml]
+Prints per trial: time per epoch, peak memory, joules, and how each was measured; with
+the study's spec also the objective's memory estimate for the trial's configuration and
+its error against the measured peak (the estimate's only GPU check).
 """
 
 from __future__ import annotations
@@ -24,13 +26,32 @@ def _measurement(trial: dict[str, Any], name: str) -> tuple[float | None, str]:
 def _gpu_name() -> str:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+                             capture_output=True, text=True, timeout=20, check=False)
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
 
-def rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def estimates(spec_path: str, trials: list[dict[str, Any]]) -> dict[Any, float]:
+    """Trial number -> the objective's estimated peak memory per device, bytes (none when
+    the objective cannot estimate)."""
+    from hpod.objectives.base import EstimatesMemory
+    from hpod.spec import load_spec, resolve
+
+    resolved = resolve(load_spec(Path(spec_path)))
+    objective = resolved.objective
+    if not isinstance(objective, EstimatesMemory):
+        return {}
+    out = {}
+    for t in trials:
+        estimate = objective.estimate_memory({**resolved.fixed, **(t.get("params") or {})},
+                                             world_size=resolved.spec.resources.world_size, on_gpu=True)
+        if estimate is not None:
+            out[t.get("number")] = estimate.peak_bytes
+    return out
+
+
+def rows(trials: list[dict[str, Any]], estimated: dict[Any, float] | None = None) -> list[dict[str, Any]]:
     out = []
     for t in trials:
         time_s, time_method = _measurement(t, "time_seconds")
@@ -44,7 +65,11 @@ def rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "time_seconds": time_s, "time_method": time_method,
             "memory_bytes": mem, "memory_method": mem_method,
             "energy_joules": joules, "energy_method": energy_method,
+            "memory_estimate_bytes": (estimated or {}).get(t.get("number")),
         })
+        estimate, measured = out[-1]["memory_estimate_bytes"], mem
+        out[-1]["memory_estimate_error"] = (estimate - measured) / measured \
+            if isinstance(estimate, float) and isinstance(measured, (int, float)) and measured > 0 else None
     return out
 
 
@@ -53,19 +78,21 @@ def _f(value: Any, fmt: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
     data = json.loads(Path(argv[0]).read_text())
     trials = data["trials"] if isinstance(data, dict) and "trials" in data else data
-    table = rows(trials)
-    header = f"{'trial':>5} {'state':<9} {'s/epoch':>8} {'trial s':>8} {'peak MiB':>9} {'joules':>9}  methods (time / memory / energy)"
+    table = rows(trials, estimates(argv[2], trials) if len(argv) == 3 else None)
+    header = (f"{'trial':>5} {'state':<9} {'s/epoch':>8} {'trial s':>8} {'peak MiB':>9} {'est MiB':>8} "
+              f"{'joules':>9}  methods (time / memory / energy)")
     print(header)
     print("-" * len(header))
     for r in table:
         mib = r["memory_bytes"] / 2**20 if isinstance(r["memory_bytes"], (int, float)) else None
+        est = r["memory_estimate_bytes"] / 2**20 if isinstance(r["memory_estimate_bytes"], float) else None
         print(f"{r['number']!s:>5} {r['state']!s:<9} {_f(r['time_per_epoch_seconds'], '8.2f')} "
-              f"{_f(r['time_seconds'], '8.1f')} {_f(mib, '9.0f')} {_f(r['energy_joules'], '9.1f')}  "
+              f"{_f(r['time_seconds'], '8.1f')} {_f(mib, '9.0f')} {_f(est, '8.0f')} {_f(r['energy_joules'], '9.1f')}  "
               f"{r['time_method']} / {r['memory_method']} / {r['energy_method']}")
     result = {"benchmark": "gpu-check", "gpu": _gpu_name(), "python": platform.python_version(), "trials": table}
     try:
