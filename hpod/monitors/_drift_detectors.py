@@ -14,6 +14,11 @@ p-value is at most ``alpha``, and growing linearly with the statistic (it does n
 saturate). A fixed ``threshold`` given for a data test is an extra floor on the
 statistic (an effect size the test must also reach), not a replacement for the
 calibration. Performance and cost tests have ``score = statistic / threshold``.
+
+The novelty test (``_drift_novelty``) counts documents unlike every reference
+document; its p-value is a binomial tail under a model of the reference's distances,
+and its ``score = log(p) / log(alpha)``: 0 when no document is novel, 1.0 exactly at
+``p = alpha``, growing with the evidence.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hpod.monitors._drift_novelty import NoveltyReference
 from hpod.spec._monitors import DEFAULT_OPTIONS, DEFAULT_THRESHOLDS
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "cost_drift",
     "embedding_drift",
     "length_drift",
+    "novelty_drift",
     "performance_drift",
     "vocabulary_drift",
 ]
@@ -47,6 +54,7 @@ REASONS: dict[str, str] = {
     "js": "drift:data:vocabulary",
     "psi": "drift:data:vocabulary",
     "mmd": "drift:data:embedding",
+    "novelty": "drift:data:novelty",
     "page_hinkley": "drift:performance",
     "adwin": "drift:performance",
     "cusum": "drift:performance",
@@ -66,7 +74,7 @@ class DriftResult:
     """The outcome of one drift test on one window.
 
     ``statistic`` is on the test's own scale (see ``DEFAULT_THRESHOLDS``),
-    ``score = statistic / threshold``; ``p_value`` is the raw p-value where the
+    ``score`` is 1.0 at the threshold (module doc); ``p_value`` is the raw p-value where the
     test has one, ``p_value_adjusted`` the value after the monitor's correction
     (equal to ``p_value`` for a test used alone). ``reason`` is the retune reason
     (``drift:data:length``, ``drift:data:vocabulary``, ``drift:data:embedding``,
@@ -402,6 +410,75 @@ def embedding_drift(
     observed = float(mmd2[0])
     details = {"n_reference": n, "n_current": m, "bandwidth": bandwidth}
     return _calibrated("mmd", observed, mmd2[1:], alpha=alpha, floor=_floor("mmd", threshold), details=details)
+
+
+def novelty_drift(
+    reference: NoveltyReference,
+    current: np.ndarray,
+    *,
+    previous: Sequence[Sequence[float]] = (),
+    tail: float = 0.003,
+    threshold: float | None = None,
+    alpha: float = 0.05,
+) -> DriftResult:
+    """Does the window hold more documents unlike the reference than chance allows?
+
+    ``reference`` comes from :func:`novelty_reference`; ``current`` is the window's
+    ``texts x buckets`` count matrix; ``previous`` the z-scores of earlier windows to
+    pool with it (see :meth:`Monitor.check`: the monitor pools the last ``pool``
+    windows). Statistic: the number K of pooled documents whose z-score is beyond the
+    ``tail`` quantile (``_drift_novelty``); p-value P(Bin(m, tail) >= K) for m pooled
+    documents; ``score = log(p) / log(alpha)``. ``threshold`` is an optional floor on K.
+    ``details["z_scores"]`` holds this window's z-scores (numbers only, no text).
+    """
+    from scipy import stats
+
+    if not 0.0 < tail < 0.5:
+        raise ValueError(f"tail must be in (0, 0.5), got {tail}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    counts = np.asarray(current, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] == 0 or counts.shape[1] != reference.log_probs.size:
+        raise ValueError(
+            f"current must be a texts x {reference.log_probs.size} buckets matrix with at least one text, "
+            f"got shape {counts.shape}"
+        )
+    z = reference.z_scores(counts)
+    pooled = np.concatenate([np.asarray(w, dtype=np.float64) for w in previous] + [z])
+    cut = reference.tail_z(tail)
+    novel = int(np.count_nonzero(pooled > cut))
+    log_p = float(stats.binom.logsf(novel - 1, pooled.size, tail)) if novel else 0.0
+    p_value = math.exp(log_p)
+    floor = _floor("novelty", threshold)
+    score = max(0.0, log_p / math.log(alpha))
+    details: dict[str, Any] = {
+        "n_reference": reference.size,
+        "n_current": int(counts.shape[0]),
+        "n_pooled": int(pooled.size),
+        "windows_pooled": len(previous) + 1,
+        "novel_current": int(np.count_nonzero(z > cut)),
+        "novel_pooled": novel,
+        "tail": tail,
+        "z_cut": cut,
+        "log_p": log_p,
+        "level": alpha,
+        "z_scores": [round(float(x), 4) for x in z],
+    }
+    if floor is not None:
+        details["floor"] = floor
+    # the count at which the binomial tail first reaches alpha: the statistic's threshold
+    critical = int(stats.binom.isf(alpha, pooled.size, tail)) + 1
+    return DriftResult(
+        detector="novelty",
+        reason=REASONS["novelty"],
+        statistic=float(novel),
+        threshold=float(critical if floor is None else max(critical, floor)),
+        score=score,
+        over_threshold=p_value <= alpha and (floor is None or novel >= floor),
+        p_value=p_value,
+        p_value_adjusted=p_value,
+        details=details,
+    )
 
 
 def adjust_p_values(p_values: Sequence[float], method: Literal["holm", "bonferroni"] = "holm") -> list[float]:

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Default number of hash buckets for the token distribution.
-DEFAULT_BUCKETS = 512
+DEFAULT_BUCKETS = 4096
 
 # Words, numbers and single punctuation marks; lower-cased so that sentence-initial
 # capitals do not look like a vocabulary change.

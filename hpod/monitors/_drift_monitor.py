@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -27,10 +27,12 @@ from hpod.monitors._drift_detectors import (
     cost_drift,
     embedding_drift,
     length_drift,
+    novelty_drift,
     performance_drift,
     vocabulary_drift,
 )
 from hpod.monitors._drift_features import TextFeatures, as_features, bucket_matrix
+from hpod.monitors._drift_novelty import NoveltyReference, novelty_reference
 from hpod.spec._monitors import MonitorSpec
 
 __all__ = ["STATE_VERSION", "Monitor", "MonitorCheck"]
@@ -40,6 +42,21 @@ STATE_VERSION = 1
 DataItem = TextFeatures | dict[str, Any] | str
 Window = Sequence[DataItem] | Sequence[float] | np.ndarray
 
+#: The vocabulary tests (js, psi) compare counts folded into this many buckets when the
+#: monitor hashes into a multiple of it: their cost grows with the bucket count, and
+#: 512 is what they were measured with (benchmarks/drift.py).
+VOCABULARY_BUCKETS = 512
+
+
+def _fold(counts: np.ndarray, buckets: int) -> np.ndarray:
+    """Counts hashed into a multiple of ``buckets`` buckets, folded into ``buckets``
+    (bucket b goes to b mod buckets: the same bucket as hashing into ``buckets``)."""
+    n, width = counts.shape
+    if width <= buckets or width % buckets:
+        return counts
+    folded: np.ndarray = counts.reshape(n, width // buckets, buckets).sum(axis=1)
+    return folded
+
 
 @dataclass(frozen=True)
 class MonitorCheck:
@@ -48,7 +65,7 @@ class MonitorCheck:
     ``status``: ``checked``; ``reference`` (the window became the reference, for a
     monitor built without one); ``insufficient`` (fewer than ``min_samples``
     samples: the window is ignored, counters unchanged, ``score`` is NaN).
-    ``score``: the largest test score (statistic / threshold; 1.0 = at threshold),
+    ``score``: the largest test score (1.0 = at its threshold, see ``_drift_detectors``),
     the value exported as ``hpod_drift_score{study,monitor}``. ``over_threshold``:
     some test is at or over its threshold and, where it has a p-value, significant
     after correction. ``fired``: this window raised an alarm (retune with
@@ -115,6 +132,10 @@ class Monitor:
         self.checks_total = 0
         self.last_score: float | None = None
         self.last_fired_at: float | None = None
+        self._novelty: NoveltyReference | None = None
+        # the novelty test's z-scores of the last `pool - 1` windows (numbers, no text)
+        self._novelty_recent: list[list[float]] = []
+        self._novelty_pending: list[float] | None = None
         if reference is not None:
             self.set_reference(reference)
 
@@ -164,7 +185,14 @@ class Monitor:
         if self.spec.kind == "data" and "mmd" in self.spec.detector and prepared["embeddings"] is None:
             raise ValueError(f"monitor {self.name!r} uses detector 'mmd': every reference item needs an embedding")
         self._reference = prepared
+        self._set_novelty()
         self.consecutive = 0
+
+    def _set_novelty(self) -> None:
+        self._novelty_recent = []
+        self._novelty = None
+        if self.spec.kind == "data" and "novelty" in self.spec.detector:
+            self._novelty = novelty_reference(self._reference["counts"], seed=self.spec.seed)
 
     def _prepare(self, window: Window, what: str) -> Any:
         if self.spec.kind != "data":
@@ -216,6 +244,7 @@ class Monitor:
         if self.cooldown_remaining > 0:
             self.cooldown_remaining -= 1
         fired = over and self.consecutive >= self.spec.confirm and not in_cooldown
+        self._pool_novelty(fired=fired, in_cooldown=in_cooldown)
         if fired:
             self.alarms_total += 1
             self.consecutive = 0
@@ -224,6 +253,20 @@ class Monitor:
             self.cooldown_until = now + self.spec.cooldown_seconds if self.spec.cooldown_seconds else None
         self.last_score = score
         return self._verdict("checked", score, over, fired, reason, p_value, size, now, tuple(results))
+
+    def _pool_novelty(self, *, fired: bool, in_cooldown: bool) -> None:
+        """Keep the novelty z-scores of the last ``pool - 1`` windows to pool with the next.
+
+        The pool accumulates evidence too weak for one window (a few foreign documents in
+        each). An alarm empties it and windows in the cooldown do not feed it, so the
+        documents that caused an alarm are never counted again once traffic is back to
+        normal."""
+        pending, self._novelty_pending = self._novelty_pending, None
+        pool = int(self.spec.option("novelty", "pool")) if "novelty" in self.spec.detector else 1
+        if fired or pool <= 1:
+            self._novelty_recent = []
+        elif pending is not None and not in_cooldown:
+            self._novelty_recent = [*self._novelty_recent, pending][-(pool - 1):]
 
     def _default_reason(self) -> str:
         return REASONS[self.spec.detector[0]]
@@ -291,7 +334,8 @@ class Monitor:
                                             threshold=threshold,
                                             alpha=alpha, permutations=permutations, rng=rng))
             elif name == "js" or name == "psi":
-                results.append(vocabulary_drift(ref["counts"], window["counts"], method=name,  # type: ignore[arg-type]  # mypy does not narrow a str by ==
+                results.append(vocabulary_drift(_fold(ref["counts"], VOCABULARY_BUCKETS),
+                                                _fold(window["counts"], VOCABULARY_BUCKETS), method=name,  # type: ignore[arg-type]  # mypy does not narrow a str by ==
                                                 threshold=threshold,
                                                 alpha=alpha, permutations=permutations, rng=rng))
             elif name == "mmd":
@@ -299,6 +343,13 @@ class Monitor:
                     raise ValueError(f"monitor {self.name!r} uses detector 'mmd': every window item needs an embedding")
                 results.append(embedding_drift(ref["embeddings"], window["embeddings"], threshold=threshold,
                                                alpha=alpha, permutations=permutations, rng=rng))
+            elif name == "novelty" and self._novelty is not None:
+                result = novelty_drift(self._novelty, window["counts"], previous=self._novelty_recent,
+                                       tail=spec.option("novelty", "tail"), threshold=threshold, alpha=alpha)
+                # this window's z-scores go to the pool (check() decides), not into the check's record
+                details = dict(result.details)
+                self._novelty_pending = details.pop("z_scores")
+                results.append(replace(result, details=details))
         return self._correct(results)
 
     def _correct(self, results: list[DriftResult]) -> list[DriftResult]:
@@ -345,6 +396,8 @@ class Monitor:
             "last_fired_at": self.last_fired_at,
             "facts": self.facts(),
         }
+        if self._novelty_recent:
+            state["novelty_recent"] = self._novelty_recent
         if include_reference and self._reference is not None:
             state["reference"] = self._reference_state()
         safe: dict[str, Any] = _json_safe(state)
@@ -404,6 +457,8 @@ class Monitor:
             "counts": counts,
             "embeddings": None if embeddings is None else np.asarray(embeddings, dtype=np.float64),
         }
+        self._set_novelty()
+        self._novelty_recent = [[float(x) for x in w] for w in state.get("novelty_recent") or []]
 
     @classmethod
     def from_state(

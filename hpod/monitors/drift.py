@@ -3,10 +3,11 @@
 Public names live here; the implementation is split over ``_drift_*`` modules:
 ``_drift_spec`` (the ``monitors:`` spec entry), ``_drift_features`` (text
 features that keep no raw text), ``_drift_detectors`` (the tests) and
-``_drift_monitor`` (alarm discipline and persisted state).
+``_drift_novelty`` (documents unlike the reference) and ``_drift_monitor`` (alarm
+discipline and persisted state).
 
-Score scale: every check reports ``score = statistic / threshold`` (1.0 = at the
-threshold), exported as ``hpod_drift_score{study,monitor}``.
+Score scale: every test reports a score that is 1.0 at its threshold (see
+``_drift_detectors``); a check's largest is exported as ``hpod_drift_score{study,monitor}``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hpod.monitors._drift_detectors import (
     cost_drift,
     embedding_drift,
     length_drift,
+    novelty_drift,
     performance_drift,
     vocabulary_drift,
 )
@@ -31,6 +33,7 @@ from hpod.monitors._drift_features import (
     text_features,
 )
 from hpod.monitors._drift_monitor import STATE_VERSION, Monitor, MonitorCheck
+from hpod.monitors._drift_novelty import NoveltyReference, novelty_reference
 from hpod.spec._monitors import (
     COST_DETECTORS,
     DATA_DETECTORS,
@@ -58,6 +61,7 @@ __all__ = [
     "MonitorKind",
     "MonitorSource",
     "MonitorSpec",
+    "NoveltyReference",
     "TextFeatures",
     "adjust_p_values",
     "as_features",
@@ -66,6 +70,8 @@ __all__ = [
     "embedding_drift",
     "features_from_path",
     "length_drift",
+    "novelty_drift",
+    "novelty_reference",
     "parse_duration_seconds",
     "performance_drift",
     "stable_bucket",

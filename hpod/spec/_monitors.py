@@ -26,7 +26,7 @@ __all__ = [
 
 MonitorKind = Literal["data", "performance", "cost"]
 
-DATA_DETECTORS = ("ks", "wasserstein", "js", "psi", "mmd")
+DATA_DETECTORS = ("ks", "wasserstein", "js", "psi", "mmd", "novelty")
 PERFORMANCE_DETECTORS = ("page_hinkley", "adwin", "cusum")
 COST_DETECTORS = ("relative_change",)
 _DETECTORS: dict[str, tuple[str, ...]] = {
@@ -56,11 +56,15 @@ DEFAULT_OPTIONS: dict[str, dict[str, float]] = {
     "adwin": {"delta": 0.002, "grace_period": 10},
     # CUSUM slack k: half of the smallest shift (in SDs) worth detecting
     "cusum": {"k": 0.5},
+    # novelty (data): a document is novel beyond this tail quantile of the reference's
+    # distances; the test counts novel documents over the last `pool` windows
+    # (benchmarks/drift.py chose 0.003 and 2 on its tuning domain)
+    "novelty": {"tail": 0.003, "pool": 2},
 }
 
 _DEFAULT_WINDOW = {"data": 30, "performance": 50, "cost": 3}
 _DEFAULT_MIN_SAMPLES = {"data": 20, "performance": 10, "cost": 3}
-_DEFAULT_DETECTOR = {"data": ["ks", "js"], "performance": ["page_hinkley"], "cost": ["relative_change"]}
+_DEFAULT_DETECTOR = {"data": ["ks", "js", "novelty"], "performance": ["page_hinkley"], "cost": ["relative_change"]}
 _DEFAULT_SOURCE = {"data": "served", "performance": "observations", "cost": "trials"}
 _DEFAULT_METRIC = {"performance": "loss", "cost": "energy_joules"}
 _SOURCES_BY_KIND = {
@@ -117,7 +121,8 @@ class MonitorSpec(BaseModel):
     the ``monitor`` label of ``hpod_drift_score``); ``source`` (a
     :class:`MonitorSource` or its type as a string); ``detector`` (one name or a
     list: data ``ks``/``wasserstein`` on lengths, ``js``/``psi`` on tokens,
-    ``mmd`` on embeddings; performance ``page_hinkley``/``adwin``/``cusum``; cost
+    ``mmd`` on embeddings, ``novelty`` on documents unlike the reference (default
+    ``ks``, ``js`` and ``novelty``); performance ``page_hinkley``/``adwin``/``cusum``; cost
     ``relative_change``); ``threshold`` (one float for every detector, a mapping
     detector -> float, or None: performance and cost detectors then use
     :data:`DEFAULT_THRESHOLDS`; for a data detector it is only an extra floor on
@@ -148,7 +153,9 @@ class MonitorSpec(BaseModel):
     confirm: int = Field(default=2, ge=1, le=100)
     cooldown: int | str = 10
     direction: Literal["increase", "decrease", "both"] = "both"
-    n_buckets: int = Field(default=512, ge=16, le=1 << 20)
+    # 4096: fewer collisions between a domain's own words and common ones than 512
+    # (the novelty test separates other domains better; benchmarks/drift.py)
+    n_buckets: int = Field(default=4096, ge=16, le=1 << 20)
     permutations: int = Field(default=999, ge=19, le=100_000)
     seed: int = 0
     options: dict[str, float] = Field(default_factory=dict)
@@ -220,6 +227,12 @@ class MonitorSpec(BaseModel):
                 f"permutations ({self.permutations}) cannot give p-values as small as alpha / tests = "
                 f"{self.test_level:.3g}; use at least {math.ceil(1 / self.test_level) - 1} permutations"
             )
+        if "novelty" in self.detector:
+            tail, pool = self.option("novelty", "tail"), self.option("novelty", "pool")
+            if not 0.0 < tail < 0.5:
+                raise ValueError(f"options.tail must be in (0, 0.5), got {tail}")
+            if pool != int(pool) or not 1 <= pool <= 100:
+                raise ValueError(f"options.pool must be a whole number of windows in [1, 100], got {pool}")
         known = {key for name in self.detector for key in DEFAULT_OPTIONS.get(name, {})}
         for key in self.options:
             if key not in known:

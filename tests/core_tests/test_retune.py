@@ -107,14 +107,18 @@ def test_shift_fires_once_and_starts_one_warm_started_retune(tmp_path: Path, art
         shifted.extend(monitors.tick(force=True))
     fired = [i for i, t in enumerate(shifted) if t.check.fired]
     assert fired == [1]  # the second shifted window confirms (confirm: 2); no second alarm
-    assert shifted[1].check.reason == "drift:data:length"
+    # texts cut to a quarter: the length test rejects; so short, each is also unlike the
+    # reference, and the novelty test (which scores higher) may give the reason
+    over = {r.reason for r in shifted[1].check.results if r.over_threshold}
+    reason = shifted[1].check.reason
+    assert "drift:data:length" in over and reason in over
 
     policy = RetunePolicy(store, tmp_path)
     outcomes = policy.handle_pending()
-    assert [(o.action, o.child, o.reason) for o in outcomes] == [("started", "news@v2", "drift:data:length")]
+    assert [(o.action, o.child, o.reason) for o in outcomes] == [("started", "news@v2", reason)]
     assert policy.handle_pending() == []  # the event is handled: nothing starts twice
     child_row = store.get_study("news@v2")
-    assert (child_row.parent, child_row.version, child_row.reason) == ("news", 2, "drift:data:length")
+    assert (child_row.parent, child_row.version, child_row.reason) == ("news", 2, reason)
 
     child_spec = parse_spec(json.loads(child_row.spec_json))
     assert child_spec.budget.n_trials == 6 and child_spec.monitors == []
@@ -146,14 +150,14 @@ def test_shift_fires_once_and_starts_one_warm_started_retune(tmp_path: Path, art
     assert states["inputs"]["alarms_total"] == 1 and states["inputs"]["score"] is not None
     (family,) = retune_states(store)
     assert [v["name"] for v in family["versions"]] == ["news", "news@v2"]
-    assert family["history"][0]["reason"] == "drift:data:length" and family["active"] is None
+    assert family["history"][0]["reason"] == reason and family["active"] is None
 
     registry = CollectorRegistry()
     snap = Snapshot(version="test", started_at=0.0, drift=drift_snapshots(store), retunes=retune_snapshots(store))
     HpodCollector(lambda: snap, registry=registry)
     assert registry.get_sample_value("hpod_drift_alarms_total", {"study": "news", "monitor": "inputs"}) == 1
     assert registry.get_sample_value("hpod_drift_score", {"study": "news", "monitor": "inputs"}) is not None
-    assert registry.get_sample_value("hpod_retunes_total", {"study": "news", "reason": "drift:data:length"}) == 1
+    assert registry.get_sample_value("hpod_retunes_total", {"study": "news", "reason": reason}) == 1
 
     from typer.testing import CliRunner
 
@@ -162,7 +166,7 @@ def test_shift_fires_once_and_starts_one_warm_started_retune(tmp_path: Path, art
     monkeypatch.setenv("HPOD_API", "127.0.0.1:9")  # nothing listens: the database path
     result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "inputs" in result.output and "news@v2" in result.output and "drift:data:length" in result.output
+    assert "inputs" in result.output and "news@v2" in result.output and reason in result.output
 
 
 def _study_with_trials(tmp_path: Path, **retune: Any) -> tuple[Store, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hpod_testing import wait_for
 
+from hpod.monitors.drift import DEFAULT_BUCKETS
 from hpod.spec import parse_spec
 from hpod.store import Store
 
@@ -102,7 +103,7 @@ def test_swap_under_concurrent_load_drops_nothing(served: dict[str, Any]) -> Non
         rows = [r[0] for r in s.connection().exec_driver_sql(
             "SELECT value_json FROM hpod_observations WHERE channel = 'served'")]
     assert len(rows) >= len(results) - 3 and not any("bridges" in v for v in rows)
-    assert json.loads(rows[0])["features"]["512"]["n_tokens"] > 0
+    assert json.loads(rows[0])["features"][str(DEFAULT_BUCKETS)]["n_tokens"] > 0
 
 
 @pytest.mark.parametrize(("body", "status", "message"), [

@@ -22,6 +22,8 @@ from hpod.monitors.drift import (
     cost_drift,
     embedding_drift,
     features_from_path,
+    novelty_drift,
+    novelty_reference,
     performance_drift,
     text_features,
 )
@@ -72,7 +74,7 @@ def reference(articles: list[list[str]]) -> list[TextFeatures]:
 
 def test_kind_alone_gives_a_working_data_monitor(reference: list[TextFeatures], articles: list[list[str]]) -> None:
     spec = MonitorSpec.model_validate({"kind": "data"})
-    assert (spec.name, spec.source.type, spec.detector) == ("data", "served", ["ks", "js"])
+    assert (spec.name, spec.source.type, spec.detector) == ("data", "served", ["ks", "js", "novelty"])
     assert spec.confirm >= 2 and spec.window >= spec.min_samples
     check = Monitor(spec, reference).check(_window(np.random.default_rng(0), articles))
     assert check.status == "checked" and not check.over_threshold
@@ -98,6 +100,9 @@ def test_spec_defaults_for_performance_and_cost() -> None:
         ({"kind": "data", "confirm": 0}, "greater than or equal to 1"),
         ({"kind": "data", "colour": "red"}, "Extra inputs are not permitted"),
         ({"kind": "cost", "options": {"k": 1}}, "options.k is not an option"),
+        ({"kind": "data", "options": {"tail": 0.7}}, "options.tail must be in (0, 0.5), got 0.7"),
+        ({"kind": "data", "options": {"pool": 1.5}}, "options.pool must be a whole number of windows"),
+        ({"kind": "data", "detector": ["ks"], "options": {"pool": 2}}, "options.pool is not an option"),
     ],
 )
 def test_spec_rejects_bad_entries_with_a_clear_message(entry: dict, message: str) -> None:
@@ -178,7 +183,10 @@ def test_shifted_stream_fires_once_after_confirmation_then_cools_down(
     checks = [monitor.check(_window(rng, articles, **shift)) for _ in range(12)]
     assert all(check.over_threshold for check in checks)
     assert [i for i, check in enumerate(checks) if check.fired] == [1]  # the 2nd window confirms
-    assert checks[1].reason == reason and monitor.alarms_total == 1
+    # the test that names the shift rejects; texts this short or this foreign are also
+    # each unlike the reference, so the novelty test rejects too and may give the reason
+    over = {r.reason for r in checks[1].results if r.over_threshold}
+    assert reason in over and checks[1].reason in over and monitor.alarms_total == 1
     assert checks[-1].cooldown_remaining == 0
 
 
@@ -252,6 +260,85 @@ def test_cost_monitor_fires_on_30_percent_more_energy_not_on_noise() -> None:
     assert alarms[0] == 1
     result = cost_drift(reference, [6500.0] * 3)
     assert result.reason == "drift:cost" and result.details["relative_change"] == pytest.approx(0.3, abs=0.05)
+
+
+# -- the novelty test --------------------------------------------------------
+
+
+def _counts(rng: np.random.Generator, topic: int, n: int, buckets: int = 4096) -> np.ndarray:
+    """``n`` documents (token counts over ``buckets``) of a Zipfian topic: topic 0 uses
+    buckets 0-999, topic 1 buckets 600-1599 in another order; each document draws its
+    own word distribution around the topic's (Dirichlet), and 150-400 tokens."""
+    ranks = np.arange(1, 1001)
+    base = (1.0 / ranks) / (1.0 / ranks).sum()
+    columns = np.arange(1000) if topic == 0 else 600 + np.random.default_rng(99).permutation(1000)
+    out = np.zeros((n, buckets))
+    for row in range(n):
+        probs = rng.dirichlet(base * 300)
+        out[row, columns] = rng.multinomial(int(rng.integers(150, 401)), probs)
+    return out
+
+
+def test_novelty_flags_a_few_foreign_documents_not_familiar_ones() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(21)
+    reference = novelty_reference(_counts(rng, 0, 60))
+    clean = [novelty_drift(reference, _counts(rng, 0, 30), alpha=0.05 / 3) for _ in range(5)]
+    assert not any(r.over_threshold for r in clean) and all(r.score < 1.0 for r in clean)
+    mixed = novelty_drift(reference, np.vstack([_counts(rng, 0, 27), _counts(rng, 1, 3)]), alpha=0.05 / 3)
+    assert mixed.over_threshold and mixed.reason == "drift:data:novelty" and mixed.details["novel_current"] >= 3
+    # the p-value is the binomial tail of the count of novel documents
+    k, m, tail = int(mixed.statistic), mixed.details["n_pooled"], mixed.details["tail"]
+    assert mixed.p_value == pytest.approx(stats.binom.sf(k - 1, m, tail), rel=1e-9)
+    assert mixed.statistic >= mixed.threshold and mixed.score > 1.0
+    with pytest.raises(ValueError, match="at least 5 reference texts"):
+        novelty_reference(_counts(rng, 0, 4))
+
+
+def test_novelty_score_grows_with_the_number_of_foreign_documents() -> None:
+    rng = np.random.default_rng(22)
+    reference = novelty_reference(_counts(rng, 0, 60))
+    scores = [
+        novelty_drift(reference, np.vstack([_counts(rng, 0, 30 - k), _counts(rng, 1, k)]), alpha=0.05 / 3).score
+        for k in (3, 6, 15, 30)
+    ]
+    assert 1.0 < scores[0] < scores[1] < scores[2] < scores[3], scores
+
+
+def test_novelty_pools_the_last_windows_and_survives_a_restart() -> None:
+    from hpod.monitors.drift import TextFeatures
+
+    def features(counts: np.ndarray) -> list[TextFeatures]:
+        return [
+            TextFeatures(n_tokens=int(row.sum()), n_bytes=int(row.sum()) * 5,
+                         buckets={int(i): int(row[i]) for i in np.flatnonzero(row)})
+            for row in counts
+        ]
+
+    rng = np.random.default_rng(23)
+    spec = {"kind": "data", "detector": ["novelty"], "confirm": 2, "cooldown": 1, "options": {"pool": 2}}
+    monitor = Monitor(spec, features(_counts(rng, 0, 60)))
+    first = monitor.check(features(np.vstack([_counts(rng, 0, 28), _counts(rng, 1, 2)])))
+    stored = json.loads(json.dumps(monitor.state_dict()))
+    resumed = Monitor.from_state(spec, stored)
+    window = features(np.vstack([_counts(rng, 0, 28), _counts(rng, 1, 2)]))
+    second, again = monitor.check(window), resumed.check(window)
+    details = second.results[0].details
+    assert first.results[0].details["windows_pooled"] == 1
+    assert (details["windows_pooled"], details["n_pooled"]) == (2, 60)
+    assert details["novel_pooled"] == details["novel_current"] + first.results[0].details["novel_current"]
+    assert again.results[0].to_dict() == second.results[0].to_dict()
+    assert "z_scores" not in details  # per-document numbers stay in the monitor's state, not in the record
+    # an alarm empties the pool and a window in the cooldown does not feed it: the documents
+    # that raised the alarm are not counted again once traffic is back to normal
+    assert second.fired and not first.fired
+    familiar = features(_counts(rng, 0, 30))
+    after = [monitor.check(familiar) for _ in range(3)]
+    assert [c.results[0].details["windows_pooled"] for c in after] == [1, 1, 2]
+    assert not any(c.fired for c in after)
+    monitor.set_reference(features(_counts(rng, 0, 60)))  # a new reference: the old windows' z-scores go
+    assert monitor.check(window).results[0].details["windows_pooled"] == 1
 
 
 # -- state -----------------------------------------------------------------
@@ -349,7 +436,20 @@ def test_half_python_docs_alarms_within_four_windows(
     monitor = Monitor({"kind": "data"}, reference)
     checks = [monitor.check(_mixed(rng, held_out, python_docs, 0.5)) for _ in range(4)]
     fired = [check for check in checks if check.fired]
-    assert fired and fired[0].reason == "drift:data:vocabulary"
+    assert fired and fired[0].reason == "drift:data:novelty"
+
+
+def test_a_tenth_of_python_docs_alarms_within_four_windows(
+    split_articles: tuple[list[TextFeatures], list[TextFeatures]], python_docs: list[TextFeatures]
+) -> None:
+    reference, held_out = split_articles
+    fired = 0
+    for seed in range(3):
+        rng = np.random.default_rng([16, seed])
+        monitor = Monitor({"kind": "data"}, reference)
+        checks = [monitor.check(_mixed(rng, held_out, python_docs, 0.1)) for _ in range(4)]
+        fired += any(check.fired for check in checks)
+    assert fired >= 2
 
 
 def test_drift_score_grows_with_the_share_of_another_domain(
@@ -357,11 +457,11 @@ def test_drift_score_grows_with_the_share_of_another_domain(
 ) -> None:
     reference, held_out = split_articles
     means = []
-    for share in (0.0, 0.25, 0.5, 1.0):
+    for share in (0.0, 0.1, 0.25, 0.5, 1.0):
         rng = np.random.default_rng(14)
         monitor = Monitor({"kind": "data"}, reference)
         means.append(np.mean([monitor.check(_mixed(rng, held_out, python_docs, share)).score for _ in range(3)]))
-    assert means[0] < 1.0 < means[1] < means[2] < means[3], means
+    assert means[0] < 1.0 < means[1] < means[2] < means[3] < means[4], means
 
 
 def test_page_hinkley_score_keeps_growing_with_the_step() -> None:
