@@ -28,7 +28,10 @@ measures the false-alarm rate it actually gives on held-out documents.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +50,11 @@ MAX_REFERENCE = 1000
 #: Fewest reference documents the test accepts (a mean and an SD of leave-one-out values).
 MIN_REFERENCE = 5
 _FLOOR = 1e-12
+#: The daemon rebuilds a monitor from its stored state at every check; prepared
+#: references are kept by content (a digest of the counts) so that is not redone.
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple[str, int], NoveltyReference] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def _unit_sqrt(counts: np.ndarray) -> np.ndarray:
@@ -108,9 +116,24 @@ def novelty_reference(counts: np.ndarray, *, seed: int = 0) -> NoveltyReference:
     """Prepare the novelty test for a reference (texts x buckets token counts).
 
     Raises ValueError for fewer than ``MIN_REFERENCE`` documents or a reference with no
-    tokens at all. More than ``MAX_REFERENCE`` documents are subsampled (seeded).
+    tokens at all. More than ``MAX_REFERENCE`` documents are subsampled (seeded). The
+    result is cached by content (the last ``_CACHE_SIZE`` references).
     """
-    ref = np.asarray(counts, dtype=np.float64)
+    ref = np.ascontiguousarray(counts, dtype=np.float64)
+    key = (hashlib.blake2b(ref.tobytes() + repr(ref.shape).encode(), digest_size=16).hexdigest(), seed)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    prepared = _prepare(ref, seed)
+    with _cache_lock:
+        _cache[key] = prepared
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return prepared
+
+
+def _prepare(ref: np.ndarray, seed: int) -> NoveltyReference:
     if ref.ndim != 2:
         raise ValueError(f"reference must be a texts x buckets matrix, got shape {ref.shape}")
     if ref.shape[0] < MIN_REFERENCE:

@@ -39,7 +39,8 @@ _DETECTORS: dict[str, tuple[str, ...]] = {
 #: ``hpod.monitors.drift``): Page-Hinkley and CUSUM statistics in reference standard
 #: deviations; ADWIN detects or not (1.0); relative change of the median cost
 #: (0.15 = 15 %). Data detectors have none: their threshold is the permutation
-#: null's critical value at ``alpha / number of tests``, computed for each window
+#: null's critical value (novelty: the binomial tail's) at ``alpha / number of tests``,
+#: computed for each window
 #: (a ``threshold`` given for a data detector is an extra floor on its statistic).
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "page_hinkley": 15.0,
@@ -126,8 +127,9 @@ class MonitorSpec(BaseModel):
     ``relative_change``); ``threshold`` (one float for every detector, a mapping
     detector -> float, or None: performance and cost detectors then use
     :data:`DEFAULT_THRESHOLDS`; for a data detector it is only an extra floor on
-    the statistic, whose threshold is calibrated per window by permutation);
-    ``alpha`` (family level of the data tests' permutation p-values, corrected over
+    the statistic, whose threshold is calibrated per window: by permutation, or
+    for novelty by a binomial tail);
+    ``alpha`` (family level of the data tests' p-values, corrected over
     the monitor's tests by ``correction``; each test's score reaches 1.0 at
     ``alpha / tests``); ``window`` (samples per window); ``min_samples`` (fewest
     samples in the reference and in a window for a check to count); ``confirm``
