@@ -112,10 +112,17 @@ def print_studies(studies: list[dict[str, Any]]) -> None:
         best = ", ".join(f"{k}={_fmt(v)}" for k, v in s["best"].items())
         t.add_row(s["name"], s["state"], f"{done}/{s['n_trials'] or '∞'}", str(c.get("RUNNING", 0)),
                   str(c.get("FAIL", 0)), str(c.get("PRUNED", 0)), str(s["pareto_front_size"]),
-                  _fmt(s["hypervolume"]), best, f"{s['energy_spent_joules']:.4g} J",
+                  _fmt(s["hypervolume"]), best, _energy(s),
                   _sampler_seconds(s.get("sampler_seconds")), _ago(s["last_activity"]))
     out.print(t)
     _print_strategies(studies)
+
+
+def _energy(study: dict[str, Any]) -> str:
+    """Energy spent, and the budget's limit when the study has one ("1.2e+05 / 5e+05 J")."""
+    limit = study.get("energy_budget_joules")
+    spent = f"{study['energy_spent_joules']:.4g}"
+    return f"{spent} / {limit:.4g} J" if limit is not None else f"{spent} J"
 
 
 def _sampler_seconds(stats: dict[str, Any] | None) -> str:

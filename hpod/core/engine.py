@@ -224,6 +224,8 @@ class Engine:
                 parallelism=self.parallelism, seed=self.spec.sampler.seed,
                 has_constraints=bool(self.constraints), reference_point=self.stated_reference_point(),
                 n_trials_so_far=self._trials_so_far(),
+                energy_budget_joules=self.spec.budget.energy_joules,
+                time_budget_seconds=self.spec.budget.timeout_seconds,
             )
         return self._sampler_choice
 

@@ -155,6 +155,9 @@ def study_rows(store: Store) -> list[dict[str, Any]]:
                                                     scales.get(r.name)),
             "pareto_front_size": r.pareto_front_size,
             "energy_spent_joules": r.energy_spent_joules,
+            # the budget's limits in joules and seconds (None: not bounded by it)
+            "energy_budget_joules": spec.get("budget", {}).get("energy_joules"),
+            "timeout_seconds": spec.get("budget", {}).get("timeout_seconds"),
             "sampler": r.sampler_name,
             "sampler_reason": r.sampler_reason,
             # seconds per suggestion: {mean, last, max, trials}, None before the first

@@ -40,6 +40,13 @@ def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "true or false"
 
 
+def _one_of(*allowed: str) -> _Check:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else "one of " + ", ".join(allowed)
+
+    return check
+
+
 def _number_list(length: int) -> _Check:
     def check(value: Any) -> str | None:
         ok = (
@@ -82,6 +89,9 @@ def _options_schema(name: str, n_objectives: int) -> dict[str, _Check]:
             "population_size": _int_between(2, 10_000),
             "deterministic_objective": _boolean,
             "multi_fidelity": _boolean,
+            # improvement per expected cost; default: on when the budget is joules or seconds
+            "cost_aware": _boolean,
+            "cost_metric": _one_of("energy_joules", "time_seconds"),
         },
     }
     return schemas[name]

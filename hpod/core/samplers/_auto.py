@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
+from hpod.core.samplers._cost import CostAwareGPSampler, CostMetric
 from hpod.core.samplers._gp import HpodGPSampler
 from hpod.core.samplers._startup import SobolStartupSampler
 
@@ -49,6 +50,7 @@ def build_gp_sampler(
     design_seed: int | None = None,
     deterministic_objective: bool = False,
     reference_point: list[float | None] | None = None,
+    cost_metric: CostMetric | None = None,
 ) -> optuna.samplers.GPSampler:
     """hpod's GP sampler (:class:`~hpod.core.samplers._gp.HpodGPSampler`: Optuna's GPSampler
     aimed at the study's reference point) after a scrambled-Sobol startup design instead
@@ -59,19 +61,26 @@ def build_gp_sampler(
 
     ``design_seed`` scrambles the Sobol design (indexed by trial number, so a resumed
     study continues it; default ``seed``); ``seed`` seeds the random state.
+
+    ``cost_metric`` (``energy_joules`` / ``time_seconds``) makes it cost-aware
+    (:class:`~hpod.core.samplers._cost.CostAwareGPSampler`: improvement per expected
+    cost); ``None``: cost-blind.
     """
 
     startup = SobolStartupSampler(max(n_params, 1), max(n_startup_trials, 1),
                                   seed=seed if design_seed is None else design_seed, fallback_seed=seed)
-    return HpodGPSampler(
-        reference_point=reference_point,
-        seed=seed,
-        independent_sampler=startup,
-        n_startup_trials=n_startup_trials,
-        deterministic_objective=deterministic_objective,
+    common: dict[str, Any] = {
+        "reference_point": reference_point,
+        "seed": seed,
+        "independent_sampler": startup,
+        "n_startup_trials": n_startup_trials,
+        "deterministic_objective": deterministic_objective,
         # The independent sampler is hpod's startup design, used on purpose.
-        warn_independent_sampling=False,
-    )
+        "warn_independent_sampling": False,
+    }
+    if cost_metric is not None:
+        return CostAwareGPSampler(cost_metric=cost_metric, **common)
+    return HpodGPSampler(**common)
 
 
 class ModelThenEvolutionSampler(optuna.samplers.BaseSampler):

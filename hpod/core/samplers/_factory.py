@@ -21,6 +21,7 @@ from hpod.core.samplers._auto import (
     auto_startup_trials,
     build_gp_sampler,
 )
+from hpod.core.samplers._cost import CostMetric
 from hpod.core.samplers._multifidelity import MultiFidelitySampler
 from hpod.core.samplers._qlognehvi import QLogNEHVISampler
 from hpod.errors import SpecError
@@ -64,6 +65,8 @@ def create_sampler(
     has_constraints: bool = False,
     reference_point: list[float | None] | None = None,
     n_trials_so_far: int = 0,
+    energy_budget_joules: float | None = None,
+    time_budget_seconds: float | None = None,
 ) -> SamplerChoice:
     """Build the sampler a study spec asks for.
 
@@ -87,6 +90,10 @@ def create_sampler(
             bounds state one, ``None`` for an objective nothing bounds; the model-based
             samplers (``auto``, ``gp``, ``qlognehvi``) aim their hypervolume improvement at
             it. ``sampler.options.reference_point`` wins for ``qlognehvi``.
+        energy_budget_joules, time_budget_seconds: the study's budget in joules / seconds
+            of wall clock (``budget.energy_joules`` / ``budget.timeout_seconds``). ``auto``
+            is cost-aware (improvement per expected cost, in the budget's currency, energy
+            first) when one is set, unless ``sampler.options.cost_aware`` is false.
 
     Raises:
         SpecError: ``sampler.name`` is unknown or cannot serve ``len(directions)`` objectives
@@ -128,6 +135,7 @@ def create_sampler(
             design_seed=design_seed,
             has_constraints=has_constraints,
             reference_point=reference_point,
+            cost=_cost_choice(opts, energy_budget_joules, time_budget_seconds),
         )
     if name == "nsga2":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, **opts)
@@ -157,6 +165,30 @@ def create_sampler(
     return SamplerChoice(sampler, name, "requested in the spec")
 
 
+def _cost_choice(
+    opts: dict[str, Any], energy_budget_joules: float | None, time_budget_seconds: float | None
+) -> CostMetric | None:
+    """What ``auto`` weighs a trial's cost in; None: cost-blind.
+
+    Off with ``cost_aware: false``; by default on when the budget is stated in joules
+    (then energy is the cost) or seconds (then time is). ``cost_aware: true`` or a
+    ``cost_metric`` turn it on for a trial budget too."""
+    cost_aware: bool | None = opts.get("cost_aware")
+    metric: CostMetric | None = opts.get("cost_metric")
+    if cost_aware is False:
+        return None
+    if metric is None:
+        if energy_budget_joules is not None:
+            metric = "energy_joules"
+        elif time_budget_seconds is not None:
+            metric = "time_seconds"
+        elif cost_aware:
+            metric = "energy_joules"
+        else:
+            return None
+    return metric
+
+
 def _choose_auto(
     opts: dict[str, Any],
     *,
@@ -168,6 +200,7 @@ def _choose_auto(
     design_seed: int | None,
     has_constraints: bool,
     reference_point: list[float | None] | None,
+    cost: CostMetric | None = None,
 ) -> SamplerChoice:
 
     n_objectives = len(directions)
@@ -199,6 +232,7 @@ def _choose_auto(
         design_seed=design_seed,
         deterministic_objective=opts.get("deterministic_objective", False),
         reference_point=reference_point,
+        cost_metric=cost,
     )
     model: optuna.samplers.BaseSampler = gp
     if opts.get("multi_fidelity"):
@@ -209,6 +243,8 @@ def _choose_auto(
         aimed = ", improvement measured at the study's reference point" if None not in reference_point else \
             ", improvement measured at the bounds the study states for " \
             f"{sum(v is not None for v in reference_point)} of {n_objectives} objectives"
+    if cost is not None:
+        aimed += f", per expected {cost} (a GP on log cost)"
     model_text = (
         f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {n_startup} Sobol startup trials"
         + (f", {parallelism} concurrent trials as pending points" if parallelism > 1 else "")
