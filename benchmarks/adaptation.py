@@ -37,7 +37,7 @@ from benchmarks._machine import describe_machine
 from hpod.core.feedback import add_examples
 from hpod.core.retune import RetunePolicy
 from hpod.core.selection import current_serving, select_trial
-from hpod.monitors.drift import Monitor, text_features
+from hpod.monitors.drift import DEFAULT_BUCKETS, Monitor, text_features
 from hpod.objectives.base import create_objective
 from hpod.objectives.text_classifier import synthetic_reviews
 from hpod.spec import parse_spec, resolve
@@ -105,7 +105,7 @@ def data_stream(seed: int, mix: float | None, pre: int, post: int, reference: li
     no shift, A windows throughout). In-distribution windows count towards false alarms."""
     traffic = Traffic(seed)
     monitor = _monitor(MONITOR, reference)
-    feats = lambda docs: [text_features(d["text"], n_buckets=512) for d in docs]  # noqa: E731
+    feats = lambda docs: [text_features(d["text"], n_buckets=DEFAULT_BUCKETS) for d in docs]  # noqa: E731
     in_dist = [monitor.check(feats(traffic.window(0.0))) for _ in range(pre if mix is not None else pre + post)]
     first = None
     if mix is not None:
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {info['machine']}")
     started = time.perf_counter()
     trained = create_objective("text_classifier", _spec("x")["objective"]["params"])
-    reference = [text_features(t, n_buckets=512) for t in trained.reference_texts(TRAIN)]  # type: ignore[attr-defined]
+    reference = [text_features(t, n_buckets=DEFAULT_BUCKETS) for t in trained.reference_texts(TRAIN)]  # type: ignore[attr-defined]
     rows = []
     per_stream: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="hpod-adaptation-") as tmp:
