@@ -217,8 +217,10 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     lines = [
         "# Adaptation loop: detection on held-out documents, quality before/after a retune on feedback",
         "",
-        f"Command: `{info['command']}` · {info['seconds']:.0f} s · machine: {info['machine']} · "
-        f"load average before/after: {info['load_before']} / {info['load_after']} (other work ran beside it).",
+        f"Command: `{info['command']}` · {info['seconds']:.0f} s · machine: {info['machine']['cpu']}, "
+        f"{info['machine']['cores']} cores, Python {info['machine']['python']}, torch {info['machine']['torch']} · "
+        f"load average (1/5/15 min) before {' / '.join(f'{x:.1f}' for x in info['load_before'])}, after "
+        f"{' / '.join(f'{x:.1f}' for x in info['load_after'])} (other work ran beside it).",
         "",
         f"Objective `text_classifier`, domain A = synthetic product reviews ({TRAIN} training records), B = "
         f"synthetic restaurant reviews. Per stream {info['pre']} held-out A windows then {info['post']} shifted "
@@ -241,7 +243,9 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
         "",
         "Limits: synthetic review domains with disjoint sentiment vocabularies (a clear vocabulary shift); the "
         "real-text detector table is benchmarks/results/drift.md. The summarization (t5_lora) loop is not in this "
-        "table.",
+        "table (its retune is a test, tests/e2e_tests/test_adaptation_loop.py; its quality on the new domain: "
+        "benchmarks/results/tiny_t5.md). `switched`: whether serving moved to the retuned model (beyond the "
+        "issue's columns).",
     ]
     return "\n".join(lines) + "\n"
 
