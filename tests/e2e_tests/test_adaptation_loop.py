@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,9 @@ def _classifier() -> Task:
 
 def _t5() -> Task:
     window = 16
-    fixed = {"batch_size": 8, "epochs": 3, "rank": 8, "alpha": 16, "dropout": 0.1}
+    # 10 epochs: on 256 sports records LoRA reaches ROUGE-2 ~0.5 on held-out reports; 3 epochs
+    # only ~0.08-0.18 (benchmarks/results/tiny_t5.md)
+    fixed = {"batch_size": 8, "epochs": 10, "rank": 8, "alpha": 16, "dropout": 0.1}
     return Task(
         spec={
             "name": "news",
@@ -105,7 +108,7 @@ def _t5() -> Task:
                                       for e in synthetic_corpus(n, seed=seed, domain=domain)],
         domains=("news", "sports"), fields=("article", "highlights"),
         quality=lambda p, r: summary_metrics(p, r)["rouge2"],
-        window=window, labelled=256, held_out=48, prediction_name="summaries", gain=0.05)
+        window=window, labelled=256, held_out=48, prediction_name="summaries", gain=0.15)
 
 
 def _run(store: Store, state_dir: Path, spec: Any) -> None:
@@ -208,6 +211,7 @@ def _loop(tmp_path: Path, task: Task) -> None:
         # serving follows; the served model is better on held-out B records than before
         assert holder.refresh() is True and holder.current.selection["study"] == f"{name}@v2"
         after = served_quality()
+        print(f"{name}: served quality on held-out B records {before:.3f} -> {after:.3f}")
         assert after > before + task.gain, (before, after)
 
         # the reference is now the new model's training data (the replayed A records and the
@@ -231,6 +235,8 @@ def test_classifier_adapts_to_a_new_domain_through_labelled_feedback(tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # trains the tiny base (about a minute of one idle core) and three LoRA trials
-def test_t5_lora_adapts_to_a_new_domain_through_labelled_feedback(tmp_path: Path) -> None:
+@pytest.mark.timeout(3600)  # three LoRA trials (and the session's tiny base when no test built it yet)
+def test_t5_lora_adapts_to_a_new_domain_through_labelled_feedback(tmp_path: Path, tiny_t5_cache: Path) -> None:
+    # the daemon's cache under the state dir starts with the session's tiny base (built once per session)
+    shutil.copytree(tiny_t5_cache / "t5_lora", tmp_path / "cache" / "t5_lora")
     _loop(tmp_path, _t5())

@@ -367,10 +367,9 @@ DEFAULT_TINY = {"model": "tiny", "cpu_threads": 1}
 
 
 @pytest.fixture(scope="module")
-def trained_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("t5-trained")
-    T5LoraObjective(DEFAULT_TINY).prepare(path)
-    return path
+def trained_cache(tiny_t5_cache: Path) -> Path:
+    T5LoraObjective(DEFAULT_TINY).prepare(tiny_t5_cache)  # the session's base: nothing to build
+    return tiny_t5_cache
 
 
 @pytest.mark.slow
