@@ -189,7 +189,7 @@ class ObjectiveRef(_Strict):
 
 
 class SamplerSpec(_Strict):
-    name: str = "auto"
+    name: str = Field(default="auto", json_schema_extra={"enum": list(SAMPLER_NAMES)})
     options: dict[str, Any] = Field(default_factory=dict)
     #: seeds the sampler's random state (numpy takes 0 .. 2**32 - 1)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
@@ -203,6 +203,11 @@ class SamplerSpec(_Strict):
 
 
 class Budget(_Strict):
+    # the schema states _some_limit: one of the three limits is a number
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [key], "properties": {key: {"type": "number"}}}
+        for key in ("n_trials", "timeout_seconds", "energy_joules")]})
+
     n_trials: int | None = Field(default=None, ge=1, le=10_000_000)
     timeout_seconds: float | None = Field(default=None, gt=0, le=10 * _YEAR_SECONDS)
     energy_joules: float | None = Field(default=None, gt=0, le=1e18)

@@ -65,6 +65,9 @@ REFUSED = [
     ("unknown parameter field", {"space": {"learning_rate": {"type": "float", "low": 1e-5, "hgh": 1e-3}}},
      "space.learning_rate.hgh"),
     ("storage", {"storage": "sqlite:///elsewhere.db"}, "storage"),
+    ("budget without a limit", {"budget": {"max_retries": 2}}, "budget"),
+    ("unknown sampler", {"sampler": {"name": "cmaes"}}, "sampler.name"),
+    ("name with a space", {"name": "two words"}, "name"),
     ("adaptive seeds' unknown key", {"seeds": {"max": 3, "sigma": 1}}, "seeds"),
 ]
 
