@@ -392,16 +392,22 @@ def _registered(url: str, study: str) -> bool:
 
 # ---------------------------------------------------------------------------- Ctrl-C / resume
 def _interrupt_one(tmp: Path, sampler: str, cycles: int, n_trials: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``cycles`` Ctrl-Cs of ``hpod run`` while its study is unfinished (a run that finishes
+    before the signal is not counted and is run again, up to 3 x ``cycles`` runs), then a
+    final run to the end."""
     state = tmp / f"interrupt-{sampler}"
     spec_path = tmp / f"interrupt-{sampler}.json"
     name = f"ctrlc-{sampler}"
-    spec_path.write_text(json.dumps(_study_spec(name, sampler, n_trials, sleep=0.4)))
+    spec_path.write_text(json.dumps(_study_spec(name, sampler, n_trials, sleep=1.5)))
     db = state / "hpod.db"
     ledger = Ledger(f"sqlite:///{db}", {name: n_trials})
     rng = random.Random(sampler)
     exits: list[int] = []
     tracebacks = 0
-    for _ in range(cycles):
+    interrupted = 0
+    for _ in range(3 * cycles):
+        if interrupted >= cycles:
+            break
         before = ledger.snapshot() if db.exists() else 0
         proc = subprocess.Popen([HPOD, "run", str(spec_path), "--no-codecarbon"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=_env(state), start_new_session=True)
@@ -409,18 +415,19 @@ def _interrupt_one(tmp: Path, sampler: str, cycles: int, n_trials: int) -> tuple
             _wait(lambda b=before, p=proc: p.poll() is not None or (db.exists() and ledger.snapshot() > b),
                   300, "progress")
         time.sleep(rng.uniform(0.0, 0.4))
-        if db.exists():
-            ledger.snapshot()
+        done_before_signal = ledger.snapshot() if db.exists() else 0
+        mid_study = proc.poll() is None and done_before_signal < n_trials
         _killpg(proc, signal.SIGINT)  # Ctrl-C: the whole foreground process group
         _, err = proc.communicate(timeout=300)
         exits.append(proc.returncode)
         tracebacks += err.decode(errors="replace").count("Traceback")
+        interrupted += int(mid_study and proc.returncode in (130, -signal.SIGINT))
     final = subprocess.run([HPOD, "run", str(spec_path), "--no-codecarbon"], capture_output=True,
                            env=_env(state), timeout=1800)
     tracebacks += final.stderr.decode(errors="replace").count("Traceback")
     check = ledger.check()
-    row = {"cycles": cycles, "exit_codes": exits, "final_exit": final.returncode, "tracebacks": tracebacks,
-           **check["studies"][name]}
+    row = {"cycles": interrupted, "runs": len(exits), "exit_codes": exits, "final_exit": final.returncode,
+           "tracebacks": tracebacks, **check["studies"][name]}
     return row, check
 
 
@@ -433,9 +440,10 @@ def interrupts(tmp: Path, samplers: list[str], cycles: int, n_trials: int) -> di
     totals = collections.Counter[str]()
     for sampler, (row, check) in results.items():
         per[sampler] = row
-        totals["resumes"] += cycles
+        totals["resumes"] += row["cycles"]
         totals["tracebacks"] += row["tracebacks"]
-        totals["bad_exits"] += sum(1 for e in row["exit_codes"] if e not in (130, 0)) + int(row["final_exit"] != 0)
+        totals["bad_exits"] += sum(1 for e in row["exit_codes"] if e not in (130, -signal.SIGINT, 0)) \
+            + int(row["final_exit"] != 0)
         for key in ("lost", "left_running", "completed_vs_budget_mismatches", "duplicate_evaluations",
                     "rejected_repeats"):
             totals[key] += check[key]
@@ -461,22 +469,26 @@ def fuzz(daemon: Daemon, max_examples: int, deadline_seconds: float) -> dict[str
     codes = collections.Counter[int]()
     server_errors: list[str] = []
     nonconforming: collections.Counter[str] = collections.Counter()
+    #: for schema-valid requests the server refused: the field its message names
+    refused_valid: collections.Counter[str] = collections.Counter()
+    refused_examples: dict[str, str] = {}
     examples: list[str] = []
     started = time.monotonic()
     operations = [result.ok() for result in schema.get_all_operations()]
     plan = [(operation, mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
             for operation in operations]
     validated = [0]
+    #: operations schemathesis stopped generating for (schema constructs it cannot negate)
+    generation_errors: dict[str, dict[str, Any]] = {}
 
     def fuzz_one(operation: Any, mode: Any) -> None:
         checked = [0]
+        sent = [0]
 
-        @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
         def run(case: Any) -> None:
-            if time.monotonic() - started > deadline_seconds:
+            if time.monotonic() - started > deadline_seconds or sent[0] >= max_examples:
                 return
+            sent[0] += 1
             response = case.call(base_url=daemon.url, headers=headers, timeout=60)
             codes[response.status_code] += 1
             if response.status_code >= 500:
@@ -492,18 +504,40 @@ def fuzz(daemon: Daemon, max_examples: int, deadline_seconds: float) -> dict[str
                     title = getattr(failure, "title", None) or type(failure).__name__
                     key = f"{case.method} {case.operation.path} ({mode.value}): {title}"
                     nonconforming[key] += 1
+                    if mode == GenerationMode.POSITIVE and 400 <= response.status_code < 500:
+                        field = _named_field(response)
+                        refused_valid[field] += 1
+                        if field not in refused_examples:
+                            with contextlib.suppress(ValueError, AttributeError):
+                                refused_examples[field] = str(response.json().get("error", ""))[:160]
                     if len(examples) < 10:
                         examples.append(f"{key} -> {response.status_code}: {str(failure).splitlines()[0][:200]}")
 
-        try:
-            run()
-        except hypothesis.errors.Unsatisfiable:
-            pass  # no negative example exists for an operation without parameters or body
+        # Seeded runs; schemathesis may stop an operation's generation at a draw it cannot
+        # negate: that is recorded and the operation goes on with the next seed, up to
+        # max_examples requests in all.
+        for seed in range(5):
+            test = settings(max_examples=max_examples, deadline=None, database=None,
+                            phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))(
+                hypothesis.seed(seed)(hypothesis.given(case=operation.as_strategy(generation_mode=mode))(run)))
+            try:
+                test()
+                return
+            except hypothesis.errors.Unsatisfiable:
+                return  # no negative example exists for an operation without parameters or body
+            except schemathesis.core.errors.UnsupportedSchema as exc:
+                label = f"{operation.method.upper()} {operation.path} ({mode.value})"
+                generation_errors[label] = {"stops": generation_errors.get(label, {}).get("stops", 0) + 1,
+                                            "sent_before": sent[0], "reason": str(exc).splitlines()[0][:160]}
 
+    per_operation: dict[str, dict[str, float]] = {}
     for operation, mode in plan:
         if time.monotonic() - started > deadline_seconds:
             break
+        t0, n0 = time.monotonic(), sum(codes.values())
         fuzz_one(operation, mode)
+        per_operation[f"{operation.method.upper()} {operation.path} ({mode.value})"] = {
+            "requests": sum(codes.values()) - n0, "seconds": round(time.monotonic() - t0, 1)}
     # requests a schema-driven fuzzer does not send: no token, wrong token, garbage bodies
     extra = 0
     for path in ("/v1/status", "/v1/studies", "/v1/events", "/openapi.json"):
@@ -525,7 +559,26 @@ def fuzz(daemon: Daemon, max_examples: int, deadline_seconds: float) -> dict[str
             "status_codes": {str(k): v for k, v in sorted(codes.items())}, "server_errors": len(server_errors),
             "server_error_examples": server_errors[:10], "schema_nonconforming": sum(nonconforming.values()),
             "schema_nonconforming_by_check": dict(nonconforming), "nonconforming_examples": examples,
+            "schema_valid_refused_by_field": dict(refused_valid.most_common()),
+            "schema_valid_refused_examples": refused_examples,
+            "generation_errors": generation_errors, "per_operation": per_operation,
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def _named_field(response: Any) -> str:
+    """The field an error answer names (``space.x.low: low (3) must be <= high``), or its status."""
+    try:
+        message = str(response.json().get("error", ""))
+    except (ValueError, AttributeError):
+        return f"{response.status_code} (no JSON error)"
+    field, sep, _ = message.partition(": ")
+    if not sep or " " in field or not field.isascii() or not field.isprintable():
+        return f"{response.status_code}: {message[:60]}"
+    # collapse the generated names (space.<name>, reference_point.<name>) to the rule
+    parts = field.split(".")
+    if parts[0] in ("space", "reference_point", "ideal_point", "objective") and len(parts) > 1:
+        parts[1] = "<name>" if parts[0] != "objective" else parts[1]
+    return f"{response.status_code} {'.'.join(parts[:3])}"
 
 
 # ---------------------------------------------------------------------------- malformed input
@@ -573,7 +626,8 @@ MALFORMED_SPECS: list[tuple[str, Any, str, str]] = [
     ("objective.params", "x", "objective.params", "both"),
     ("objective.params.noise", -1, "objective.params.noise", "both"),
     ("objective.params.noise", math.nan, "objective.params.noise", "both"),
-    ("objective.params.nois", 0.1, "objective.params", "both"),
+    ("objective.params.nois", 0.1, "objective.params.nois", "both"),
+    ("objective.params.sleep_second", 1, "objective.params.sleep_second", "both"),
     ("objective.params.deep", _nested(40), "objective.params.deep", "both"),
     ("space", "x", "space", "both"),
     ("space.learning_rate", {"type": "float", "low": math.nan, "high": 1e-3}, "space.learning_rate", "both"),
@@ -584,6 +638,10 @@ MALFORMED_SPECS: list[tuple[str, Any, str, str]] = [
     ("space.dropout", {"type": "float", "low": 0.1, "high": 0.2, "step": 0.5}, "space.dropout", "both"),
     ("space.dropout", {"type": "float", "low": 0.1, "high": 0.6, "step": -0.1}, "space.dropout", "both"),
     ("space.dropout", math.nan, "space.dropout", "both"),
+    ("space.dropout", "inf", "space.dropout", "both"),
+    ("space.learning_rate", "1e-4", "space.learning_rate", "both"),
+    ("space.batch_size", [8, "sixteen"], "space.batch_size.choices[1]", "both"),
+    ("space.learning_rate", {"type": "float", "low": 1e-5, "hgh": 1e-3}, "space.learning_rate.hgh", "both"),
     ("space.epochs", {"type": "int", "low": 1, "high": 3, "step": 0}, "space.epochs", "both"),
     ("space.epochs", {"type": "int", "low": 1.5, "high": 3}, "space.epochs", "both"),
     ("space.epochs", {"type": "integer", "low": 1, "high": 3}, "space.epochs.type", "both"),
@@ -767,10 +825,10 @@ def machine() -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     size = {"daemon_kills": 3 if quick else 20, "daemon_trials": 8 if quick else 30,
-            "worker_kills": 2 if quick else 5, "worker_trials": 8 if quick else 24,
-            "interrupt_cycles": 2 if quick else 5, "interrupt_trials": 6 if quick else 14,
+            "worker_kills": 2 if quick else 6, "worker_trials": 8 if quick else 60,
+            "interrupt_cycles": 2 if quick else 5, "interrupt_trials": 8 if quick else 30,
             "samplers": ["random", "tpe"] if quick else ["tpe", "random", "nsga2", "auto"],
-            "fuzz_examples": 10 if quick else 300, "fuzz_deadline_seconds": 120 if quick else 660,
+            "fuzz_examples": 10 if quick else 300, "fuzz_deadline_seconds": 120 if quick else 1200,
             "malformed_limit": 8 if quick else None}
     started = time.time()
     out: dict[str, Any] = {"machine": machine(), "quick": quick, "size": size,
@@ -888,6 +946,10 @@ def markdown(data: dict[str, Any]) -> str:
         f"{fz['requests']} requests over {fz['operations']} operations in {fz['seconds']} s; status codes "
         f"{fz['status_codes']}; {fz['server_errors']} answers ≥ 500; {fz['schema_nonconforming']} answers that "
         f"schemathesis' checks found not matching the schema ({fz['schema_nonconforming_by_check'] or 'none'}).",
+        "",
+        "Schema-valid requests the server refused, by the field its message names (rules between values "
+        "and names that a JSON Schema does not state: the objective's registry and metrics, low <= high, "
+        f"sampler options...): {fz.get('schema_valid_refused_by_field') or 'none'}.",
         "",
         "## Malformed input",
         "",
