@@ -415,7 +415,8 @@ class StudySpec(_Strict):
     description: str = ""
     objective: ObjectiveRef
     space: dict[str, ParamSpec | Scalar | list[Scalar]] = Field(default_factory=dict)
-    objectives: list[ObjectiveTarget] = Field(default_factory=lambda: [ObjectiveTarget(name="loss")])
+    objectives: list[ObjectiveTarget] = Field(default_factory=lambda: [ObjectiveTarget(name="loss")],
+                                              json_schema_extra={"minItems": 1})  # _objectives says why
     constraints: list[str] = Field(default_factory=list)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     budget: Budget

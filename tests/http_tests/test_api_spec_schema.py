@@ -68,6 +68,7 @@ REFUSED = [
     ("budget without a limit", {"budget": {"max_retries": 2}}, "budget"),
     ("unknown sampler", {"sampler": {"name": "cmaes"}}, "sampler.name"),
     ("name with a space", {"name": "two words"}, "name"),
+    ("no objective", {"objectives": []}, "objectives"),
     ("adaptive seeds' unknown key", {"seeds": {"max": 3, "sigma": 1}}, "seeds"),
 ]
 
