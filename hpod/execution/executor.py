@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 HEAVY_PRELOAD = ("torch", "transformers", "peft")
 #: What the process's fork server imports before forking a trial (hpod's own trial code
 #: first); grows as studies with other objectives arrive.
-_preloaded: list[str] = ["hpod.execution._trial_child", "hpod.objectives.base", "hpod.monitors.meters"]
+_preloaded: list[str] = ["hpod.execution._trial_child", "hpod.objectives.base", "hpod.monitors.meters",
+                         "hpod.execution._warm"]
 
 #: (job, seed_index, step, values) -> stop?
 ReportHandler = Callable[[JobRow, int, int, dict[str, float]], bool]
@@ -531,15 +532,18 @@ class LocalExecutor:
                 cb(job, result, reason)
         self._pending_results = remaining
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until a running trial sends a message or exits, or ``timeout`` passes."""
+    def wait(self, timeout: float, *, extra: Iterable[Any] = ()) -> None:
+        """Sleep until a running trial sends a message or exits, one of ``extra`` (file
+        descriptors or objects with ``fileno``) is readable, or ``timeout`` passes."""
         from multiprocessing.connection import wait
 
-        handles: list[Any] = []
+        handles: list[Any] = list(extra)
         for rt in self.running.values():
             handles += [rt.conn, rt.process.sentinel]
         if handles:
             wait(handles, timeout=timeout)
+        else:
+            time.sleep(timeout)
 
     # ------------------------------------------------------------------ stopping
     def stop(self, *, reason: str, grace_seconds: float = 0.0, should_abort: Callable[[], bool] | None = None) -> None:
