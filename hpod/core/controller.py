@@ -54,6 +54,8 @@ class Controller:
         self.lease_check_seconds = lease_check_seconds
         self.engines: dict[str, _Active] = {}
         self._last_lease_check = 0.0
+        self._last_collect = -float("inf")
+        self._results_pending = False
         self._remote_capacity = (0.0, 0)
         #: called after each study completes: (engine)
         self.on_study_completed: list[Callable[[Engine], None]] = []
@@ -136,11 +138,21 @@ class Controller:
         """One round of collect / expire / ask / run. Returns True when anything happened."""
         busy = False
         now = time.monotonic()
+        names = list(studies) if studies is not None else list(self.engines)
+        if self.executor is not None:
+            # Ended trials first: their results are stored, told and their slots refilled
+            # in this same step (claiming waits for the ask below).
+            reaped = self.executor.poll(studies=names, start_new=False)
+            busy |= bool(reaped)
+            self._results_pending |= bool(reaped)
         if now - self._last_lease_check >= self.lease_check_seconds:
             self._last_lease_check = now
             busy |= self.expire_leases() > 0
         completed = []
+        collect = self._collect_due(now) or busy
         for name, active in list(self.engines.items()):
+            if not collect:
+                continue
             try:
                 told = active.engine.collect()
             except StorageError as exc:
@@ -157,10 +169,21 @@ class Controller:
         if start_new:
             busy |= self._ask(studies)
         if self.executor is not None:
-            names = list(studies) if studies is not None else list(self.engines)
             finished = self.executor.poll(studies=names, start_new=start_new)
             busy |= bool(finished)
+            self._results_pending |= bool(finished)
         return busy
+
+    def _collect_due(self, now: float) -> bool:
+        """Whether the engines should look for finished jobs in this step: the local
+        executor stored results since the last look, remote workers may have, or a
+        second has passed (a job cancelled or finished by another process). Saves two
+        queries per idle step."""
+        if self._results_pending or self._remote_slots() > 0 or now - self._last_collect >= 1.0:
+            self._results_pending = False
+            self._last_collect = now
+            return True
+        return False
 
     def _ask(self, studies: Iterable[str] | None) -> bool:
         """Queue one configuration per free slot, fairly across studies. A database
@@ -183,8 +206,11 @@ class Controller:
                       if not a.paused and (allowed is None or n in allowed) and a.engine.budget_exhausted() is None]
         if not candidates:
             return False
+        capacity = self.capacity()
+        if capacity <= 0:
+            return False  # no free slot: the queue need not be counted
         queued = sum(1 for _ in self.store.jobs(states=["queued"]))
-        free = self.capacity() - queued
+        free = capacity - queued
         if free <= 0:
             return False
         # In flight (running + queued) per study, counted here rather than re-read

@@ -168,6 +168,7 @@ class Engine:
         #: the summary's reference point and its source, once fixed; its ideal point, once fixed
         self._reference: tuple[list[float], str] | None = None
         self._ideal: list[float] | None = None
+        self._ideal_source: str | None = None
         self._reference_saved = False
         self._hv_cache: tuple[Any, tuple[float | None, float | None]] = (None, (None, None))
         self.strategy: Strategy = create_strategy(self)
@@ -184,6 +185,8 @@ class Engine:
         #: process and resume), then kept up to date on ask and tell
         self._evaluated: dict[str, int] | None = None
         self._sampler_seconds_saved_at = -math.inf
+        #: events of the trial being told (see ``_tell_event``)
+        self._tell_events: list[dict[str, Any]] = []
 
     @property
     def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
@@ -583,8 +586,10 @@ class Engine:
         """Tell Optuna about every finished job of this study; returns the told trials."""
         told = []
         for job in self.store.jobs_to_tell(self.name):
+            self._tell_events = []
             frozen = self._tell(job)
-            self.store.mark_told(job.id)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
+            # The trial's event goes in with the job's told mark: one transaction.
+            self.store.mark_told(job.id, self._tell_events)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
             if frozen is not None:
                 told.append(frozen)
                 try:
@@ -616,9 +621,6 @@ class Engine:
         import optuna
 
         storage = self.store.optuna_storage
-        current = storage.get_trial(job.trial_id)
-        if current.state.is_finished():
-            return None  # told before a crash; idempotent
         info: dict[str, Any] = {"worker": job.worker, "job_id": job.id}
         if job.result_json is None and (job.fail_reason or "").startswith(MEMORY_INFEASIBLE):
             # The executor refused it for its devices' memory before starting it.
@@ -626,6 +628,8 @@ class Engine:
             return self._record_infeasible(job.trial_id, job.trial_number, job.fail_reason or "",
                                            self._estimate_for(json.loads(job.params_json)))
         if job.state in ("lost", "cancelled") or job.result_json is None:
+            if storage.get_trial(job.trial_id).state.is_finished():
+                return None  # told before a crash; idempotent
             reason = job.fail_reason or "unknown failure"
             storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
             frozen = self._fail_trial(job.trial_id, reason)
@@ -636,48 +640,57 @@ class Engine:
                 own = self.strategy.requeue_lost(job, reason)
                 requeued = own if own is not None else \
                     self._requeue(json.loads(job.params_json), job.trial_number, attempt=job.attempt)
-            self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
-                                    payload={"reason": reason, "requeued": requeued, "worker": job.worker,
-                                             "infrastructure": reason in INFRA_REASONS}, handled=True)
+            self._tell_event("trial_failed", study=self.name, trial_number=job.trial_number,
+                             payload={"reason": reason, "requeued": requeued, "worker": job.worker,
+                                      "infrastructure": reason in INFRA_REASONS}, handled=True)
             return frozen
         result = json.loads(job.result_json)
-        # Few attributes, few commits: each user attribute is one transaction in Optuna.
-        for key, attr in (("metrics", "hpod.metrics"), ("measurements", "hpod.measurements"),
-                          ("seeds", "hpod.seeds")):
-            storage.set_trial_user_attr(job.trial_id, attr, result.get(key, {}))
         info.update({k: result.get(k) for k in ("metrics_std", "energy_spent_joules", "notes", "artifact_dir",
                                                 "placement", "ranks")})
         info["intermediate"] = (result.get("intermediate") or [])[-100:]
-        storage.set_trial_user_attr(job.trial_id, "hpod.info", info)
         metrics = result.get("metrics", {})
-        trial = optuna.trial.Trial(self.study, job.trial_id)
-        if result.get("pruned"):
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            self.store.append_event("trial_pruned", study=self.name, trial_number=job.trial_number,
-                                    payload={"energy_spent_joules": result.get("energy_spent_joules")},
-                                    handled=True)
-            return storage.get_trial(job.trial_id)
+        attrs = {attr: result.get(key, {}) for key, attr in (("metrics", "hpod.metrics"),
+                                                             ("measurements", "hpod.measurements"),
+                                                             ("seeds", "hpod.seeds"))}
+        attrs["hpod.info"] = info
         missing = [n for n in self.spec.objective_names if n not in metrics]
         missing += [c.metric for c in self.constraints if c.metric not in metrics]
+        system: dict[str, Any] = {}
+        if self.constraints and not result.get("pruned") and not missing:
+            # One list in the spec's order: the form optuna-dashboard and every Optuna
+            # sampler read (``FrozenTrial.constraints`` reads it as "0", "1", ...).
+            system[CONSTRAINTS_ATTR] = [c.violation(metrics[c.metric]) for c in self.constraints]
+        # The trial's attributes (and constraints) in one transaction, then the tell.
+        try:
+            self.store.set_trial_attrs(job.trial_id, attrs, system)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None  # told before a crash; idempotent
+        # By number: an optuna.Trial object would read the trial and call the sampler's
+        # before_trial again, and tell reads the trial itself.
+        trial = job.trial_number
+        if result.get("pruned"):
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self._tell_event("trial_pruned", study=self.name, trial_number=job.trial_number,
+                             payload={"energy_spent_joules": result.get("energy_spent_joules")}, handled=True)
+            return storage.get_trial(job.trial_id)
         if missing:
             reason = f"objective did not report {', '.join(sorted(set(missing)))} (it reported: " \
                      f"{', '.join(sorted(metrics)) or 'nothing'})"
             frozen = self._fail_trial(job.trial_id, reason)
-            self.store.append_event("trial_failed", study=self.name, trial_number=job.trial_number,
-                                    payload={"reason": reason, "requeued": False}, handled=True)
+            self._tell_event("trial_failed", study=self.name, trial_number=job.trial_number,
+                             payload={"reason": reason, "requeued": False}, handled=True)
             return frozen
-        if self.constraints:
-            # One list in the spec's order: the form optuna-dashboard and every Optuna
-            # sampler read (``FrozenTrial.constraints`` reads it as "0", "1", ...).
-            storage.set_trial_system_attr(job.trial_id, CONSTRAINTS_ATTR,
-                                          [c.violation(metrics[c.metric]) for c in self.constraints])
         values = self.strategy.values(metrics, job)
         frozen = self.study.tell(trial, values)
-        self.store.append_event(
+        self._tell_event(
             "trial_completed", study=self.name, trial_number=job.trial_number,
             payload={"values": dict(zip(self.spec.value_names, values)), "feasible": feasible(frozen),
                      "worker": job.worker}, handled=True)
         return frozen
+
+    def _tell_event(self, kind: str, **event: Any) -> None:
+        """An event of the trial being told: written with the job's told mark (``collect``)."""
+        self._tell_events.append({"kind": kind, **event})
 
     # ------------------------------------------------------------------ summary
     def _oriented(self, values: list[float]) -> list[float]:
@@ -849,15 +862,17 @@ class Engine:
             return self._ideal
         stated = self._stated("ideal_point")
         if stated is not None:
-            self._ideal = self._oriented(stated[0])
+            self._ideal, self._ideal_source = self._oriented(stated[0]), stated[1]
             return self._ideal
         saved = self.store.get_state(self.name, HYPERVOLUME_STATE_KEY) or {}
         if saved.get("ideal_point") is not None:
             self._ideal = [float(v) for v in saved["ideal_point"]]
+            self._ideal_source = saved.get("ideal_point_source")
             return self._ideal
         first = self._finished.first_complete
         if reference is None or len(first) < _REF_MIN_TRIALS:
             return None
+        self._ideal_source = "derived"
         return [float(v) for v in derive_ideal_point(np.array([p for _, p in first]), np.array(reference))]
 
     def update_store_summary(self, *, final: bool = False) -> StudySummary:
@@ -881,13 +896,15 @@ class Engine:
                 fields["reference_point_json"] = json.dumps(s.reference_point)
                 fields["reference_point_source"] = source
                 self._reference_saved = True
-        self.store.update_study(self.name, **fields)
-        self._save_sampler_seconds(now=final)
+        states: dict[str, Any] = {}
         if s.ideal_point is not None:
-            _, ideal_source = self.ideal_point([], s.reference_point)
-            self.store.put_state(self.name, HYPERVOLUME_STATE_KEY, {
-                "ideal_point": s.ideal_point, "ideal_point_source": ideal_source or "derived",
-                "reference_point": s.reference_point, "raw": s.hypervolume_raw, "normalized": s.hypervolume})
+            # The source of the ideal point the summary used (see _summary_ideal).
+            states[HYPERVOLUME_STATE_KEY] = {
+                "ideal_point": s.ideal_point, "ideal_point_source": self._ideal_source or "derived",
+                "reference_point": s.reference_point, "raw": s.hypervolume_raw, "normalized": s.hypervolume}
+        # The row and the hypervolume's state: one transaction per summary.
+        self.store.update_study(self.name, states=states, **fields)
+        self._save_sampler_seconds(now=final)
         return s
 
     def _save_sampler_seconds(self, *, now: bool = False) -> None:

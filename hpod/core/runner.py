@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -99,11 +100,14 @@ def _fmt_seconds(seconds: float) -> str:
 
 def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, slots: list[Slot],
                    console: Console | None = None, codecarbon: bool = True,
-                   executor: LocalExecutor | None = None) -> RunOutcome:
+                   executor: LocalExecutor | None = None,
+                   engine_hooks: Iterable[Callable[[Engine], None]] = ()) -> RunOutcome:
     """Run (or resume) a study until its budget is spent or the user interrupts.
 
     Trials run on ``slots`` of this machine, or on ``executor`` when one is given (a
-    :class:`~hpod.execution.ray_executor.RayExecutor`: trials on a Ray cluster)."""
+    :class:`~hpod.execution.ray_executor.RayExecutor`: trials on a Ray cluster).
+    ``engine_hooks`` are called with the study's engine once it is active (to add
+    ``on_told`` callbacks, as the daemon does)."""
     console = console or Console(stderr=True)
     spec = resolved.spec
     if executor is None:
@@ -113,6 +117,7 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
     else:
         slots = executor.slots
     controller = Controller(store, state_dir, executor=executor)
+    controller.engine_hooks.extend(engine_hooks)
     existed = store.get_study(spec.name, missing_ok=True) is not None
     engine = controller.activate(spec, resolved=resolved, submitted_by="hpod run")
     # Tell what finished while no controller ran first: recover_orphans() takes a RUNNING

@@ -35,7 +35,7 @@ from hpod.daemon._sd_notify import sd_notify, watchdog_interval
 from hpod.errors import StorageError
 from hpod.execution.executor import LocalExecutor, Slot
 from hpod.spec import parse_spec, resolve
-from hpod.store import Store
+from hpod.store import JobListener, Store
 
 __all__ = ["Worker", "WorkerStats", "default_worker_name"]
 
@@ -148,6 +148,12 @@ class Worker:
         self._db_ok = True
         self._db_retry_at = 0.0
         self._db_delay = 0.5
+        #: PostgreSQL: readable when a job is queued, so an idle worker claims it at once
+        self._listener: JobListener | None = None
+        #: written by request_stop, so a waiting worker wakes up for it
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._last_row = 0.0
         self._last_scan = 0.0
         self._reported: frozenset[int] = frozenset()
@@ -168,6 +174,11 @@ class Worker:
         if self.stop_requested.is_set():
             self.abort_requested.set()
         self.stop_requested.set()
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:  # the pipe is full: already woken
+                pass
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.warning("worker %s: %s received, %s", self.name, signal.Signals(signum).name,
@@ -185,6 +196,7 @@ class Worker:
         last_watchdog = 0.0
         try:
             self._heartbeat(force=True)
+            self._listener = self.store.job_listener()
             sd_notify(f"READY=1\nSTATUS=worker {self.name}: {len(self.executor.slots)} slot(s)")
             while not self.stop_requested.is_set():
                 claimed = self._step()
@@ -193,16 +205,35 @@ class Worker:
                     last_watchdog = time.monotonic()
                 if claimed or self.stop_requested.is_set():
                     continue
-                if self.executor.running:
-                    self.executor.wait(min(self.poll_seconds, self.heartbeat_seconds))
-                else:
-                    self.stop_requested.wait(self.poll_seconds)
+                self._wait(min(self.poll_seconds, self.heartbeat_seconds) if self.executor.running
+                           else self.poll_seconds)
             sd_notify("STOPPING=1\nSTATUS=finishing running trials")
             self._drain()
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, -1
+            os.close(wake_w)
+            os.close(wake_r)
         return self.stats
+
+    def _wait(self, timeout: float) -> None:
+        """Until a running trial sends a message or ends, a job is queued (PostgreSQL,
+        with a free slot), a stop is requested, or ``timeout`` passes."""
+        listener = self._listener
+        extra: list[Any] = [self._wake_r]
+        if listener is not None and not listener.broken and self.executor.free_slots():
+            extra.append(listener)
+        self.executor.wait(timeout, extra=extra)
+        if listener is not None:
+            listener.drain()
+        try:
+            os.read(self._wake_r, 64)
+        except BlockingIOError:
+            pass
 
     def _claimable(self) -> list[str]:
         """Studies whose jobs this worker may claim now: prepared, and within ``--studies``."""

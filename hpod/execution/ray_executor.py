@@ -377,8 +377,9 @@ class RayExecutor(LocalExecutor):
                 cb(job, result, reason)
         self._pending_results = remaining
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until a trial's actor answers, or ``timeout`` passes."""
+    def wait(self, timeout: float, *, extra: Iterable[Any] = ()) -> None:
+        """Sleep until a trial's actor answers, or ``timeout`` passes (``extra``, file
+        descriptors to wake on, are not watched here: Ray's wait takes object refs)."""
         ray = _ray()
 
         refs = [rt.ref for rt in self.running.values()]

@@ -2,7 +2,9 @@
 
 from hpod.store._store import (
     EVENT_KINDS,
+    JOBS_CHANNEL,
     WORKER_STALE_SECONDS,
+    JobListener,
     NoDatabase,
     StorageUnreachable,
     Store,
@@ -29,11 +31,13 @@ from hpod.store._tables import (
 
 __all__ = [
     "EVENT_KINDS",
+    "JOBS_CHANNEL",
     "WINDOW_KINDS",
     "WORKER_STALE_SECONDS",
     "DataRecordRow",
     "DataWindowRow",
     "EventRow",
+    "JobListener",
     "JobRow",
     "NoDatabase",
     "StateRow",

@@ -33,7 +33,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -71,7 +71,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_KINDS",
+    "JOBS_CHANNEL",
     "WORKER_STALE_SECONDS",
+    "JobListener",
     "NoDatabase",
     "StorageUnreachable",
     "Store",
@@ -250,6 +252,64 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, allow_nan=False) if value is not None else "null"
 
 
+#: PostgreSQL channel notified when a job is queued (payload: the study)
+JOBS_CHANNEL = "hpod_jobs"
+
+
+class JobListener:
+    """A PostgreSQL connection listening on :data:`JOBS_CHANNEL`: wait on it (it has a
+    ``fileno``) with ``select`` or ``multiprocessing.connection.wait``, then
+    :meth:`drain`. A broken connection reads as "look now" and then stays quiet
+    (``broken``): the caller falls back to polling."""
+
+    def __init__(self, conn: Any):
+        self._conn = conn
+        self.broken = False
+
+    def fileno(self) -> int:
+        return int(self._conn.fileno())
+
+    def drain(self) -> int:
+        """Consume pending notifications without waiting; how many there were."""
+        if self.broken:
+            return 0
+        try:
+            return sum(1 for _ in self._conn.notifies(timeout=0))
+        except Exception as exc:
+            log.warning("job listener lost (polling instead): %s", _first_line(exc))
+            self.close()
+            return 1
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self._conn.close()
+        except Exception:
+            pass
+
+
+def _set_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _sync_at_checkpoints(engine: Any) -> None:
+    """SQLite in WAL mode with ``synchronous=NORMAL`` on every connection of ``engine``.
+
+    SQLite's default (FULL) syncs the write-ahead log to disk at every commit: with ~20
+    small commits per trial (Optuna's ask and tell, the job, its lease, events, summary)
+    that was most of a trial's cost on a zero-cost objective. With NORMAL the log is
+    synced at checkpoints: a commit survives the crash or SIGKILL of any process (its
+    pages are in the OS), and the database stays consistent on a power loss, which may
+    roll back the last commits before it (the same as a kill at that earlier moment:
+    the trials then running are failed as orphaned and re-queued on the next start).
+    """
+    from sqlalchemy import event
+
+    if not event.contains(engine, "connect", _set_synchronous_normal):
+        event.listen(engine, "connect", _set_synchronous_normal)
+        engine.dispose()  # connections opened before the listener reconnect with it
+
+
 class Store:
     """Optuna RDB storage + hpod's tables on one SQLAlchemy engine."""
 
@@ -315,6 +375,7 @@ class Store:
             if self.is_sqlite:
                 with self.engine.begin() as conn:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                _sync_at_checkpoints(self.engine)
             if create and not light:
                 SQLModel.metadata.create_all(
                     self.engine,
@@ -496,10 +557,14 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(StudyRow).order_by(col(StudyRow.created_at))))
 
-    def update_study(self, name: str, **fields: Any) -> None:
+    def update_study(self, name: str, *, states: Mapping[str, Any] | None = None, **fields: Any) -> None:
+        """Set ``fields`` of the study's row and, in the same transaction, its ``states``
+        (key -> value, as :meth:`put_state`)."""
         fields.setdefault("updated_at", _now())
         with self.session() as s:
             s.execute(update(StudyRow).where(col(StudyRow.name) == name).values(**fields))
+            for key, value in (states or {}).items():
+                self._put_state(s, name, key, value)
 
     def load_optuna_study(self, name: str, sampler: Any = None) -> optuna.Study:
         import optuna
@@ -523,13 +588,20 @@ class Store:
     def append_event(self, kind: str, *, study: str | None = None, trial_number: int | None = None,
                      payload: dict[str, Any] | None = None, source: str | None = None,
                      handled: bool = False) -> int:
-        row = EventRow(ts=_now(), kind=kind, study=study, trial_number=trial_number,
-                       payload_json=_dumps(payload or {}), source=source or _node_name(), handled=handled)
+        row = self._event_row(kind, study=study, trial_number=trial_number, payload=payload, source=source,
+                              handled=handled)
         with self.session() as s:
             s.add(row)
             s.flush()
             assert row.id is not None
             return row.id
+
+    @staticmethod
+    def _event_row(kind: str, *, study: str | None = None, trial_number: int | None = None,
+                   payload: dict[str, Any] | None = None, source: str | None = None,
+                   handled: bool = False) -> EventRow:
+        return EventRow(ts=_now(), kind=kind, study=study, trial_number=trial_number,
+                        payload_json=_dumps(payload or {}), source=source or _node_name(), handled=handled)
 
     def events(self, *, study: str | None = None, after_id: int = 0, limit: int = 200,
                kinds: Iterable[str] | None = None, newest: bool = False) -> list[EventRow]:
@@ -569,7 +641,29 @@ class Store:
                      config_key=config_key(params), attempt=attempt, priority=priority, created_at=_now())
         with self.session() as s:
             s.add(row)
+            if self.is_postgres:
+                # Wakes idle workers (JobListener) when the job commits; none are lost
+                # while nobody listens: workers still look for queued jobs every poll.
+                s.execute(select(func.pg_notify(JOBS_CHANNEL, study)))
         return row
+
+    def job_listener(self) -> JobListener | None:
+        """A connection that is readable when a job was queued (PostgreSQL
+        ``LISTEN``/``NOTIFY``); None on SQLite or when it cannot be opened."""
+        if not self.is_postgres:
+            return None
+        try:
+            import psycopg
+
+            cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+            cparams.pop("context", None)
+            cparams.update(self._engine_kwargs.get("connect_args", {}))
+            conn = psycopg.connect(*cargs, autocommit=True, **cparams)
+            conn.execute(f"LISTEN {JOBS_CHANNEL}")
+        except Exception as exc:  # the worker then polls, as without a listener
+            log.warning("cannot listen for new jobs (polling instead): %s", _first_line(exc))
+            return None
+        return JobListener(conn)
 
     def claim_job(self, worker: str, *, lease_seconds: float, studies: Iterable[str] | None = None,
                   exclude_studies: Iterable[str] | None = None) -> JobRow | None:
@@ -703,9 +797,35 @@ class Store:
                                      col(JobRow.state).in_(["done", "failed", "lost", "cancelled"]))
             return list(s.scalars(q.order_by(col(JobRow.id))))
 
-    def mark_told(self, job_id: int) -> None:
+    def mark_told(self, job_id: int, events: Iterable[Mapping[str, Any]] = ()) -> None:
+        """Mark the job's outcome as told to Optuna and append ``events`` (keyword
+        arguments of :meth:`append_event`) in the same transaction."""
         with self.session() as s:
             s.execute(update(JobRow).where(col(JobRow.id) == job_id).values(told=True))
+            for event in events:
+                s.add(self._event_row(**event))
+
+    def set_trial_attrs(self, trial_id: int, user: Mapping[str, Any],
+                        system: Mapping[str, Any] | None = None) -> None:
+        """Set several user (and system) attributes of an unfinished Optuna trial in one
+        transaction (Optuna's ``set_trial_user_attr`` commits each one apart)."""
+        storage = self.optuna_storage
+        write = getattr(storage, "_set_trial_attr_without_commit", None)
+        scoped = getattr(storage, "scoped_session", None)
+        if write is None or scoped is None:  # another Optuna: one transaction per attribute
+            for key, value in user.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+            for key, value in (system or {}).items():
+                storage.set_trial_system_attr(trial_id, key, value)
+            return
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(scoped, True) as session:
+            for key, value in user.items():
+                write(session, models.TrialUserAttributeModel, trial_id, key, value)
+            for key, value in (system or {}).items():
+                write(session, models.TrialSystemAttributeModel, trial_id, key, value)
 
     def jobs(self, study: str | None = None, states: Iterable[str] | None = None) -> list[JobRow]:
         q = select(JobRow)
@@ -790,11 +910,15 @@ class Store:
 
     def put_state(self, study: str, key: str, value: Any) -> None:
         with self.session() as s:
-            row = s.get(StateRow, (study, key))
-            if row is None:
-                s.add(StateRow(study=study, key=key, value_json=_dumps(value), updated_at=_now()))
-            else:
-                row.value_json, row.updated_at = _dumps(value), _now()
+            self._put_state(s, study, key, value)
+
+    @staticmethod
+    def _put_state(s: Session, study: str, key: str, value: Any) -> None:
+        row = s.get(StateRow, (study, key))
+        if row is None:
+            s.add(StateRow(study=study, key=key, value_json=_dumps(value), updated_at=_now()))
+        else:
+            row.value_json, row.updated_at = _dumps(value), _now()
 
     def states(self, key_prefix: str) -> list[StateRow]:
         with self.session() as s:
