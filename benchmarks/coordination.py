@@ -97,8 +97,11 @@ def hpod_rate(url: str, workers: int, n_trials: int, tmp: Path) -> dict[str, Any
     spec = _spec(tmp / f"spec-{uuid.uuid4().hex[:6]}.yaml", "coord", n_trials)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HPOD_API": "127.0.0.1:1"}
     logs = open(tmp / "hpod.log", "a")  # noqa: SIM115 - shared by the worker processes, closed in finally
+    # SQLite: workers poll every 20 ms; PostgreSQL: a queued job wakes them (LISTEN/NOTIFY), so they
+    # keep the default 0.5 s poll instead of loading the database with empty claims.
+    poll = "0.02" if url.startswith("sqlite") else "0.5"
     procs = [subprocess.Popen([_hpod(), "worker", "--storage", url, "--cpu-slots", "1", "--name", f"w{i}",
-                               "--state-dir", str(tmp / f"w{i}"), "--poll-seconds", "0.02", "--no-codecarbon"],
+                               "--state-dir", str(tmp / f"w{i}"), "--poll-seconds", poll, "--no-codecarbon"],
                               env=env, stdout=logs, stderr=subprocess.STDOUT) for i in range(workers)]
     try:
         ctl = subprocess.run([_hpod(), "run", str(spec), "--cpu-slots", "0", "--storage", url, "--state-dir",
@@ -261,11 +264,12 @@ def run_ray(quick: bool) -> dict[str, Any]:
     return {"n_trials": n_trials, "ray": ray.__version__, "results": rows}
 
 
-def run(quick: bool, n_trials: int | None = None, pg_workers: tuple[int, ...] | None = None) -> dict[str, Any]:
+def run(quick: bool, n_trials: int | None = None, pg_workers: tuple[int, ...] | None = None,
+        repeats: int = 1, sqlite: bool = True) -> dict[str, Any]:
     n_trials = n_trials or (16 if quick else 80)
     claims_per_worker = 20 if quick else 100
     pg_workers = pg_workers or ((1, 2) if quick else (1, 2, 4, 8))
-    configs = [("sqlite", 1)] + [("postgresql", n) for n in pg_workers]
+    configs = ([("sqlite", 1)] if sqlite else []) + [("postgresql", n) for n in pg_workers]
     load_start = round(os.getloadavg()[0], 2)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hpod-coord-") as tmp_name:
@@ -274,14 +278,26 @@ def run(quick: bool, n_trials: int | None = None, pg_workers: tuple[int, ...] | 
             print(f"{kind} × {n} worker(s)…", flush=True)
             work = tmp / f"{kind}-{n}"
             work.mkdir()
-            with database(kind, work) as url:
-                hpod = hpod_rate(url, n, n_trials, work)
+            load_before = round(os.getloadavg()[0], 2)
+            # hpod and plain Optuna alternate (A B B A …) so the shared machine's load hits both alike.
+            hpod_runs: list[dict[str, Any]] = []
+            plain_runs: list[dict[str, Any]] = []
+            for rep in range(repeats):
+                for side in (("hpod", "optuna") if rep % 2 == 0 else ("optuna", "hpod")):
+                    with database(kind, work) as url:
+                        if side == "hpod":
+                            hpod_runs.append(hpod_rate(url, n, n_trials, work))
+                        else:
+                            plain_runs.append(optuna_rate(url, n, n_trials))
             with database(kind, work) as url:
                 claims = claim_latency(url, n, claims_per_worker)
-            with database(kind, work) as url:
-                plain = optuna_rate(url, n, n_trials)
+            hpod = {"trials_per_second": statistics.median(r["trials_per_second"] for r in hpod_runs),
+                    "runs": hpod_runs}
+            plain = {"trials_per_second": statistics.median(r["trials_per_second"] for r in plain_runs),
+                     "runs": plain_runs}
             row = {"storage": kind, "workers": n, "hpod": hpod, "claim": claims, "optuna": plain,
-                   "ratio": hpod["trials_per_second"] / plain["trials_per_second"]}
+                   "ratio": hpod["trials_per_second"] / plain["trials_per_second"], "repeats": repeats,
+                   "load_1min_before": load_before, "load_1min_after": round(os.getloadavg()[0], 2)}
             print(f"  hpod {hpod['trials_per_second']:.2f}/s, claim p50 {claims['median_ms']:.1f} ms "
                   f"p99 {claims['p99_ms']:.1f} ms, optuna {plain['trials_per_second']:.2f}/s", flush=True)
             rows.append(row)
@@ -305,13 +321,22 @@ def markdown(data: dict[str, Any]) -> str:
         f"{data.get('load_average_1min_at_start', '?')} at the start, {data.get('load_average_1min_at_end', '?')} "
         "at the end (2 cores). Rates are therefore lower than on an idle machine, for hpod and Optuna alike.",
         "",
-        "| storage | workers | hpod trials/s | claim p50 (ms) | claim p99 (ms) | Optuna optimize trials/s | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "hpod and Optuna alternate within each row (hpod, Optuna, Optuna, hpod, …); the rates are the medians "
+        "of the runs, listed in brackets. Target (issue 16): with 4 PostgreSQL workers hpod completes at least "
+        "as many trials per second as Optuna (ratio ≥ 1).",
+        "",
+        *[line for note in data.get("notes", []) for line in (note, "")],
+        "| storage | workers | load (1 min) before → after | hpod trials/s | Optuna optimize trials/s | ratio | "
+        "claim p50 (ms) | claim p99 (ms) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in data["results"]:
-        lines.append(f"| {r['storage']} | {r['workers']} | {r['hpod']['trials_per_second']:.2f} | "
-                     f"{r['claim']['median_ms']:.1f} | {r['claim']['p99_ms']:.1f} | "
-                     f"{r['optuna']['trials_per_second']:.2f} | {r['ratio']:.2f} |")
+        runs_h = ", ".join(f"{x['trials_per_second']:.2f}" for x in r["hpod"].get("runs", []))
+        runs_o = ", ".join(f"{x['trials_per_second']:.2f}" for x in r["optuna"].get("runs", []))
+        lines.append(f"| {r['storage']} | {r['workers']} | {r.get('load_1min_before', '?')} → "
+                     f"{r.get('load_1min_after', '?')} | {r['hpod']['trials_per_second']:.2f} [{runs_h}] | "
+                     f"{r['optuna']['trials_per_second']:.2f} [{runs_o}] | {r['ratio']:.2f} | "
+                     f"{r['claim']['median_ms']:.1f} | {r['claim']['p99_ms']:.1f} |")
     ray_rows = data.get("ray")
     if ray_rows:
         lines += [
@@ -320,7 +345,9 @@ def markdown(data: dict[str, Any]) -> str:
             f"{ray_rows['machine']['cores']} cores; a local one-node Ray cluster with one logical CPU per slot, "
             f"SQLite; {ray_rows['n_trials']} trials per run of the same objective): scheduling latency is from "
             "the claim (the trial's actor submitted) to the trial process starting on its node. Other people's "
-            "work ran on the machine meanwhile (the load column).",
+            "work ran on the machine meanwhile (the load column)."
+            + (" These rows are kept from the previous run of this command (`--keep-ray`)."
+               if "--keep-ray" in (data.get("arguments") or "") else ""),
             "",
             "| executor | slots | trials/s | scheduling p50 (ms) | scheduling p99 (ms) | load (1 min) before → after |",
             "|---|---:|---:|---:|---:|---|",
@@ -351,7 +378,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-trials", type=int, default=None, help="trials per run (default 80; 16 with --quick)")
     parser.add_argument("--pg-workers", default=None,
                         help="comma-separated PostgreSQL worker counts (default 1,2,4,8; 1,2 with --quick)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of hpod and of Optuna per row, alternating (default 1)")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL rows only")
+    parser.add_argument("--keep-ray", action="store_true",
+                        help="keep the Ray rows of the existing results instead of measuring them again")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1 (got {args.repeats})")
     pg_workers = tuple(int(n) for n in args.pg_workers.split(",")) if args.pg_workers else None
     if args.n_trials is not None and args.n_trials < 2:
         parser.error(f"--n-trials must be >= 2 (got {args.n_trials})")
@@ -360,13 +394,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.only == "ray":
         data = json.loads((out / "coordination.json").read_text())
     else:
-        data = run(args.quick, args.n_trials, pg_workers)
+        previous = out / "coordination.json"
+        kept_ray = json.loads(previous.read_text()).get("ray") if args.keep_ray and previous.exists() else None
+        data = run(args.quick, args.n_trials, pg_workers, repeats=args.repeats, sqlite=not args.no_sqlite)
         data["arguments"] = (f" --n-trials {args.n_trials}" if args.n_trials else "") + \
-            (f" --pg-workers {args.pg_workers}" if args.pg_workers else "")
-    try:
-        data["ray"] = {**run_ray(args.quick), "machine": machine()}
-    except ImportError:
-        print("ray is not installed (pip install hpod[ray]): no Ray rows", flush=True)
+            (f" --pg-workers {args.pg_workers}" if args.pg_workers else "") + \
+            (f" --repeats {args.repeats}" if args.repeats != 1 else "") + (" --no-sqlite" if args.no_sqlite else "") + \
+            (" --keep-ray" if args.keep_ray else "")
+        if kept_ray:
+            data["ray"] = kept_ray
+    if not (args.keep_ray and data.get("ray")):
+        try:
+            data["ray"] = {**run_ray(args.quick), "machine": machine()}
+        except ImportError:
+            print("ray is not installed (pip install hpod[ray]): no Ray rows", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "coordination.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "coordination.md").write_text(markdown(data))

@@ -156,17 +156,19 @@ def _interleaved(hpod_url: str, bare_url: str, state_dir: Path, n_trials: int) -
     }
 
 
-def per_trial_overhead(n_trials: int) -> tuple[list[dict[str, Any]], list[str]]:
+def per_trial_overhead(n_trials: int, pg_trials: int | None = None,
+                       backends: tuple[str, ...] = ("sqlite", "postgresql")) -> tuple[list[dict[str, Any]], list[str]]:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    backends = ["sqlite"]
-    pg = _pg_database()
-    if pg is None:
-        notes.append(f"PostgreSQL skipped: no server reachable at {PG_ADMIN_URL}")
-    else:
-        pg[1]()  # only probed; each side gets its own fresh database below
-        backends.append("postgresql")
+    if "postgresql" in backends:
+        pg = _pg_database()
+        if pg is None:
+            notes.append(f"PostgreSQL skipped: no server reachable at {PG_ADMIN_URL}")
+            backends = tuple(b for b in backends if b != "postgresql")
+        else:
+            pg[1]()  # only probed; each side gets its own fresh database below
     for backend in backends:
+        n_trials_here = pg_trials or n_trials if backend == "postgresql" else n_trials
         with tempfile.TemporaryDirectory(prefix="hpod-overhead-") as tmp:
             drops = []
             if backend == "sqlite":
@@ -180,12 +182,12 @@ def per_trial_overhead(n_trials: int) -> tuple[list[dict[str, Any]], list[str]]:
             try:
                 state_dir = Path(tmp) / "state"
                 state_dir.mkdir()
-                r = _interleaved(hpod_url, bare_url, state_dir, n_trials)
+                r = _interleaved(hpod_url, bare_url, state_dir, n_trials_here)
             finally:
                 for drop in drops:
                     drop()
             row = {
-                "storage": backend, "n_trials": n_trials, **r,
+                "storage": backend, "n_trials": n_trials_here, **r,
                 "overhead_ms_per_trial": r["hpod_ms_per_trial"] - r["bare_optuna_ms_per_trial"],
                 "ratio": r["hpod_ms_per_trial"] / r["bare_optuna_ms_per_trial"],
                 "target_met": r["hpod_ms_per_trial"] <= r["bare_optuna_ms_per_trial"] + TARGET_OVERHEAD_MS,
@@ -378,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 trials and a 1-second trial: a smoke run")
     parser.add_argument("--n-trials", type=int, default=None, help="trials per side (default 100)")
+    parser.add_argument("--pg-n-trials", type=int, default=None, help="trials on PostgreSQL (default --n-trials)")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--output", type=Path, default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--trial-seconds", type=float, default=None, help="metered trial length (default 10)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per meter mode (default 3)")
     parser.add_argument("--skip-meters", action="store_true",
@@ -396,8 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, optuna {info['optuna']}, "
           f"load {info['load_average_1min_at_start']}")
     print(f"per-trial overhead, {n_trials} trials per side:")
-    per_trial, notes = per_trial_overhead(n_trials)
-    out = RESULTS / "quick" if args.quick else RESULTS
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    unknown = [b for b in backends if b not in ("sqlite", "postgresql")]
+    if unknown or not backends:
+        parser.error(f"--backends: expected sqlite and/or postgresql (got {args.backends!r})")
+    if args.pg_n_trials is not None and args.pg_n_trials < 2:
+        parser.error(f"--pg-n-trials must be >= 2 (got {args.pg_n_trials})")
+    per_trial, notes = per_trial_overhead(n_trials, args.pg_n_trials, backends)
+    out = args.output or (RESULTS / "quick" if args.quick else RESULTS)
     previous = out / "overhead.json"
     if args.skip_meters and previous.exists():
         meters = json.loads(previous.read_text())["meters"]
@@ -409,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode, r in meters["modes"].items():
         print(f"  {mode:18s} median {r['median_seconds']:.2f} s  overhead {r['overhead_percent']:+.2f} %")
     arguments = (f" --n-trials {args.n_trials}" if args.n_trials else "") + \
+        (f" --pg-n-trials {args.pg_n_trials}" if args.pg_n_trials else "") + \
+        (f" --backends {args.backends}" if backends != ("sqlite", "postgresql") else "") + \
         (" --skip-meters" if args.skip_meters else "")
     result = {"quick": args.quick, "arguments": arguments, "machine": info, "per_trial": per_trial, "notes": notes,
               "meters": meters,
