@@ -4,9 +4,10 @@
 (``t5_lora`` with ``model: tiny``) once per configuration of a scrambled Sobol
 design over the experiment's space (learning rate 1e-5..1e-3 log, batch 8/16/32,
 epochs 2/3/4, dropout 0.1..0.6, rank 4/8/16, alpha 16/32/64) and records, per
-configuration, the validation loss at every evaluation (four per epoch: the
-learning curve) with the wall time and energy spent up to it, the best validation
-loss, wall time, peak memory and energy. Each run is a forked child of one
+configuration, the validation loss at every evaluation (four per epoch, two at
+batch 32, whose epoch of 64 articles is two steps: the learning curve) with the
+wall time and energy spent up to it, the best validation loss, wall time, peak
+memory and energy. Each run is a forked child of one
 process that imported torch and loaded the base once, so its memory figure is its
 own. Data: the CNN/DailyMail sample ``../shared/data/cnndm_sample_100.jsonl``
 where present (64 training / 16 validation articles), else the synthetic
@@ -58,7 +59,7 @@ SPACE: dict[str, Any] = {
 ORDER = ("learning_rate", "batch_size", "epochs", "dropout", "rank", "alpha")
 OBJECTIVES = ("loss", "time_seconds", "memory_bytes", "energy_joules")
 TRAIN_SIZE, VAL_SIZE = 64, 16
-#: evaluations per epoch (the fidelity unit of the learning curves: a quarter epoch)
+#: evaluations per epoch where an epoch has that many steps (the fidelity unit: a quarter epoch)
 EVALS_PER_EPOCH = 4
 
 
