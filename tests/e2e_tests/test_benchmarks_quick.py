@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("name", ["drift", "exporter", "lora", "overhead", "coordination", "strategies", "samplers",
-                                  "adaptation", "tiny_t5", "reliability", "concurrent_submit"])
+                                  "adaptation", "tiny_t5", "reliability", "concurrent_submit",
+                                  "multi_fidelity"])
 def test_benchmark_quick_run_writes_results(name: str):
     started = time.time()
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick"], cwd=ROOT, capture_output=True,
