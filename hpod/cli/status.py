@@ -28,8 +28,11 @@ def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: J
     # serves that one; otherwise the named database is read directly.
     explicit = state_dir is not None or storage is not None
     daemon_status = try_status(state_dir, quiet=explicit)
+    #: the database the daemon that answered serves, when it is not the one named
+    elsewhere: str | None = None
     if daemon_status is not None and explicit and \
             not same_database(str(daemon_status.get("storage") or ""), _named_url(state_dir, storage)):
+        elsewhere = str(daemon_status.get("storage") or "another database")
         daemon_status = None
     if daemon_status is not None:
         if as_json:
@@ -46,7 +49,7 @@ def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: J
             _print_json({"daemon": None, "storage": _named_url(state_dir, storage), "studies": [],
                          "monitors": [], "retunes": [], "workers": []})
         else:
-            out.print(f"daemon: [yellow]not reachable[/] — no studies yet ({exc})", highlight=False)
+            out.print(f"daemon: [yellow]{_daemon_line(elsewhere)}[/] — no studies yet ({exc})", highlight=False)
         return
     studies = study_rows(store)
     monitors, retunes = monitor_states(store), retune_states(store)
@@ -55,7 +58,13 @@ def status(state_dir: StateDirOpt = None, storage: StorageOpt = None, as_json: J
         _print_json({"daemon": None, "storage": store.safe_url, "studies": studies, "monitors": monitors,
                      "retunes": retunes, "workers": workers})
         return
-    out.print(f"daemon: [yellow]not reachable[/] — showing what {store.safe_url} holds")
+    out.print(f"daemon: [yellow]{_daemon_line(elsewhere)}[/] — showing what {store.safe_url} holds", highlight=False)
     print_studies(studies)
     print_monitors_and_retunes(monitors, retunes)
     print_workers(workers)
+
+
+def _daemon_line(elsewhere: str | None) -> str:
+    """What the status header says of the daemon when it shows the database itself: a
+    daemon that answered for another database is not "not reachable"."""
+    return "not reachable" if elsewhere is None else f"it serves {elsewhere}, not this database"

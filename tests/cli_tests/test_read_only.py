@@ -146,3 +146,22 @@ def test_shell_completion_is_enabled(tmp_path: Path) -> None:
     # what bash asks for when a user types `hpod sta<TAB>`
     proc = run_cli([], _HPOD_COMPLETE="complete_bash", COMP_WORDS="hpod sta", COMP_CWORD="1")
     assert proc.stdout.split() == ["status"]
+
+
+def test_status_names_the_daemon_that_serves_another_database(tmp_path: Path) -> None:
+    """A daemon that answers but serves another database is not called "not reachable"."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for d in (ours, theirs):
+        Store.for_state_dir(d).close()
+    _FakeDaemon.storage = default_storage_url(theirs)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeDaemon)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        proc = run_cli(["status", "--state-dir", str(ours)], HPOD_API=api, COLUMNS="300")
+        assert proc.returncode == 0, proc.stderr
+        header = proc.stdout.splitlines()[0]
+        assert "not reachable" not in header and str(theirs) in header and str(ours) in header
+    finally:
+        server.shutdown()
+        server.server_close()
