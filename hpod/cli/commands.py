@@ -24,7 +24,8 @@ from hpod.cli._render import (
     print_pareto_table,
     print_records,
 )
-from hpod.cli._storage import _open_store
+from hpod.cli._storage import _named_url, _open_store
+from hpod.cli.client import try_status
 from hpod.core.runner import run_foreground
 from hpod.core.views import trial_records
 from hpod.daemon.config import ExecutorConfig
@@ -32,6 +33,10 @@ from hpod.errors import UsageError, first_validation_issue
 from hpod.execution.executor import LocalExecutor, parse_slots
 from hpod.execution.ray_executor import RayExecutor, connect_ray
 from hpod.spec import load_spec, resolve
+from hpod.store import same_database
+
+#: the states of a study the daemon is running (or will again, when resumed)
+_DAEMON_ACTIVE = ("running", "queued", "paused")
 
 
 @app.command()
@@ -61,6 +66,7 @@ def run(
     resolved = resolve(spec)
     resolved.objective.validate()
     slots = parse_slots(gpus, cpu_slots) if ray_config is None else []
+    _refuse_a_daemon_study(spec.name, state_dir, storage or spec.storage)
     if ray_config is not None:
         # Connect before anything is written: an unreachable cluster leaves no study behind.
         connect_ray(ray_config.address, namespace=ray_config.namespace)
@@ -76,6 +82,19 @@ def run(
         err.print(f"interrupted: {outcome.finished} trials kept; run the same command to continue.")
         raise typer.Exit(130)
     print_pareto_table(store, spec.name)
+
+
+def _refuse_a_daemon_study(name: str, state_dir: Path | None, storage: str | None) -> None:
+    """A study the daemon serving this database is running has one controller: the
+    daemon. A second one (this command) would tell the same trials (a traceback) and
+    wait on trials the daemon's slots run; it is refused before anything is written."""
+    status = try_status(state_dir, quiet=True)
+    if status is None or not same_database(str(status.get("storage") or ""), _named_url(state_dir, storage)):
+        return
+    for study in status.get("studies") or []:
+        if study.get("name") == name and study.get("state") in _DAEMON_ACTIVE:
+            raise UsageError(f"study {name!r} is {study['state']} in the hpod daemon serving this database; "
+                             f"follow it with `hpod status`, or `hpod cancel {name}` before running it here")
 
 
 def _ray_executor_config(executor: str, ray_address: str | None, *, gpus: str | None,
