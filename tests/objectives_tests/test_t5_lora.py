@@ -415,10 +415,12 @@ def test_lora_on_another_domain_improves_it_and_quality_follows_the_learning_rat
     held_out = synthetic_corpus(48, seed=4242, domain="sports")
     before = _quality(options, trained_cache, held_out)
     objective = T5LoraObjective(options)
-    base_params = {"batch_size": 8, "epochs": 3, "rank": 8, "alpha": 16, "dropout": 0.1}
+    # 10 epochs: 3 gave ~0.07 over the base on today's versions and +0.001 on the floor
+    # versions (transformers 4.45, peft 0.13); 10 give ~0.5 and ~0.4 (benchmarks/results/tiny_t5.md).
+    base_params = {"batch_size": 8, "epochs": 10, "rank": 8, "alpha": 16, "dropout": 0.1}
     _run(objective, tmp_path / "tuned", trained_cache, params={**base_params, "learning_rate": 3e-3})
     _run(objective, tmp_path / "timid", trained_cache, params={**base_params, "learning_rate": 1e-5})
     tuned = _quality(options, trained_cache, held_out, tmp_path / "tuned" / "artifacts")
     timid = _quality(options, trained_cache, held_out, tmp_path / "timid" / "artifacts")
-    assert tuned > before + 0.05
-    assert tuned > timid + 0.05
+    assert tuned > before + 0.15
+    assert tuned > timid + 0.15
