@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hpod_testing import run_cli
+from hpod_testing import fake_daemon_api, run_cli
 from rich.console import Console
 
 from hpod.cli._render import print_daemon_status
@@ -71,31 +68,13 @@ def test_store_refuses_missing_sqlite_when_it_only_reads(tmp_path: Path) -> None
     assert _tree(tmp_path) == []
 
 
-class _FakeDaemon(BaseHTTPRequestHandler):
-    storage = ""
-
-    def do_GET(self) -> None:
-        body = json.dumps({"daemon": {"version": "fake", "pid": 1}, "storage": self.storage, "studies": [],
-                           "events": []}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_explicit_state_dir_wins_over_the_daemon(tmp_path: Path) -> None:
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for d in (ours, theirs):
         Store.for_state_dir(d).close()
-    _FakeDaemon.storage = default_storage_url(theirs)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeDaemon)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    api = f"127.0.0.1:{server.server_address[1]}"
-    try:
+    answer = {"daemon": {"version": "fake", "pid": 1}, "storage": default_storage_url(theirs), "studies": [],
+              "events": []}
+    with fake_daemon_api(lambda: answer) as api:
         # no flag: the daemon answers
         proc = run_cli(["status", "--json"], HPOD_API=api, HPOD_STATE_DIR=str(theirs))
         assert json.loads(proc.stdout)["daemon"] == {"version": "fake", "pid": 1}
@@ -106,9 +85,6 @@ def test_explicit_state_dir_wins_over_the_daemon(tmp_path: Path) -> None:
         proc = run_cli(["status", "--json", "--state-dir", str(ours)], HPOD_API=api, HPOD_STATE_DIR=str(theirs))
         data = json.loads(proc.stdout)
         assert data["daemon"] is None and same_database(data["storage"], default_storage_url(ours))
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_same_database() -> None:
@@ -153,15 +129,10 @@ def test_status_names_the_daemon_that_serves_another_database(tmp_path: Path) ->
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for d in (ours, theirs):
         Store.for_state_dir(d).close()
-    _FakeDaemon.storage = default_storage_url(theirs)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeDaemon)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    api = f"127.0.0.1:{server.server_address[1]}"
-    try:
+    answer = {"daemon": {"version": "fake", "pid": 1}, "storage": default_storage_url(theirs), "studies": [],
+              "events": []}
+    with fake_daemon_api(lambda: answer) as api:
         proc = run_cli(["status", "--state-dir", str(ours)], HPOD_API=api, COLUMNS="300")
         assert proc.returncode == 0, proc.stderr
         header = proc.stdout.splitlines()[0]
         assert "not reachable" not in header and str(theirs) in header and str(ours) in header
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -4,16 +4,13 @@ serves another database, or runs other studies, does not stop it."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 import yaml
-from hpod_testing import run_cli
+from hpod_testing import fake_daemon_api, run_cli
 
 from hpod.store import Store, default_storage_url
 
@@ -26,30 +23,14 @@ SPEC = {
 }
 
 
-class _Daemon(BaseHTTPRequestHandler):
+class _Daemon:
     status: ClassVar[dict[str, Any]] = {}
-
-    def do_GET(self) -> None:
-        body = json.dumps(self.status).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
 def daemon_api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Daemon)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with fake_daemon_api(lambda: _Daemon.status) as api:
+        yield api
 
 
 def test_run_refuses_a_study_the_daemon_runs(tmp_path: Path, daemon_api: str) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +70,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, *, interva
             between()
         if interval:
             time.sleep(interval)
+
+
+@contextlib.contextmanager
+def fake_daemon_api(status: Callable[[], dict[str, Any]]) -> Iterator[str]:
+    """A stand-in for the daemon's API on 127.0.0.1: every GET answers ``status()`` as
+    JSON. Yields its ``HOST:PORT`` (for ``HPOD_API``); shut down on exit."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(status()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass  # no request lines in the test output
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
