@@ -77,9 +77,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProce
         spec = write_spec(tmp / "prom.yaml", "prom-study", n_trials=10, sleep_seconds=0.5)
         daemon.hpod("submit", str(spec))
         wait_for(lambda: daemon.events("study_completed", "prom-study"), 180, "the study to complete", daemon)
-        # a scrape taken after the last trial was told
+        # a scrape taken after the last trial was told and the study's summary caught up
+        # (the histogram and the summary's counts can be one scrape apart)
         wait_for(lambda: prom.values('hpod_trial_duration_seconds_count{study="prom-study",state="complete"}')
-                 == [10.0], 60, "a scrape after the last trial", daemon)
+                 == [10.0] and prom.values('hpod_trials_total{study="prom-study",state="complete"}') == [10.0],
+                 60, "a scrape after the last trial", daemon)
         yield daemon, prom
     finally:
         if process is not None:
