@@ -17,6 +17,7 @@ heartbeats go on meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -175,10 +176,8 @@ class Worker:
             self.abort_requested.set()
         self.stop_requested.set()
         if self._wake_w >= 0:
-            try:
+            with contextlib.suppress(OSError):  # the pipe is full: already woken
                 os.write(self._wake_w, b"x")
-            except OSError:  # the pipe is full: already woken
-                pass
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.warning("worker %s: %s received, %s", self.name, signal.Signals(signum).name,
@@ -230,10 +229,8 @@ class Worker:
         self.executor.wait(timeout, extra=extra)
         if listener is not None:
             listener.drain()
-        try:
+        with contextlib.suppress(BlockingIOError):  # nothing written: not woken by a stop
             os.read(self._wake_r, 64)
-        except BlockingIOError:
-            pass
 
     def _claimable(self) -> list[str]:
         """Studies whose jobs this worker may claim now: prepared, and within ``--studies``."""

@@ -25,6 +25,7 @@ outage (retry with backoff, e.g. :func:`retry_storage`);
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -282,10 +283,8 @@ class JobListener:
 
     def close(self) -> None:
         self.broken = True
-        try:
+        with contextlib.suppress(Exception):  # a connection already lost has nothing to close
             self._conn.close()
-        except Exception:
-            pass
 
 
 def _set_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hpod_testing import fake_daemon_api, run_cli
@@ -68,13 +69,23 @@ def test_store_refuses_missing_sqlite_when_it_only_reads(tmp_path: Path) -> None
     assert _tree(tmp_path) == []
 
 
-def test_explicit_state_dir_wins_over_the_daemon(tmp_path: Path) -> None:
+def _two_databases(tmp_path: Path) -> tuple[Path, Path]:
+    """Two state directories with a database each: ours, and the one the daemon serves."""
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for d in (ours, theirs):
         Store.for_state_dir(d).close()
-    answer = {"daemon": {"version": "fake", "pid": 1}, "storage": default_storage_url(theirs), "studies": [],
-              "events": []}
-    with fake_daemon_api(lambda: answer) as api:
+    return ours, theirs
+
+
+def _daemon_answer(state_dir: Path) -> dict[str, Any]:
+    """What a daemon serving ``state_dir``'s database answers to ``GET /v1/status``."""
+    return {"daemon": {"version": "fake", "pid": 1}, "storage": default_storage_url(state_dir), "studies": [],
+            "events": []}
+
+
+def test_explicit_state_dir_wins_over_the_daemon(tmp_path: Path) -> None:
+    ours, theirs = _two_databases(tmp_path)
+    with fake_daemon_api(lambda: _daemon_answer(theirs)) as api:
         # no flag: the daemon answers
         proc = run_cli(["status", "--json"], HPOD_API=api, HPOD_STATE_DIR=str(theirs))
         assert json.loads(proc.stdout)["daemon"] == {"version": "fake", "pid": 1}
@@ -126,12 +137,8 @@ def test_shell_completion_is_enabled(tmp_path: Path) -> None:
 
 def test_status_names_the_daemon_that_serves_another_database(tmp_path: Path) -> None:
     """A daemon that answers but serves another database is not called "not reachable"."""
-    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    for d in (ours, theirs):
-        Store.for_state_dir(d).close()
-    answer = {"daemon": {"version": "fake", "pid": 1}, "storage": default_storage_url(theirs), "studies": [],
-              "events": []}
-    with fake_daemon_api(lambda: answer) as api:
+    ours, theirs = _two_databases(tmp_path)
+    with fake_daemon_api(lambda: _daemon_answer(theirs)) as api:
         proc = run_cli(["status", "--state-dir", str(ours)], HPOD_API=api, COLUMNS="300")
         assert proc.returncode == 0, proc.stderr
         header = proc.stdout.splitlines()[0]

@@ -23,6 +23,7 @@ Import cost: none beyond the standard library (no torch), so the controller can 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -99,14 +100,13 @@ class MemoryBreakdown:
 def _read_local_config(model: str) -> dict[str, Any] | None:
     path = Path(model).expanduser()
     candidates = [path / "config.json"] if path.is_dir() else []
-    try:
+    # not a repo id, or huggingface_hub missing: the other sources follow
+    with contextlib.suppress(Exception):
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, "config.json")
         if isinstance(cached, str):
             candidates.append(Path(cached))
-    except Exception:  # not a repo id, or huggingface_hub missing: other sources follow
-        pass
     for candidate in candidates:
         try:
             data = json.loads(candidate.read_text(encoding="utf-8"))
