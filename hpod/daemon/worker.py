@@ -252,7 +252,9 @@ class Worker:
         """One round: reap, store results, renew leases, claim. True if a job was claimed."""
         before = set(self.executor.running)
         claimable = self._claimable()
-        start_new = self._db_ok and bool(claimable) and bool(self.executor.free_slots())
+        # Slots freed by trials reaped in this same poll count: a finished trial's slot is
+        # refilled at once when jobs are queued, not after the next wait.
+        start_new = self._db_ok and bool(claimable)
         if not self._db_ok and time.monotonic() >= self._db_retry_at:
             start_new = False
             self._heartbeat(force=True)  # the probe: a success lifts the pause

@@ -186,10 +186,10 @@ def _context(preload: Iterable[str]) -> Any:
     grows; once it runs, :func:`_restart_forkserver` starts a new one when no trial runs.
     """
     ctx = multiprocessing.get_context("forkserver")
-    wanted = [m for m in preload if m not in _preloaded]
-    if wanted:
-        _preloaded.extend(wanted)
-        ctx.set_forkserver_preload(list(_preloaded))
+    _preloaded.extend(m for m in preload if m not in _preloaded)
+    # Always: with nothing asked beyond hpod's own trial code the server must still import
+    # that (multiprocessing's default preloads only ``__main__``, which trials never need).
+    ctx.set_forkserver_preload(list(_preloaded))
     return ctx
 
 

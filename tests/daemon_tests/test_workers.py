@@ -94,6 +94,26 @@ def test_worker_row_shows_current_trials_while_busy(tmp_path: Path) -> None:
     assert [j.state for j in store.jobs("busy")] == ["done", "done"]
 
 
+def test_a_finished_trials_slot_is_refilled_in_the_same_step(tmp_path: Path) -> None:
+    """With jobs queued, the step that stores a trial's result also claims the next job
+    into its slot: no poll interval (here a minute) between trials."""
+    store = Store(f"sqlite:///{tmp_path / 'hpod.db'}")
+    _queue(store, tmp_path / "ctl", _spec("refill"), 2)
+    worker = Worker(store, tmp_path / "w", slots=parse_slots(None, 1), name="w-refill", poll_seconds=60,
+                    heartbeat_seconds=0.5, lease_seconds=5, codecarbon=False)
+    worker._heartbeat(force=True)
+    wait_for(worker._step, 60, "the first claim (after the objective is prepared)", interval=0.05)
+    (first,) = worker.executor.running.values()
+    wait_for(lambda: not first.process.is_alive(), 60, "the first trial's exit", interval=0.05)
+    worker._step()
+    states = {j.id: j.state for j in store.jobs("refill")}
+    assert states[first.job.id] == "done"
+    assert sorted(states.values()) == ["done", "running"] and len(worker.executor.running) == 1
+    worker.request_stop()
+    worker.run(install_signal_handlers=False)  # drains the second trial
+    assert [j.state for j in store.jobs("refill")] == ["done", "done"]
+
+
 def _notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -15,3 +15,12 @@ def probe(params):
 
 probe.metric_names = ("loss", "imported_in_trial")
 probe.default_space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+
+
+def trial_modules(conn):
+    """A trial-process target: sends which of hpod's trial modules the process found
+    imported before it ran (from the fork server), as ``{module: bool}``."""
+    import sys
+
+    conn.send({name: name in sys.modules for name in ("hpod.execution._warm", "hpod.objectives.synthetic")})
+    conn.close()
