@@ -156,6 +156,8 @@ class Worker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._last_row = 0.0
+        #: the state the worker's row last stored (busy, idle, stopping)
+        self._row_state = ""
         self._last_scan = 0.0
         self._reported: frozenset[int] = frozenset()
 
@@ -262,8 +264,14 @@ class Worker:
         self.stats.finished += len(finished)
         new = set(self.executor.running) - before
         self.stats.claimed += len(new)
-        self._heartbeat(force=bool(new or finished))
+        # The row is rewritten when the worker turns busy or idle, else every heartbeat:
+        # not for each trial of a busy worker (its "current" list is at most one
+        # heartbeat old; leases are renewed on their own schedule).
+        self._heartbeat(force=self._row_state != self._state())
         return bool(new)
+
+    def _state(self) -> str:
+        return "busy" if self.executor.running else "idle"
 
     def _current(self) -> list[dict[str, Any]]:
         return [{"job_id": jid, "study": rt.job.study, "trial": rt.job.trial_number, "slot": rt.slot.name,
@@ -278,11 +286,12 @@ class Worker:
         if not self._db_ok and now < self._db_retry_at and state is None:
             return
         self._last_row = now
+        row_state = state or self._state()
         gpus = ",".join(str(s.gpu_index) for s in self.executor.slots if s.gpu_index is not None) or None
         try:
             joined = self.store.heartbeat_worker(
                 self.name, slots=len(self.executor.slots), current=self._current(), gpus=gpus,
-                state=state or ("busy" if self.executor.running else "idle"),
+                state=row_state,
                 studies=",".join(self.studies) if self.studies is not None else None)
             if joined:
                 self.store.append_event("worker_joined", payload={
@@ -291,6 +300,7 @@ class Worker:
         except StorageError as exc:
             self._storage_failed(exc)
             return
+        self._row_state = row_state
         if not self._db_ok:
             log.warning("worker %s: database reachable again; resuming", self.name)
         self._db_ok, self._db_delay = True, 0.5

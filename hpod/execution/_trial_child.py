@@ -3,7 +3,8 @@
 The parent (executor) sends a payload; the child builds the objective, runs it once
 per seed under the meters, and sends back one ``("result", …)`` or ``("error", …)``
 message. Intermediate reports go up as ``("report", …)`` and wait for the parent's
-yes/no on stopping. A crash of the child costs this trial only.
+yes/no on stopping (only when the payload's ``ask_on_report`` says someone answers: a
+study with a pruner; otherwise they travel with the result). A crash of the child costs this trial only.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
     intermediate: list[list[Any]] = []
     rank_records: list[dict[str, Any]] = []
     pruned = False
+    ask_on_report = bool(payload.get("ask_on_report", True))
 
     def hook(seed_index: int) -> Callable[[int, Mapping[str, float]], bool]:
         def report(step: int, values: Mapping[str, float]) -> bool:
@@ -105,6 +107,8 @@ def _run(payload: dict[str, Any], conn: Any) -> dict[str, Any]:
             # figures win): MO-ASHA ranks loss against it at every rung.
             values = {**meters.spent_so_far(), **values}
             intermediate.append([seed_index, step, values])
+            if not ask_on_report:
+                return False
             conn.send(("report", seed_index, step, values))
             return bool(conn.recv())
 

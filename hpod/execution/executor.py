@@ -356,6 +356,9 @@ class LocalExecutor:
             "codecarbon": self.codecarbon,
             "resume_from": resume_from,
             "adaptive_seeds": spec.seeds_adaptive is not None,
+            # Without a pruner nobody answers a report: the trial keeps its reports (they
+            # go up with the result) instead of waiting for a "go on" at each one.
+            "ask_on_report": job.study in self.report_handlers,
             # Data parallel: ranks of the trial (one per device, or CPU processes over gloo).
             "world_size": spec.resources.world_size,
         }

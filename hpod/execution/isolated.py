@@ -33,6 +33,7 @@ def run_configuration(*, objective_name: str, objective_params: dict[str, Any], 
         "params": params, "seeds": list(range(seeds)),
         "artifact_dir": str(artifact_dir), "cache_dir": str(cache_dir),
         "gpu_index": gpu_index, "required": required, "codecarbon": codecarbon,
+        "ask_on_report": False,  # no pruner here: every report would be answered "go on"
     }
     parent_conn, child_conn = ctx.Pipe()
     proc = ctx.Process(target=trial_main, args=(payload, child_conn), daemon=True, name=f"hpod-{label}")

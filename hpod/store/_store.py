@@ -689,7 +689,20 @@ class Store:
         q = q.order_by(col(JobRow.priority).desc(), col(JobRow.id)).limit(1)
         if self.is_postgres:
             q = q.with_for_update(skip_locked=True)
-        for _ in range(5):
+        if self.engine.dialect.update_returning:
+            # One statement, one round trip: the candidate is chosen, fenced and returned
+            # by the UPDATE itself (on PostgreSQL the locked subquery skips rows others
+            # hold or have just claimed; SQLite runs the statement under its write lock).
+            now = self._now_expr()
+            claim = (update(JobRow)
+                     .where(col(JobRow.id) == q.scalar_subquery(), col(JobRow.state) == "queued")
+                     .values(state="running", worker=worker, lease_token=token, claimed_at=now,
+                             heartbeat_at=now, lease_expires_at=now + lease_seconds)
+                     .returning(JobRow)
+                     .execution_options(synchronize_session=False))
+            with self.session() as s:
+                return s.scalars(claim).first()
+        for _ in range(5):  # SQLite before 3.35: no UPDATE ... RETURNING
             with self.session() as s:
                 job_id = s.scalar(q)
                 if job_id is None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,42 @@ def test_a_finished_trials_slot_is_refilled_in_the_same_step(tmp_path: Path) -> 
     worker.request_stop()
     worker.run(install_signal_handlers=False)  # drains the second trial
     assert [j.state for j in store.jobs("refill")] == ["done", "done"]
+
+
+def test_a_trial_costs_the_worker_a_claim_an_event_and_a_finish(tmp_path: Path) -> None:
+    """The statements a worker sends per trial on the thin path: one claim (UPDATE ...
+    RETURNING), the trial_started event, one finish. Its own row is written when it turns
+    busy or idle, not per trial."""
+    from sqlalchemy import event
+
+    store = Store(f"sqlite:///{tmp_path / 'hpod.db'}")
+    n = 8
+    _queue(store, tmp_path / "ctl", _spec("count", n_trials=n), n)
+    own = Store(store.url, create=False)  # the worker's pool: only its statements are counted
+    worker = Worker(own, tmp_path / "w", slots=parse_slots(None, 1), name="w-count", poll_seconds=0.05,
+                    heartbeat_seconds=600, lease_seconds=1200, codecarbon=False)
+    statements: list[str] = []
+
+    @event.listens_for(own.engine, "before_cursor_execute")
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()[:3]))
+
+    def done() -> bool:
+        return len(store.jobs("count", states=["done"])) == n
+
+    def step() -> None:
+        if not worker._step():
+            worker.executor.wait(0.05)
+
+    statements.clear()
+    wait_for(done, 120, "the worker to run every job", interval=0, between=step)
+    kinds = Counter(statements)
+    jobs_written = sum(v for k, v in kinds.items() if k.startswith("UPDATE hpod_jobs"))
+    assert 2 * n <= jobs_written <= 2 * n + 1, kinds  # a claim and a finish each (+ one empty claim at the end)
+    assert not [k for k in kinds if k.startswith("SELECT hpod_jobs.id")], kinds  # the claim is one statement
+    assert kinds["INSERT INTO hpod_events"] == n + 1, kinds  # trial_started each, worker_joined once
+    row_writes = sum(v for k, v in kinds.items() if "hpod_workers" in k)
+    assert row_writes <= 6, kinds  # joined, busy, idle: not two per trial
 
 
 def _notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:

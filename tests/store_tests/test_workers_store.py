@@ -105,6 +105,23 @@ def test_renewed_lease_does_not_expire_and_a_retried_finish_is_accepted(store_ur
     assert store.jobs()[0].state == "done"
 
 
+@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "select-then-update"])
+def test_claims_take_the_highest_priority_then_the_oldest_job(store_url: str, returning: bool) -> None:
+    """One statement (UPDATE ... RETURNING) where the database has it, a select and a
+    fenced update where it does not (SQLite before 3.35): the same order and fence."""
+    store = Store(store_url)
+    store.engine.dialect.update_returning = returning and store.engine.dialect.update_returning
+    for i, priority in enumerate([0, 5, 0, 5]):
+        store.create_job(study="s", trial_id=100 + i, trial_number=i, params={"x": i}, priority=priority)
+    claimed = []
+    while (job := store.claim_job("w", lease_seconds=30, exclude_studies=["other"])) is not None:
+        assert job.state == "running" and job.worker == "w" and job.lease_token and job.lease_expires_at
+        claimed.append(job.trial_number)
+    assert claimed == [1, 3, 0, 2]
+    assert {j.state for j in store.jobs()} == {"running"}
+    store.close()
+
+
 def test_claim_respects_the_study_filter(store_url: str) -> None:
     store = Store(store_url)
     _queue(store, 2, study="a")
