@@ -100,8 +100,10 @@ def submit(
     finally:
         client.close()
     if not as_json and result.get("ok") is not False:
+        changes = result.get("changes") or []
         result["message"] = f"submitted {result['study']}" + (" (new)" if result.get("created") else " (updated)") \
-            + (f": {result['message']}" if result.get("message") else "")
+            + (f": {result['message']}" if result.get("message") else "") \
+            + (f"\nchanged: {'; '.join(changes)}" if changes else "")
     _report(result, as_json)
 
 

@@ -7,6 +7,7 @@ configurations, so the next ``hpod run`` of the same spec continues the study.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -23,7 +24,7 @@ from rich.table import Table
 from hpod.core.controller import Controller
 from hpod.core.engine import Engine
 from hpod.execution.executor import LocalExecutor, Slot, fork_server_preload
-from hpod.spec import ResolvedStudy
+from hpod.spec import ResolvedStudy, spec_changes
 from hpod.store import JobRow, Store
 
 __all__ = ["RunOutcome", "pid_alive_on_this_node", "run_foreground"]
@@ -118,7 +119,8 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
         slots = executor.slots
     controller = Controller(store, state_dir, executor=executor)
     controller.engine_hooks.extend(engine_hooks)
-    existed = store.get_study(spec.name, missing_ok=True) is not None
+    stored = store.get_study(spec.name, missing_ok=True)
+    existed = stored is not None
     engine = controller.activate(spec, resolved=resolved, submitted_by="hpod run")
     # Tell what finished while no controller ran first: recover_orphans() takes a RUNNING
     # trial whose job is done but untold for an orphan and would drop its result.
@@ -129,6 +131,10 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
         s = engine.summary(refresh=True)
         console.print(f"resuming study [bold]{spec.name}[/]: {s.finished} trials finished"
                       + (f", {recovered} orphaned trial(s) re-queued" if recovered else ""))
+        assert stored is not None
+        # activate() refused a change to what the study keeps; say what else changed
+        for change in spec_changes(json.loads(stored.spec_json), spec.model_dump(mode="json")):
+            console.print(f"  changed since the last run: {change}", markup=False, highlight=False)
     if engine.sampler_reason:
         console.print(f"sampler: [bold]{engine.sampler_name}[/] — {engine.sampler_reason}")
     if not slots:

@@ -16,9 +16,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpod.core.actions import StudyAction, action_refusal
 from hpod.core.runner import pid_alive_on_this_node
 from hpod.daemon.scheduling import DaemonScheduler, RetuneRequest, spec_files, window_open
-from hpod.errors import HpodError, StorageError
+from hpod.errors import HpodError, StorageError, UsageError
 from hpod.http.api import submit_study
 from hpod.objectives.base import check_objective_allowed
 from hpod.spec import load_spec, parse_spec
@@ -287,23 +288,25 @@ class Studies:
         self.activate(spec)
         return f"study {spec.name} running"
 
+    def _refuse(self, action: StudyAction, study: str) -> None:
+        """The API refuses an action the study's state does not take; the state may have
+        changed since (the study completed meanwhile): refused the same way here."""
+        refusal = action_refusal(action, study, self.store.get_study(study).state)
+        if refusal is not None:
+            raise UsageError(refusal)
+
     def _on_paused(self, ev: EventRow) -> str:
         assert ev.study
+        self._refuse("pause", ev.study)
         active = self.controller.engines.get(ev.study)
-        if active is None:
-            row = self.store.get_study(ev.study)
-            if row.state not in ("queued", "running"):
-                return f"study {ev.study} is {row.state}; nothing to pause"
-        else:
+        if active is not None:
             active.paused = True
         self.store.update_study(ev.study, state="paused")
         return f"study {ev.study} paused: running trials finish, no new ones start"
 
     def _on_resumed(self, ev: EventRow) -> str:
         assert ev.study
-        row = self.store.get_study(ev.study)
-        if row.state in ("completed", "cancelled"):
-            return f"study {ev.study} is {row.state}; submit it again to continue"
+        self._refuse("resume", ev.study)
         active = self.controller.engines.get(ev.study)
         if active is None:
             self.activate(ev.study)
@@ -314,6 +317,7 @@ class Studies:
 
     def _on_cancelled(self, ev: EventRow) -> str:
         assert ev.study
+        self._refuse("cancel", ev.study)
         n = self.store.cancel_queued(ev.study)
         active = self.controller.engines.get(ev.study)
         if active is not None:

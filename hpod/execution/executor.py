@@ -31,7 +31,7 @@ from typing import Any
 
 from hpod.errors import StorageError, UsageError
 from hpod.execution._trial_child import exit_reason, trial_main
-from hpod.monitors.gpu import gpu_snapshot
+from hpod.monitors.gpu import gpu_count, gpu_snapshot
 from hpod.objectives.base import FunctionObjective, memory_infeasibility
 from hpod.spec import StudySpec, parse_spec, resolve
 from hpod.store import JobRow, Store
@@ -120,15 +120,26 @@ class Slot:
 
 
 def parse_slots(gpus: str | None, cpu_slots: int | None) -> list[Slot]:
-    """``--gpus 0,1`` → one slot per GPU; otherwise ``cpu_slots`` CPU slots (default 1)."""
+    """``--gpus 0,1`` → one slot per GPU (each an NVML index of a GPU this machine has;
+    UsageError otherwise, before anything runs); otherwise ``cpu_slots`` CPU slots
+    (default 1)."""
     if gpus:
-        out = []
+        out: list[Slot] = []
         for raw in gpus.split(","):
             part = raw.strip()
             if not part.isdigit():
 
                 raise UsageError(f"--gpus: expected comma-separated GPU indices like 0,1 (found {gpus!r})")
+            if any(slot.gpu_index == int(part) for slot in out):
+                raise UsageError(f"--gpus: GPU {int(part)} is given twice (found {gpus!r})")
             out.append(Slot(name=f"gpu{part}", gpu_index=int(part)))
+        present = gpu_count()
+        missing = [slot.gpu_index for slot in out if slot.gpu_index is not None and slot.gpu_index >= present]
+        if missing:
+            seen = f"NVML sees {present} GPU(s), indices 0-{present - 1}" if present else \
+                "NVML sees no GPU: no device, driver or pynvml"
+            raise UsageError(f"--gpus: GPU {missing[0]} is not on this machine ({seen}); use --cpu-slots N to run "
+                             "trials on the CPU")
         return out
     n = 1 if cpu_slots is None else cpu_slots
     if n < 0:

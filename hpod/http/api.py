@@ -25,12 +25,13 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpod import __version__
+from hpod.core.actions import StudyAction, action_refusal
 from hpod.core.feedback import add_examples, set_reference, window_summary
 from hpod.core.retune import manual_retune_wait
 from hpod.core.views import event_dict, study_rows, trial_records
 from hpod.errors import DataError, HpodError, ObjectiveNotAllowed, SpecError, StorageError, StudyNotFound, UsageError
 from hpod.objectives.base import DEFAULT_ALLOWED_OBJECTIVES, check_objective_allowed
-from hpod.spec import parse_spec, resolve, spec_json_schema
+from hpod.spec import parse_spec, resolve, spec_changes, spec_json_schema
 from hpod.store import Store
 
 __all__ = ["ApiContext", "ExamplesBody", "ObservationsBody", "ReferenceBody", "RetuneBody", "SubmitRequest",
@@ -133,6 +134,7 @@ _ERROR_TEXT = {
     401: "Missing or invalid bearer token",
     403: "The spec names an objective this daemon's allowed_objectives does not list (nothing was imported)",
     404: "No study of that name",
+    409: "The study's state does not take this action (e.g. resuming a cancelled study); the message says what does",
     413: "Request body over max_request_bytes",
     422: "Invalid request or spec; the message names the field, what was found and what is allowed",
     429: "Too many manual retunes; the Retry-After header says when to retry",
@@ -328,8 +330,12 @@ def create_app(ctx: ApiContext) -> Any:
             raise _Problem(404, f"no study named {name!r}; GET /v1/studies lists them")
         return row
 
-    def act(kind: str, name: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        study_row(name)
+    def act(kind: str, name: str, payload: dict[str, Any] | None = None,
+            action: StudyAction | None = None) -> dict[str, Any]:
+        row = study_row(name)
+        refusal = action_refusal(action, name, row.state) if action is not None else None
+        if refusal is not None:
+            raise _Problem(409, refusal)  # before the event is written: nothing is left behind
         event_id = store.append_event(kind, study=name, payload=payload or {"by": "api"})
         ctx.wake()
         outcome = ctx.wait_handled(event_id, ctx.handle_wait_seconds)
@@ -380,11 +386,14 @@ def create_app(ctx: ApiContext) -> Any:
     def submit(body: SubmitRequest) -> dict[str, Any]:
 
         spec = parse_spec(body.spec, source="request body")
+        stored = store.get_study(spec.name, missing_ok=True)
         event_id, created = submit_study(store, spec, by="api", allowed_objectives=ctx.allowed_objectives)
+        # what a resubmission changes (only what a study may change: submit_study refused the rest)
+        changes = [] if stored is None else spec_changes(json.loads(stored.spec_json), spec.model_dump(mode="json"))
         ctx.wake()
         outcome = ctx.wait_handled(event_id, ctx.handle_wait_seconds)
         return {"event_id": event_id, "study": spec.name, "created": created, "handled": outcome is not None,
-                "ok": outcome["ok"] if outcome else None,
+                "ok": outcome["ok"] if outcome else None, "changes": [str(c) for c in changes],
                 "message": outcome["message"] if outcome else "accepted; the daemon starts it shortly"}
 
     @api.get("/v1/studies/{name}", dependencies=auth, summary="One study, with its spec",
@@ -411,19 +420,19 @@ def create_app(ctx: ApiContext) -> Any:
         return trial_records(store, name, pareto_only=True)
 
     @api.post("/v1/studies/{name}/pause", dependencies=auth, summary="Start no new trials of the study",
-              responses=_responses(401, 404, 422, 503))
+              responses=_responses(401, 404, 409, 422, 503))
     def pause(name: str) -> dict[str, Any]:
-        return act("study_paused", name)
+        return act("study_paused", name, action="pause")
 
     @api.post("/v1/studies/{name}/resume", dependencies=auth, summary="Resume a paused study",
-              responses=_responses(401, 404, 422, 503))
+              responses=_responses(401, 404, 409, 422, 503))
     def resume(name: str) -> dict[str, Any]:
-        return act("study_resumed", name)
+        return act("study_resumed", name, action="resume")
 
     @api.post("/v1/studies/{name}/cancel", dependencies=auth, summary="Cancel queued trials; end the study",
-              responses=_responses(401, 404, 422, 503))
+              responses=_responses(401, 404, 409, 422, 503))
     def cancel(name: str) -> dict[str, Any]:
-        return act("study_cancelled", name)
+        return act("study_cancelled", name, action="cancel")
 
     @api.post("/v1/studies/{name}/retune", dependencies=auth, summary="Retune the study now",
               responses=_responses(400, 401, 404, 413, 422, 429, 503))

@@ -4,6 +4,7 @@ Imports only :mod:`hpod.errors` and :mod:`hpod.objectives`: reading a spec never
 the engine, the store or the monitors' libraries.
 """
 
+from hpod.spec._changes import IDENTITY_FIELDS, SpecChange, check_identity, spec_changes
 from hpod.spec._monitors import (
     MonitorKind,
     MonitorSource,
@@ -41,6 +42,7 @@ from hpod.spec._study import (
 
 __all__ = [
     "BASE_UNITS",
+    "IDENTITY_FIELDS",
     "MEASURED_NAMES",
     "MULTI_OBJECTIVE_ONLY_SAMPLERS",
     "SAMPLER_NAMES",
@@ -56,9 +58,11 @@ __all__ = [
     "RetuneSpec",
     "ScheduleSpec",
     "ServingSpec",
+    "SpecChange",
     "StrategySpec",
     "StudySpec",
     "base_unit",
+    "check_identity",
     "load_spec",
     "normalize_seeds",
     "parse_constraint",
@@ -66,6 +70,7 @@ __all__ = [
     "parse_spec",
     "resolve",
     "samplers_for",
+    "spec_changes",
     "spec_json_schema",
     "validate_sampler_options",
 ]

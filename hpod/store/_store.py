@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col
 
 from hpod.errors import SpecError, StorageError, StorageUrlError, StudyNotFound
+from hpod.spec import check_identity, spec_changes
 from hpod.store._tables import (
     WINDOW_KINDS,
     DataRecordRow,
@@ -528,7 +529,8 @@ class Store:
 
     def check_compatible(self, spec: StudySpec) -> StudyRow | None:
         """The stored study of ``spec.name`` (None if new); SpecError when it has other
-        objectives or directions: a different study needs another name."""
+        objectives or directions, or ``spec`` changes what the study keeps for its whole
+        life (:data:`hpod.spec.IDENTITY_FIELDS`): a different study needs another name."""
         existing = self.get_study(spec.name, missing_ok=True)
         if existing is not None:
             old = json.loads(existing.spec_json)
@@ -537,6 +539,7 @@ class Store:
             if old_targets != new_targets:
                 raise SpecError("objectives", f"study {spec.name!r} exists with objectives {old_targets}; "
                                 "give the spec another name to start a different study", found=new_targets)
+            check_identity(spec.name, spec_changes(old, spec.model_dump(mode="json")))
         return existing
 
     @overload

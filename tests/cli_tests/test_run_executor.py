@@ -31,6 +31,26 @@ def _spec_file(tmp_path: Path) -> Path:
     return path
 
 
+def _absent_gpu() -> str:
+    from hpod.monitors.gpu import gpu_count
+
+    return str(gpu_count())  # the first index past this machine's GPUs (0 without any)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--gpus", _absent_gpu()], f"--gpus: GPU {_absent_gpu()} is not on this machine (NVML sees"),
+    (["--gpus", "0,0"], "--gpus: GPU 0 is given twice"),
+    (["--gpus", "0,x"], "--gpus: expected comma-separated GPU indices like 0,1 (found '0,x')"),
+])
+def test_gpus_this_machine_does_not_have_exit_2_and_write_nothing(tmp_path: Path, args: list[str],
+                                                                  message: str) -> None:
+    state = tmp_path / "state"
+    proc = run_cli(["run", str(_spec_file(tmp_path)), *args], state_dir=state, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    assert not (state / "hpod.db").exists()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--executor", "rya"], "--executor: expected local or ray (found 'rya')"),
     (["--ray-address", "auto"], "--ray-address: only with --executor ray"),

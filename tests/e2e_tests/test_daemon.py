@@ -131,8 +131,11 @@ def test_kill_9_mid_trial_then_restart_leaves_no_orphan_and_completes_exactly_n_
 @pytest.mark.parametrize("daemon", [{"cpu_slots": 2}], indirect=True)
 def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: DaemonProcess, tmp_path: Path) -> None:
     daemon.start()
-    a = write_spec(tmp_path / "a.yaml", "share-a", n_trials=12, sleep_seconds=1.0)
-    b = write_spec(tmp_path / "b.yaml", "share-b", n_trials=30, sleep_seconds=1.0)
+    # Each study is still running when the `hpod pause` / `cancel` meant for it arrives
+    # (cold CLI processes: seconds each on a loaded machine, the second submit included,
+    # while share-a has both slots): share-a needs >= 24 s on both slots, share-b >= 45 s.
+    a = write_spec(tmp_path / "a.yaml", "share-a", n_trials=24, sleep_seconds=2.0)
+    b = write_spec(tmp_path / "b.yaml", "share-b", n_trials=30, sleep_seconds=3.0)
     daemon.hpod("submit", str(a))
     daemon.hpod("submit", str(b))
     # fair share: both studies run at the same time, one slot each
@@ -158,7 +161,7 @@ def test_two_studies_share_the_slots_and_obey_pause_resume_cancel(daemon: Daemon
     wait_for(lambda: trial_states(daemon.state_dir, "share-b").get("RUNNING", 0) == 0, 30,
              "share-b's last trial to be told", daemon)
     assert trial_states(daemon.state_dir, "share-b").get("COMPLETE", 0) < 30
-    assert trial_states(daemon.state_dir, "share-a") == {"COMPLETE": 12}
+    assert trial_states(daemon.state_dir, "share-a") == {"COMPLETE": 24}
 
     retune = daemon.hpod("retune", "share-a", "--reason", "nightly data refresh", "--json")
     result = json.loads(retune.stdout)

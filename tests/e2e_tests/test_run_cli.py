@@ -195,3 +195,31 @@ def test_qlognehvi_on_branin_currin(tmp_path: Path, state_dir: Path):
     status = _json(run_cli(["status", "--json"], state_dir=state_dir))
     (study,) = status["studies"]
     assert study["sampler"] == "qlognehvi" and study["hypervolume"] > 0
+
+
+def test_a_changed_spec_resumes_saying_what_changed_and_a_different_study_is_refused(tmp_path: Path,
+                                                                                       state_dir: Path):
+    objective = {"name": "synthetic:training_cost"}
+    space = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, "rank": [4, 8]}
+    first = _spec(tmp_path, "grows", objective=objective, space=space, sampler={"name": "random", "seed": 1})
+    assert run_cli(["run", str(first), "--n-trials", "3"], state_dir=state_dir).returncode == 0
+    db = state_dir / "hpod.db"
+    before = (_trial_states(db), db.stat().st_size)
+
+    # another space, another objective parameter: another study (refused, nothing written)
+    for changed, field in (({**space, "rank": [4, 8, 16]}, "space.rank"), (space, "objective.params")):
+        params = {"noise": 0.5} if field == "objective.params" else {}
+        spec = _spec(tmp_path, "grows", objective={**objective, "params": params}, space=changed,
+                     sampler={"name": "random", "seed": 1})
+        proc = run_cli(["run", str(spec)], state_dir=state_dir)
+        assert proc.returncode == 2, proc.stderr
+        assert field in proc.stderr and "another name" in proc.stderr and "Traceback" not in proc.stderr
+        assert (_trial_states(db), db.stat().st_size) == before
+
+    # a larger budget and another sampler: resumed, and the changes are said
+    grown = _spec(tmp_path, "grows", objective=objective, space=space, sampler={"name": "tpe", "seed": 1},
+                  budget={"n_trials": 5})
+    proc = run_cli(["run", str(grown)], state_dir=state_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "budget.n_trials: 3 → 5" in proc.stderr and 'sampler.name: "random" → "tpe"' in proc.stderr
+    assert len(_trial_states(db)) == 5

@@ -179,3 +179,23 @@ def test_observations_reach_the_study_monitor_and_bad_ones_are_400(store: Store)
     ):
         resp = client.post("/v1/studies/observed/observations", headers=AUTH, json=body)
         assert resp.status_code == status and words in resp.json()["error"], resp.text
+
+
+@pytest.mark.parametrize("state,action,words", [
+    ("cancelled", "resume", "submit its spec again"),
+    ("completed", "resume", "larger budget"),
+    ("cancelled", "cancel", "already cancelled"),
+    ("completed", "pause", "nothing to pause"),
+    ("completed", "cancel", "nothing to cancel"),
+])
+def test_an_action_the_studys_state_does_not_take_is_409_and_writes_no_event(
+        client: TestClient, store: Store, state: str, action: str, words: str) -> None:
+    name = f"done-{state}-{action}"
+    client.post("/v1/studies", headers=AUTH, json={"spec": {**SPEC, "name": name}})
+    store.update_study(name, state=state)
+    before = [e.id for e in store.events(study=name)]
+    resp = client.post(f"/v1/studies/{name}/{action}", headers=AUTH)
+    assert resp.status_code == 409, resp.text
+    assert words in resp.json()["error"] and state in resp.json()["error"]
+    assert [e.id for e in store.events(study=name)] == before
+    assert store.get_study(name).state == state

@@ -111,3 +111,22 @@ def test_examples_are_valid():
     root = Path(__file__).resolve().parents[2] / "examples"
     for path in sorted(root.glob("*.yaml")):
         resolve(load_spec(path))
+
+
+def test_spec_changes_name_each_changed_leaf_and_which_the_study_keeps() -> None:
+    from hpod.spec import check_identity, parse_spec, spec_changes
+
+    base = {"name": "s", "objective": {"name": "synthetic:training_cost"}, "budget": {"n_trials": 4},
+            "space": {"lr": {"type": "float", "low": 0.1, "high": 1.0}}}
+    stored = parse_spec(base).model_dump(mode="json")
+    same = parse_spec(base).model_dump(mode="json")
+    assert spec_changes(stored, same) == []
+    grown = parse_spec({**base, "budget": {"n_trials": 9}, "storage": "sqlite:////tmp/x.db"})
+    (change,) = spec_changes(stored, grown.model_dump(mode="json"))  # storage is where, not what
+    assert (change.path, change.old, change.new, change.identity) == ("budget.n_trials", 4, 9, False)
+    check_identity("s", [change])
+    moved = parse_spec({**base, "space": {"lr": {"type": "float", "low": 0.2, "high": 1.0}}, "seeds": 2})
+    changes = spec_changes(stored, moved.model_dump(mode="json"))
+    assert [c.path for c in changes] == ["seeds", "space.lr.low"] and all(c.identity for c in changes)
+    with pytest.raises(SpecError, match=r"^seeds: study 's' exists with 1 here \(and 1 more: space.lr.low\)"):
+        check_identity("s", changes)
