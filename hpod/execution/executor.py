@@ -15,6 +15,7 @@ Concurrency: one executor per process, driven by one thread calling :meth:`poll`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
@@ -278,15 +279,18 @@ class LocalExecutor:
             for slot in self.free_slots():
                 if slot not in self.free_slots():
                     continue  # taken by a multi-GPU trial started in this round
+                announced: list[JobRow] = []  # the claim stored the job's trial_started event
                 try:
                     job = self.store.claim_job(self.worker_name, lease_seconds=self.lease_seconds,
-                                               studies=study_list, exclude_studies=exclude_studies)
+                                               studies=study_list, exclude_studies=exclude_studies,
+                                               event=functools.partial(self._started_at_claim, slot=slot,
+                                                                       announced=announced))
                 except StorageError as exc:
                     log.warning("cannot claim a job: %s", exc)
                     break
                 if job is None:
                     break
-                if self._start(job, slot) is False:
+                if self._start(job, slot, announced=bool(announced)) is False:
                     break  # the job waits for more free GPUs: it keeps its place in the queue
         return finished
 
@@ -350,8 +354,7 @@ class LocalExecutor:
             self._pending_results.append((job, None, f"cannot load study spec: {exc}"))
             return None
         spec = info.spec
-        params = {**info.fixed, **json.loads(job.params_json)}
-        resume_from = params.pop(RESUME_KEY, None)
+        params, resume_from = self._params(info, job)
         payload = {
             "study": job.study,
             "trial_number": job.trial_number,
@@ -374,6 +377,33 @@ class LocalExecutor:
             "world_size": spec.resources.world_size,
         }
         return payload, spec
+
+    @staticmethod
+    def _params(info: _StudyInfo, job: JobRow) -> tuple[dict[str, Any], Any]:
+        """The trial's parameters (the study's fixed ones and the job's), and the checkpoint
+        it resumes from (population-based training) or None."""
+        params = {**info.fixed, **json.loads(job.params_json)}
+        return params, params.pop(RESUME_KEY, None)
+
+    def _started_event(self, job: JobRow, slots: list[Slot], params: dict[str, Any]) -> dict[str, Any]:
+        """The ``trial_started`` event of ``job`` on ``slots`` (keyword arguments of
+        :meth:`Store.append_event`)."""
+        return {"kind": "trial_started", "study": job.study, "trial_number": job.trial_number, "handled": True,
+                "payload": {"worker": self.worker_name, "slot": ",".join(s.name for s in slots),
+                            "attempt": job.attempt, "params": params}}
+
+    def _started_at_claim(self, job: JobRow, slot: Slot, announced: list[JobRow]) -> dict[str, Any] | None:
+        """The ``trial_started`` event to store with the claim of ``job`` when nothing
+        between claim and start can stop it (a CPU trial of a study whose spec this
+        executor holds: no GPUs to reserve, no device memory to refuse); else None and
+        :meth:`_start` appends it once the trial process runs. Appends ``job`` to
+        ``announced`` when it returns the event."""
+        info = self._studies.get(job.study)
+        if info is None or slot.gpu_index is not None or info.spec.resources.gpus_per_trial > 0 \
+                or time.monotonic() - info.loaded_at > 30:
+            return None
+        announced.append(job)
+        return self._started_event(job, [slot], self._params(info, job)[0])
 
     def _reserve_gpus(self, job: JobRow, slot: Slot, need: int) -> list[Slot] | None:
         """The further GPU slots a trial of ``need`` GPUs takes beside ``slot``; None when
@@ -413,7 +443,10 @@ class LocalExecutor:
                          "for the CUDA context")
         return refusal[0] if refusal is not None else None
 
-    def _start(self, job: JobRow, slot: Slot) -> bool | None:
+    def _start(self, job: JobRow, slot: Slot, *, announced: bool = False) -> bool | None:
+        """Start ``job``'s trial process on ``slot`` (``announced``: its trial_started
+        event was stored with the claim). False: it waits for more free GPUs (handed back
+        to the queue); None: it cannot start (its failure is pending)."""
         prepared = self._payload(job, slot)
         if prepared is None:
             return None
@@ -443,11 +476,10 @@ class LocalExecutor:
         self.running[job.id] = RunningTrial(job=job, slot=slot, process=proc, conn=parent_conn,
                                             started_at=time.monotonic(),
                                             timeout=spec.budget.trial_timeout_seconds, extra_slots=extra)
+        if announced:  # stored with the claim
+            return True
         try:
-            self.store.append_event("trial_started", study=job.study, trial_number=job.trial_number,
-                                    payload={"worker": self.worker_name,
-                                             "slot": ",".join(s.name for s in [slot, *extra]), "attempt": job.attempt,
-                                             "params": params}, handled=True)
+            self.store.append_event(**self._started_event(job, [slot, *extra], params))
         except StorageError as exc:
             log.warning("cannot record trial_started: %s", exc)
         return True

@@ -236,7 +236,10 @@ class RayExecutor(LocalExecutor):
                 log.warning("cannot read the Ray cluster's state: %s", exc)
         return super().poll(studies=studies, start_new=start_new, exclude_studies=exclude_studies)
 
-    def _start(self, job: JobRow, slot: Slot) -> None:
+    def _started_at_claim(self, job: JobRow, slot: Slot, announced: list[JobRow]) -> dict[str, Any] | None:
+        return None  # a Ray trial is placed by the cluster: its event is stored once the actor is created
+
+    def _start(self, job: JobRow, slot: Slot, *, announced: bool = False) -> None:
         prepared = self._payload(job, slot)
         if prepared is None:
             return

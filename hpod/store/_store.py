@@ -668,7 +668,8 @@ class Store:
         return JobListener(conn)
 
     def claim_job(self, worker: str, *, lease_seconds: float, studies: Iterable[str] | None = None,
-                  exclude_studies: Iterable[str] | None = None) -> JobRow | None:
+                  exclude_studies: Iterable[str] | None = None,
+                  event: Callable[[JobRow], Mapping[str, Any] | None] | None = None) -> JobRow | None:
         """Atomically claim the next queued job (highest priority, oldest first).
 
         Exactly one caller gets a given job, across threads, processes and nodes: on
@@ -677,6 +678,10 @@ class Store:
         the claim itself is ``UPDATE … WHERE state='queued'``, so a lost race changes
         no row. The claim gets a fresh lease token (the fence for :meth:`finish_job`)
         and a lease of ``lease_seconds`` from the database's clock.
+
+        ``event``, called with the claimed job, may return an event (keyword arguments
+        of :meth:`append_event`) to append in the claim's own transaction: a caller
+        that knows the job will start (``trial_started``) saves a transaction.
         """
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0 (found {lease_seconds})")
@@ -704,7 +709,9 @@ class Store:
                      .returning(JobRow)
                      .execution_options(synchronize_session=False))
             with self.session() as s:
-                return s.scalars(claim).first()
+                job = s.scalars(claim).first()
+                self._add_claim_event(s, job, event)
+                return job
         for _ in range(5):  # SQLite before 3.35: no UPDATE ... RETURNING
             with self.session() as s:
                 job_id = s.scalar(q)
@@ -717,8 +724,18 @@ class Store:
                         heartbeat_at=now, lease_expires_at=now + lease_seconds)
                 )
                 if _rowcount(res) == 1:
-                    return s.get(JobRow, job_id)
+                    job = s.get(JobRow, job_id)
+                    self._add_claim_event(s, job, event)
+                    return job
         return None
+
+    def _add_claim_event(self, s: Session, job: JobRow | None,
+                         event: Callable[[JobRow], Mapping[str, Any] | None] | None) -> None:
+        if job is None or event is None:
+            return
+        kwargs = event(job)
+        if kwargs is not None:
+            s.add(self._event_row(**kwargs))
 
     def unclaim_job(self, job_id: int, token: str) -> bool:
         """Hand a job this claim holds back to the queue untouched (its executor cannot

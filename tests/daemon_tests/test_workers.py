@@ -117,8 +117,8 @@ def test_a_finished_trials_slot_is_refilled_in_the_same_step(tmp_path: Path) -> 
 
 def test_a_trial_costs_the_worker_a_claim_an_event_and_a_finish(tmp_path: Path) -> None:
     """The statements a worker sends per trial on the thin path: one claim (UPDATE ...
-    RETURNING), the trial_started event, one finish. Its own row is written when it turns
-    busy or idle, not per trial."""
+    RETURNING) with the trial_started event in its transaction, and one finish. Its own
+    row is written when it turns busy or idle, not per trial."""
     from sqlalchemy import event
 
     store = Store(f"sqlite:///{tmp_path / 'hpod.db'}")
@@ -132,6 +132,10 @@ def test_a_trial_costs_the_worker_a_claim_an_event_and_a_finish(tmp_path: Path) 
     @event.listens_for(own.engine, "before_cursor_execute")
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(" ".join(statement.split()[:3]))
+
+    @event.listens_for(own.engine, "commit")
+    def commit(conn: Any) -> None:
+        statements.append("COMMIT")
 
     def done() -> bool:
         return len(store.jobs("count", states=["done"])) == n
@@ -147,6 +151,11 @@ def test_a_trial_costs_the_worker_a_claim_an_event_and_a_finish(tmp_path: Path) 
     assert 2 * n <= jobs_written <= 2 * n + 1, kinds  # a claim and a finish each (+ one empty claim at the end)
     assert not [k for k in kinds if k.startswith("SELECT hpod_jobs.id")], kinds  # the claim is one statement
     assert kinds["INSERT INTO hpod_events"] == n + 1, kinds  # trial_started each, worker_joined once
+    claims_with_event = [i for i, st in enumerate(statements)
+                         if st == "INSERT INTO hpod_events" and statements[i - 1].startswith("UPDATE hpod_jobs")]
+    # Each trial_started rides in its claim's transaction, but the first: the study's spec is
+    # read (and cached) when its first trial starts.
+    assert len(claims_with_event) == n - 1, statements
     row_writes = sum(v for k, v in kinds.items() if "hpod_workers" in k)
     assert row_writes <= 6, kinds  # joined, busy, idle: not two per trial
 
