@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,12 +29,17 @@ from hpod.core.engine import Engine
 from hpod.errors import StorageError
 from hpod.execution.executor import LocalExecutor
 from hpod.spec import ResolvedStudy, StudySpec, parse_spec, resolve
-from hpod.store import Store, worker_state
+from hpod.store import RESULTS_CHANNEL, JobListener, Store, worker_state
 
 __all__ = ["Controller"]
 
 log = logging.getLogger(__name__)
 
+#: Trials whose recent median run time is under this many seconds get jobs queued ahead
+#: for remote workers (see ``Controller._queue_ahead``).
+QUEUE_AHEAD_BELOW_SECONDS = 5.0
+#: Longest idle wait on the results listener (``Controller.wait``).
+IDLE_WAIT_SECONDS = 0.5
 
 
 @dataclass
@@ -57,6 +63,9 @@ class Controller:
         self._last_collect = -float("inf")
         self._results_pending = False
         self._remote_capacity = (0.0, 0)
+        self._results_listener: JobListener | None = None
+        self._listener_failed = False
+        self._results_notified = False
         #: called after each study completes: (engine)
         self.on_study_completed: list[Callable[[Engine], None]] = []
         #: hooks the daemon adds to every engine it activates
@@ -115,13 +124,31 @@ class Controller:
 
     def capacity(self) -> int:
         """Free local slots plus idle remote worker slots."""
+        return self._capacity()[0]
+
+    def _capacity(self) -> tuple[int, int, int | None]:
+        """``(free slots, jobs to queue ahead, queued jobs)``: free local slots plus idle
+        remote worker slots; how many jobs beyond those to keep queued for the remote
+        workers (:meth:`_queue_ahead`); and the jobs queued now (None: not counted,
+        there are no remote slots)."""
         local = len(self.executor.free_slots()) if self.executor is not None else 0
         remote = self._remote_slots()
-        if remote:
-            busy_remote = len([j for j in self.store.jobs(states=["running"])
-                               if self.executor is None or j.worker != self.executor.worker_name])
-            remote = max(0, remote - busy_remote)
-        return local + remote
+        if not remote:
+            return local, 0, None
+        own = self.executor.worker_name if self.executor is not None else None
+        queued, busy_remote = self.store.count_jobs(exclude_worker=own)
+        return local + max(0, remote - busy_remote), self._queue_ahead(remote), queued
+
+    def _queue_ahead(self, remote_slots: int) -> int:
+        """Jobs queued beyond the idle slots, one per remote slot, while trials are short
+        (the median of an active study's recent trials runs under
+        :data:`QUEUE_AHEAD_BELOW_SECONDS`): a remote worker that finishes a trial then
+        claims its next job at once instead of waiting for the controller to tell the
+        result and ask again — on short trials that wait is most of a trial's cycle.
+        Long trials get no queue ahead: the wait is negligible beside them, and a sampler
+        asked later knows more."""
+        runs = [a.engine.recent_run_seconds() for a in self.engines.values() if not a.paused]
+        return remote_slots if any(r is not None and r < QUEUE_AHEAD_BELOW_SECONDS for r in runs) else 0
 
     # ------------------------------------------------------------------ step
     def expire_leases(self) -> int:
@@ -179,8 +206,8 @@ class Controller:
         executor stored results since the last look, remote workers may have, or a
         second has passed (a job cancelled or finished by another process). Saves two
         queries per idle step."""
-        if self._results_pending or self._remote_slots() > 0 or now - self._last_collect >= 1.0:
-            self._results_pending = False
+        if self._results_pending or self._remote_results() or now - self._last_collect >= 1.0:
+            self._results_pending = self._results_notified = False
             self._last_collect = now
             return True
         return False
@@ -206,11 +233,12 @@ class Controller:
                       if not a.paused and (allowed is None or n in allowed) and a.engine.budget_exhausted() is None]
         if not candidates:
             return False
-        capacity = self.capacity()
-        if capacity <= 0:
+        capacity, ahead, queued = self._capacity()
+        if capacity + ahead <= 0:
             return False  # no free slot: the queue need not be counted
-        queued = sum(1 for _ in self.store.jobs(states=["queued"]))
-        free = capacity - queued
+        if queued is None:
+            queued = self.store.count_jobs()[0]
+        free = capacity + ahead - queued
         if free <= 0:
             return False
         # In flight (running + queued) per study, counted here rather than re-read
@@ -234,11 +262,50 @@ class Controller:
             free -= len(jobs)
         return asked
 
+    def _remote_results(self) -> bool:
+        """Whether remote workers may have stored results since the last look: on
+        PostgreSQL, whether the results channel was notified (:meth:`wait` also listens);
+        elsewhere (no listener), whenever remote workers are up."""
+        if self._remote_slots() <= 0:
+            return False
+        listener = self._listener()
+        if listener is None:
+            return True
+        return listener.drain() > 0 or self._results_notified
+
+    def _listener(self) -> JobListener | None:
+        """The controller's listener on stored results (PostgreSQL, remote workers), or
+        None (SQLite, or it broke: then the controller polls)."""
+        if self._results_listener is None and self.remote_workers and self.store.is_postgres \
+                and not self._listener_failed:
+            self._results_listener = self.store.job_listener(RESULTS_CHANNEL)
+            self._listener_failed = self._results_listener is None
+        if self._results_listener is not None and self._results_listener.broken:
+            return None
+        return self._results_listener
+
     def wait(self, timeout: float) -> None:
+        """Wait for something to do, up to ``timeout`` seconds: a local trial ending, or
+        with remote workers on PostgreSQL a stored result, up to
+        :data:`IDLE_WAIT_SECONDS` (a result wakes it at once; nothing else needs a step
+        sooner: leases are checked every ``lease_check_seconds``, new workers counted
+        every second)."""
         if self.executor is not None and self.executor.running:
             self.executor.wait(timeout)
-        else:
+            return
+        listener = self._listener() if self._remote_slots() > 0 else None
+        if listener is None:
             time.sleep(timeout)
+            return
+        self._results_notified = False
+        if select.select([listener], [], [], max(timeout, IDLE_WAIT_SECONDS))[0]:
+            self._results_notified = listener.drain() > 0 or listener.broken
+
+    def close(self) -> None:
+        """Close the results listener (if any)."""
+        if self._results_listener is not None:
+            self._results_listener.close()
+            self._results_listener = None
 
     def stop(self, *, reason: str, grace_seconds: float = 0.0,
              should_abort: Callable[[], bool] | None = None) -> None:

@@ -32,7 +32,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +65,7 @@ from hpod.core.strategies._seeds import AdaptiveSeeds
 from hpod.execution._trial_child import INFRA_REASONS
 from hpod.objectives.base import MEMORY_INFEASIBLE, EstimatesMemory, MemoryEstimate, memory_infeasibility
 from hpod.spec import ResolvedStudy, StudySpec, resolve
-from hpod.store import JobRow, Store, config_key, name_values
+from hpod.store import HeldParam, JobRow, Store, config_key, holding_params, name_values, write_params
 
 if TYPE_CHECKING:
     import optuna
@@ -118,6 +120,8 @@ def _grid(dist: Any) -> list[Any] | None:
         n = round((dist.high - dist.low) / dist.step) + 1
         return [float(min(dist.low + i * dist.step, dist.high)) for i in range(n)]
     return None
+#: How many recent trials ``Engine.recent_run_seconds`` looks at.
+RUN_SECONDS_WINDOW = 20
 #: Least seconds between two saves of the sampler's seconds per suggestion.
 SAMPLER_SECONDS_SAVE_SECONDS = 5.0
 
@@ -185,8 +189,14 @@ class Engine:
         #: process and resume), then kept up to date on ask and tell
         self._evaluated: dict[str, int] | None = None
         self._sampler_seconds_saved_at = -math.inf
-        #: events of the trial being told (see ``_tell_event``)
+        #: events of the trial being told (see ``_tell_event``), and whether its tell
+        #: also marked its job told
         self._tell_events: list[dict[str, Any]] = []
+        self._marked_told = False
+        #: whether the last summary found no enqueued (WAITING) trial and none was enqueued since
+        self._none_waiting = False
+        #: seconds the study's recent trials ran (claim to result), newest last
+        self._run_seconds: deque[float] = deque(maxlen=RUN_SECONDS_WINDOW)
 
     @property
     def report_handler(self) -> Callable[[JobRow, int, int, dict[str, float]], bool] | None:
@@ -314,6 +324,12 @@ class Engine:
             return SPACE_EXHAUSTED
         return self.strategy.budget_exhausted()
 
+    def recent_run_seconds(self) -> float | None:
+        """The median seconds of this study's last :data:`RUN_SECONDS_WINDOW` finished
+        trials (from the claim of their job to its result), or None before any finished
+        in this process."""
+        return float(np.median(self._run_seconds)) if self._run_seconds else None
+
     def done(self) -> bool:
         s = self.summary()
         return self.budget_exhausted() is not None and s.running == 0
@@ -328,6 +344,7 @@ class Engine:
             n = min(n, remaining)
         own = self.strategy.ask(max(0, n))
         if own is not None:
+            self._none_waiting = False  # the strategy may have enqueued trials
             if own:
                 self._summary = None
             return own
@@ -400,9 +417,14 @@ class Engine:
             self._mark_exhausted(size)
             return None
         repeats = 0
+        storage = self.store.optuna_storage
         while True:
             t0 = time.perf_counter()
-            trial = self.study.ask(self.distributions)
+            # The parameters are written with the job (one transaction, ``_queue_job``),
+            # or before the trial is closed otherwise.
+            with holding_params(storage) as hold, self._no_waiting_trials():
+                trial = self.study.ask(self.distributions)
+                held = hold.take(trial._trial_id)
             elapsed = time.perf_counter() - t0
             self._count_suggest(elapsed)
             for cb in self.on_suggest:
@@ -410,6 +432,7 @@ class Engine:
             params = dict(trial.params)
             key = configuration_key(params)
             if key in evaluated:
+                write_params(storage, held)
                 self._reject(trial, evaluated[key])
                 repeats += 1
                 if repeats >= MAX_REPEATED_SUGGESTIONS:
@@ -420,23 +443,45 @@ class Engine:
                     log.info("study %s: the sampler repeated %d evaluated configurations in a row; running an "
                              "unevaluated one drawn at random", self.name, repeats)
                     self.study.enqueue_trial(fresh, user_attrs={"hpod.drawn_after_repeats": repeats})
+                    self._none_waiting = False
                     repeats = 0
                 continue
             evaluated[key] = trial.number
-            if self._refuse_for_memory(trial, params):
-                return None  # recorded as infeasible; the next step asks again
-            return self._queue_job(trial, params, elapsed)
+            if self.memory_limit() is not None:
+                write_params(storage, held)
+                held = []
+                if self._refuse_for_memory(trial, params):
+                    return None  # recorded as infeasible; the next step asks again
+            return self._queue_job(trial, params, elapsed, held)
 
-    def _queue_job(self, trial: optuna.Trial, params: dict[str, Any], elapsed: float) -> JobRow:
+    @contextmanager
+    def _no_waiting_trials(self) -> Iterator[None]:
+        """While open, ``Study.ask`` skips its look for an enqueued (WAITING) trial to
+        run (a read of every unfinished trial) when the last summary's read of the
+        study found none and this engine enqueued none since; another process's
+        enqueued trial is then run after the next summary."""
+        study = self.study
+        if not self._none_waiting:
+            yield
+            return
+        study._pop_waiting_trial_id = lambda: None  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            vars(study).pop("_pop_waiting_trial_id", None)
+
+    def _queue_job(self, trial: optuna.Trial, params: dict[str, Any], elapsed: float,
+                   held: list[HeldParam]) -> JobRow:
         retry_of = trial.user_attrs.get("hpod.retry_of")
         attempt = int(trial.user_attrs.get("hpod.attempt", 1))
         sampler = self.sampler_name if retry_of is None else "requeued"
         if "hpod.drawn_after_repeats" in trial.user_attrs:
             sampler = "drawn: the sampler repeated evaluated configurations"
-        trial.set_user_attr("hpod.ask", {"attempt": attempt, "config_key": config_key(params),
-                                         "suggest_seconds": elapsed, "retry_of": retry_of, "sampler": sampler})
-        return self.store.create_job(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
-                                     params=params, attempt=attempt, priority=self.spec.priority)
+        ask = {"attempt": attempt, "config_key": config_key(params), "suggest_seconds": elapsed,
+               "retry_of": retry_of, "sampler": sampler}
+        return self.store.queue_trial(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
+                                      params=params, held=held, user_attrs={"hpod.ask": ask}, attempt=attempt,
+                                      priority=self.spec.priority)
 
     # ------------------------------------------------------------------ memory
     #: the measured peak-memory name a ``memory_bytes <= M`` constraint bounds
@@ -579,6 +624,7 @@ class Engine:
                         self.name, number, attempt)
             return False
         self.study.enqueue_trial(params, user_attrs={"hpod.retry_of": number, "hpod.attempt": attempt + 1})
+        self._none_waiting = False
         return True
 
     # ------------------------------------------------------------------ tell
@@ -587,9 +633,13 @@ class Engine:
         told = []
         for job in self.store.jobs_to_tell(self.name):
             self._tell_events = []
+            self._marked_told = False
             frozen = self._tell(job)
-            # The trial's event goes in with the job's told mark: one transaction.
-            self.store.mark_told(job.id, self._tell_events)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
+            if not self._marked_told:
+                # The trial's event goes in with the job's told mark: one transaction.
+                self.store.mark_told(job.id, self._tell_events)  # type: ignore[arg-type]  # a stored row has an id; SQLModel types it Optional for inserts
+            if job.claimed_at is not None and job.finished_at is not None and job.state == "done":
+                self._run_seconds.append(job.finished_at - job.claimed_at)
             if frozen is not None:
                 told.append(frozen)
                 try:
@@ -660,6 +710,10 @@ class Engine:
             # One list in the spec's order: the form optuna-dashboard and every Optuna
             # sampler read (``FrozenTrial.constraints`` reads it as "0", "1", ...).
             system[CONSTRAINTS_ATTR] = [c.violation(metrics[c.metric]) for c in self.constraints]
+        if not result.get("pruned") and not missing:
+            values = self.strategy.values(metrics, job)
+            if _tellable(values, len(self.spec.directions)):
+                return self._tell_complete(job, values, attrs, system)
         # The trial's attributes (and constraints) in one transaction, then the tell.
         try:
             self.store.set_trial_attrs(job.trial_id, attrs, system)
@@ -682,11 +736,57 @@ class Engine:
             return frozen
         values = self.strategy.values(metrics, job)
         frozen = self.study.tell(trial, values)
+        if frozen.state != optuna.trial.TrialState.COMPLETE:  # Optuna refused the values (NaN)
+            self._tell_event("trial_failed", study=self.name, trial_number=job.trial_number,
+                             payload={"reason": f"values Optuna cannot tell: {values!r}", "requeued": False},
+                             handled=True)
+            return frozen
         self._tell_event(
             "trial_completed", study=self.name, trial_number=job.trial_number,
             payload={"values": dict(zip(self.spec.value_names, values)), "feasible": feasible(frozen),
                      "worker": job.worker}, handled=True)
         return frozen
+
+    def _tell_complete(self, job: JobRow, values: list[float], attrs: dict[str, Any],
+                       system: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+        """Tell a trial COMPLETE as ``study.tell`` does (the sampler's ``after_trial``
+        with the trial as stored, then the state and values), with its attributes, its
+        event and the job's told mark in one transaction (``Store.tell_trial``) instead
+        of one per attribute and two more reads of the trial."""
+        import optuna
+
+        storage = self.store.optuna_storage
+        frozen = storage.get_trial(job.trial_id)
+        if frozen.state.is_finished():
+            return None  # told before a crash; idempotent
+        frozen.user_attrs.update(attrs)  # what Optuna's tell would have read back
+        frozen.system_attrs.update(system)
+        self._tell_event(
+            "trial_completed", study=self.name, trial_number=job.trial_number,
+            payload={"values": dict(zip(self.spec.value_names, values)),
+                     "feasible": feasible(frozen), "worker": job.worker}, handled=True)
+        state = optuna.trial.TrialState.COMPLETE
+        study = self.study
+        study._thread_local.cached_all_trials = None  # as Study.tell: the trials changed
+        self._sampler_after_trial(frozen, values)
+        completed = self.store.tell_trial(job.trial_id, values, user_attrs=attrs, system_attrs=system,
+                                          job_id=job.id, events=self._tell_events)  # type: ignore[arg-type]  # a stored row has an id
+        if completed is None:
+            return None
+        self._marked_told = True  # the tell wrote the told mark and the events
+        frozen.state, frozen.values, frozen.datetime_complete = state, values, completed
+        return frozen
+
+    def _sampler_after_trial(self, frozen: optuna.trial.FrozenTrial, values: list[float]) -> None:
+        """The sampler's ``after_trial`` for a trial about to be told COMPLETE, with the
+        study as Optuna's tell passes it."""
+        import optuna
+
+        study = self.study
+        filtered = getattr(optuna.pruners, "_filter_study", None)
+        if filtered is not None:
+            study = filtered(study, frozen)
+        study.sampler.after_trial(study, frozen, optuna.trial.TrialState.COMPLETE, values)
 
     def _tell_event(self, kind: str, **event: Any) -> None:
         """An event of the trial being told: written with the job's told mark (``collect``)."""
@@ -802,6 +902,7 @@ class Engine:
             elif not ledger.is_folded(t):
                 ledger.fold(t)
                 new_complete |= t.state.name == "COMPLETE"
+        self._none_waiting = "WAITING" not in live
         counts = dict(ledger.counts)
         for state, n in live.items():
             counts[state] = counts.get(state, 0) + n
@@ -923,6 +1024,14 @@ class Engine:
             self.store.append_event("study_completed", study=self.name, payload={
                 "finished": s.finished, "hypervolume": s.hypervolume, "pareto_front_size": len(s.pareto),
                 "reason": self.budget_exhausted()}, handled=True)
+
+
+def _tellable(values: list[float], n: int) -> bool:
+    """Values Optuna's tell accepts as COMPLETE (else it fails the trial with a warning)."""
+    try:
+        return len(values) == n and not any(math.isnan(float(v)) for v in values)
+    except (TypeError, ValueError):
+        return False
 
 
 def is_finite(x: Any) -> bool:

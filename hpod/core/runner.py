@@ -199,4 +199,5 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
             signal.signal(sig, h)
         if executor is not None and executor.running:
             executor.stop(reason="interrupted")
+        controller.close()
     return RunOutcome(study=spec.name, interrupted=interrupted, finished=engine.summary().finished, reason=reason)

@@ -1,8 +1,10 @@
 """Persistence: Optuna's RDB storage and hpod's own tables on one database URL."""
 
+from hpod.store._optuna_storage import HeldParam, ParamHold, holding_params, write_params
 from hpod.store._store import (
     EVENT_KINDS,
     JOBS_CHANNEL,
+    RESULTS_CHANNEL,
     WORKER_STALE_SECONDS,
     JobListener,
     NoDatabase,
@@ -32,14 +34,17 @@ from hpod.store._tables import (
 __all__ = [
     "EVENT_KINDS",
     "JOBS_CHANNEL",
+    "RESULTS_CHANNEL",
     "WINDOW_KINDS",
     "WORKER_STALE_SECONDS",
     "DataRecordRow",
     "DataWindowRow",
     "EventRow",
+    "HeldParam",
     "JobListener",
     "JobRow",
     "NoDatabase",
+    "ParamHold",
     "StateRow",
     "StorageUnreachable",
     "Store",
@@ -48,10 +53,12 @@ __all__ = [
     "config_key",
     "default_state_dir",
     "default_storage_url",
+    "holding_params",
     "is_disconnect",
     "name_values",
     "private_state_dir",
     "retry_storage",
     "same_database",
     "worker_state",
+    "write_params",
 ]

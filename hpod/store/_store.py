@@ -26,6 +26,7 @@ outage (retry with backoff, e.g. :func:`retry_storage`);
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -54,6 +55,7 @@ from sqlmodel import SQLModel, col
 
 from hpod.errors import SpecError, StorageError, StorageUrlError, StudyNotFound
 from hpod.spec import check_identity, spec_changes
+from hpod.store._optuna_storage import HeldParam, insert_params
 from hpod.store._tables import (
     WINDOW_KINDS,
     DataRecordRow,
@@ -256,6 +258,8 @@ def _dumps(value: Any) -> str:
 
 #: PostgreSQL channel notified when a job is queued (payload: the study)
 JOBS_CHANNEL = "hpod_jobs"
+#: PostgreSQL channel notified when a job's outcome is stored (the controller listens)
+RESULTS_CHANNEL = "hpod_results"
 
 
 class JobListener:
@@ -649,9 +653,76 @@ class Store:
                 s.execute(select(func.pg_notify(JOBS_CHANNEL, study)))
         return row
 
-    def job_listener(self) -> JobListener | None:
+    def queue_trial(self, *, study: str, trial_id: int, trial_number: int, params: dict[str, Any],
+                    held: list[HeldParam], user_attrs: Mapping[str, Any], attempt: int = 1,
+                    priority: int = 0) -> JobRow:
+        """:meth:`create_job` for a trial just asked, with the trial's parameters the
+        storage held (:func:`holding_params`) and ``user_attrs`` written
+        in the same transaction: one commit instead of one per parameter and attribute,
+        and never a trial with its parameters but no job."""
+        from optuna.storages._rdb import models
+
+        row = JobRow(study=study, trial_id=trial_id, trial_number=trial_number, params_json=_dumps(params),
+                     config_key=config_key(params), attempt=attempt, priority=priority, created_at=_now())
+        with self.session() as s:
+            insert_params(s, held)
+            self._put_trial_attrs(s, models.TrialUserAttributeModel, trial_id, user_attrs)
+            s.add(row)
+            if self.is_postgres:
+                s.execute(select(func.pg_notify(JOBS_CHANNEL, study)))
+        return row
+
+    def tell_trial(self, trial_id: int, values: list[float], *, user_attrs: Mapping[str, Any],
+                   system_attrs: Mapping[str, Any], job_id: int,
+                   events: Iterable[Mapping[str, Any]] = ()) -> datetime.datetime | None:
+        """Tell a RUNNING Optuna trial COMPLETE with ``values`` and its attributes, mark
+        its job told and append ``events`` (:meth:`append_event` arguments): one
+        transaction, where Optuna's own tell takes one per attribute plus two reads of
+        the trial. The state changes only from RUNNING (what Optuna's tell checks);
+        returns the trial's completion time, or None when it was no longer running
+        (told before a crash): then nothing is written. The caller runs the sampler's
+        ``after_trial`` first, as Optuna's tell does."""
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+
+        complete = datetime.datetime.now()  # Optuna's clock for datetime_complete
+        with self.session() as s:
+            res = s.execute(update(models.TrialModel).where(
+                models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.RUNNING,
+            ).values(state=TrialState.COMPLETE, datetime_complete=complete),
+                execution_options={"synchronize_session": False})
+            if _rowcount(res) != 1:
+                return None
+            s.execute(delete(models.TrialValueModel).where(models.TrialValueModel.trial_id == trial_id),
+                      execution_options={"synchronize_session": False})
+            rows = []
+            for objective, value in enumerate(values):
+                stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                rows.append({"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind})
+            if rows:
+                s.execute(insert(models.TrialValueModel.__table__), rows)
+            self._put_trial_attrs(s, models.TrialUserAttributeModel, trial_id, user_attrs)
+            self._put_trial_attrs(s, models.TrialSystemAttributeModel, trial_id, system_attrs)
+            s.execute(update(JobRow).where(col(JobRow.id) == job_id).values(told=True))
+            s.add_all(self._event_row(**event) for event in events)
+        return complete
+
+    @staticmethod
+    def _put_trial_attrs(s: Session, model: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Set Optuna trial attributes (``model``: its user or system attribute table) in
+        the session's transaction: the keys' old rows go, the new ones come (any
+        database)."""
+        if not attrs:
+            return
+        s.execute(delete(model).where(model.trial_id == trial_id, model.key.in_(list(attrs))),
+                  execution_options={"synchronize_session": False})
+        s.execute(insert(model.__table__), [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                                            for key, value in attrs.items()])
+
+    def job_listener(self, channel: str = JOBS_CHANNEL) -> JobListener | None:
         """A connection that is readable when a job was queued (PostgreSQL
-        ``LISTEN``/``NOTIFY``); None on SQLite or when it cannot be opened."""
+        ``LISTEN``/``NOTIFY``; with ``channel`` :data:`RESULTS_CHANNEL`: when a job's
+        outcome was stored); None on SQLite or when it cannot be opened."""
         if not self.is_postgres:
             return None
         try:
@@ -661,7 +732,7 @@ class Store:
             cparams.pop("context", None)
             cparams.update(self._engine_kwargs.get("connect_args", {}))
             conn = psycopg.connect(*cargs, autocommit=True, **cparams)
-            conn.execute(f"LISTEN {JOBS_CHANNEL}")
+            conn.execute(f"LISTEN {channel}")
         except Exception as exc:  # the worker then polls, as without a listener
             log.warning("cannot listen for new jobs (polling instead): %s", _first_line(exc))
             return None
@@ -779,6 +850,9 @@ class Store:
                             .values(state=state, result_json=_dumps(result) if result is not None else None,
                                     fail_reason=fail_reason, finished_at=_now(), lease_expires_at=None))
             if _rowcount(res) == 1:
+                if self.is_postgres:
+                    # Wakes the controller (it tells the result and queues the next job).
+                    s.execute(select(func.pg_notify(RESULTS_CHANNEL, "")))
                 return True
             again = s.scalar(select(func.count()).select_from(JobRow).where(
                 col(JobRow.id) == job_id, col(JobRow.lease_token) == token, col(JobRow.state) == state))
@@ -867,6 +941,19 @@ class Store:
             q = q.where(col(JobRow.state).in_(list(states)))
         with self.session() as s:
             return list(s.scalars(q.order_by(col(JobRow.id))))
+
+    def count_jobs(self, *, exclude_worker: str | None = None) -> tuple[int, int]:
+        """``(queued, running)``: how many jobs wait to be claimed and how many an
+        executor holds, over every study, leaving out the running ones
+        ``exclude_worker`` holds. One query."""
+        running = col(JobRow.state) == "running"
+        if exclude_worker is not None:
+            running = running & or_(col(JobRow.worker).is_(None), col(JobRow.worker) != exclude_worker)
+        q = select(func.count().filter(col(JobRow.state) == "queued"), func.count().filter(running)) \
+            .select_from(JobRow).where(col(JobRow.state).in_(["queued", "running"]))
+        with self.session() as s:
+            queued, held = s.execute(q).one()
+        return int(queued or 0), int(held or 0)
 
     def job_for_trial(self, trial_id: int) -> JobRow | None:
         with self.session() as s:

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from hpod_pg import fresh_database
 
-from hpod.store import Store
+from hpod.store import RESULTS_CHANNEL, Store, holding_params
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -85,3 +85,53 @@ def test_sqlite_has_no_listener(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'hpod.db'}")
     assert store.job_listener() is None
     store.close()
+
+
+def test_a_trial_is_queued_and_told_in_one_transaction_each(store_url: str) -> None:
+    store = Store(store_url)
+    study = optuna.create_study(storage=store.optuna_storage, study_name="q", directions=["minimize"] * 2)
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    with holding_params(store.optuna_storage) as hold:
+        trial = study.ask({"x": dist, "y": dist})
+        # Held, not written: a reader in this process sees them, the database not yet.
+        assert set(store.optuna_storage.get_trial(trial._trial_id).params) == {"x", "y"}
+        assert optuna.load_study(study_name="q", storage=store_url).trials[0].params == {}
+        held = hold.take(trial._trial_id)
+    assert len(held) == 2
+    job = store.queue_trial(study="q", trial_id=trial._trial_id, trial_number=trial.number, params=trial.params,
+                            held=held, user_attrs={"hpod.ask": {"a": 1}})
+    assert job.id is not None and store.count_jobs() == (1, 0)
+    frozen = store.optuna_storage.get_trial(trial._trial_id)
+    assert frozen.params == trial.params and frozen.user_attrs == {"hpod.ask": {"a": 1}}
+    claimed = store.claim_job("w", lease_seconds=60)
+    assert claimed is not None and store.count_jobs() == (0, 1) and store.count_jobs(exclude_worker="w") == (0, 0)
+    done = store.tell_trial(trial._trial_id, [1.5, float("inf")], user_attrs={"hpod.metrics": {"l": 1.5}},
+                            system_attrs={"constraints": [0.0]}, job_id=job.id,
+                            events=[{"kind": "trial_completed", "study": "q", "trial_number": trial.number}])
+    assert done is not None
+    frozen = store.optuna_storage.get_trial(trial._trial_id)
+    assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.values == [1.5, float("inf")]
+    assert frozen.user_attrs == {"hpod.ask": {"a": 1}, "hpod.metrics": {"l": 1.5}}
+    assert frozen.system_attrs["constraints"] == [0.0]
+    assert [e.kind for e in store.events(study="q")] == ["trial_completed"]
+    # Told already: nothing is written again.
+    assert store.tell_trial(trial._trial_id, [0.0, 0.0], user_attrs={}, system_attrs={}, job_id=job.id,
+                            events=[{"kind": "trial_completed", "study": "q"}]) is None
+    assert len(store.events(study="q")) == 1
+    store.close()
+
+
+def test_a_stored_result_wakes_the_controller_on_postgres() -> None:
+    with fresh_database() as url:
+        store = Store(url)
+        listener = store.job_listener(RESULTS_CHANNEL)
+        assert listener is not None
+        store.create_job(study="s", trial_id=1, trial_number=0, params={"x": 1})
+        job = store.claim_job("w", lease_seconds=60)
+        assert job is not None and job.id is not None and job.lease_token is not None
+        assert select.select([listener], [], [], 0.2)[0] == []  # queued and claimed: not a result
+        assert store.finish_job(job.id, job.lease_token, result={"metrics": {}})
+        assert select.select([listener], [], [], 30)[0] == [listener]
+        assert listener.drain() == 1
+        listener.close()
+        store.close()
