@@ -284,12 +284,16 @@ class Controller:
             return None
         return self._results_listener
 
+    def idle_wait_seconds(self) -> float:
+        """How long an idle loop may wait in :meth:`wait`: :data:`IDLE_WAIT_SECONDS`
+        while a stored result wakes it (PostgreSQL, remote workers; nothing else needs a
+        step sooner: leases are checked every ``lease_check_seconds``, workers counted
+        every second), else 20 ms (it polls)."""
+        return IDLE_WAIT_SECONDS if self._remote_slots() > 0 and self._listener() is not None else 0.02
+
     def wait(self, timeout: float) -> None:
-        """Wait for something to do, up to ``timeout`` seconds: a local trial ending, or
-        with remote workers on PostgreSQL a stored result, up to
-        :data:`IDLE_WAIT_SECONDS` (a result wakes it at once; nothing else needs a step
-        sooner: leases are checked every ``lease_check_seconds``, new workers counted
-        every second)."""
+        """Wait up to ``timeout`` seconds for something to do: a local trial ending, or
+        with remote workers on PostgreSQL a stored result."""
         if self.executor is not None and self.executor.running:
             self.executor.wait(timeout)
             return
@@ -297,9 +301,8 @@ class Controller:
         if listener is None:
             time.sleep(timeout)
             return
-        self._results_notified = False
-        if select.select([listener], [], [], max(timeout, IDLE_WAIT_SECONDS))[0]:
-            self._results_notified = listener.drain() > 0 or listener.broken
+        if select.select([listener], [], [], timeout)[0]:
+            self._results_notified = listener.drain() > 0 or listener.broken or self._results_notified
 
     def close(self) -> None:
         """Close the results listener (if any)."""

@@ -182,7 +182,7 @@ def run_foreground(resolved: ResolvedStudy, *, store: Store, state_dir: Path, sl
                                   f"running {s.running} failed {s.objective_failures} front {len(s.pareto)} "
                                   f"hv {hv} elapsed {_fmt_seconds(time.monotonic() - started)}")
             if not busy:
-                controller.wait(0.25 if executor is not None and executor.running else 0.02)
+                controller.wait(0.25 if executor is not None and executor.running else controller.idle_wait_seconds())
         interrupted = flags.stop.is_set()
         if interrupted:
             controller.stop(reason="interrupted")
