@@ -35,8 +35,8 @@ __all__ = ["Controller"]
 
 log = logging.getLogger(__name__)
 
-#: Trials whose recent median run time is under this many seconds get jobs queued ahead
-#: for remote workers (see ``Controller._queue_ahead``).
+#: A randomly sampled study whose trials' recent median run time is under this many
+#: seconds gets jobs queued ahead for remote workers (see ``Controller._queue_ahead``).
 QUEUE_AHEAD_BELOW_SECONDS = 5.0
 #: Longest idle wait on the results listener (``Controller.wait``).
 IDLE_WAIT_SECONDS = 0.5
@@ -140,15 +140,20 @@ class Controller:
         return local + max(0, remote - busy_remote), self._queue_ahead(remote), queued
 
     def _queue_ahead(self, remote_slots: int) -> int:
-        """Jobs queued beyond the idle slots, one per remote slot, while trials are short
-        (the median of an active study's recent trials runs under
+        """Jobs queued beyond the idle slots, one per remote slot, while an active study
+        samples at random (its suggestions do not depend on results) and its trials are
+        short (the median of its recent trials runs under
         :data:`QUEUE_AHEAD_BELOW_SECONDS`): a remote worker that finishes a trial then
         claims its next job at once instead of waiting for the controller to tell the
         result and ask again — on short trials that wait is most of a trial's cycle.
-        Long trials get no queue ahead: the wait is negligible beside them, and a sampler
-        asked later knows more."""
-        runs = [a.engine.recent_run_seconds() for a in self.engines.values() if not a.paused]
-        return remote_slots if any(r is not None and r < QUEUE_AHEAD_BELOW_SECONDS for r in runs) else 0
+        A sampler that learns from results gets each suggestion as late as possible, and
+        long trials need no queue ahead (the wait is negligible beside them)."""
+        for active in self.engines.values():
+            run = active.engine.recent_run_seconds()
+            if not active.paused and active.engine.sampler_name == "random" and run is not None \
+                    and run < QUEUE_AHEAD_BELOW_SECONDS:
+                return remote_slots
+        return 0
 
     # ------------------------------------------------------------------ step
     def expire_leases(self) -> int:
