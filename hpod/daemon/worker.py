@@ -156,8 +156,6 @@ class Worker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._last_row = 0.0
-        #: the state the worker's row last stored (busy, idle, stopping)
-        self._row_state = ""
         self._last_scan = 0.0
         self._reported: frozenset[int] = frozenset()
 
@@ -264,10 +262,10 @@ class Worker:
         self.stats.finished += len(finished)
         new = set(self.executor.running) - before
         self.stats.claimed += len(new)
-        # The row is rewritten when the worker turns busy or idle, else every heartbeat:
-        # not for each trial of a busy worker (its "current" list is at most one
-        # heartbeat old; leases are renewed on their own schedule).
-        self._heartbeat(force=self._row_state != self._state())
+        # The row (state, current trials) is rewritten every heartbeat, not per trial: a
+        # worker fed one short trial at a time turns busy and idle with each (its row is
+        # at most one heartbeat old; leases are renewed on their own schedule).
+        self._heartbeat()
         return bool(new)
 
     def _state(self) -> str:
@@ -286,12 +284,11 @@ class Worker:
         if not self._db_ok and now < self._db_retry_at and state is None:
             return
         self._last_row = now
-        row_state = state or self._state()
         gpus = ",".join(str(s.gpu_index) for s in self.executor.slots if s.gpu_index is not None) or None
         try:
             joined = self.store.heartbeat_worker(
                 self.name, slots=len(self.executor.slots), current=self._current(), gpus=gpus,
-                state=row_state,
+                state=state or self._state(),
                 studies=",".join(self.studies) if self.studies is not None else None)
             if joined:
                 self.store.append_event("worker_joined", payload={
@@ -300,7 +297,6 @@ class Worker:
         except StorageError as exc:
             self._storage_failed(exc)
             return
-        self._row_state = row_state
         if not self._db_ok:
             log.warning("worker %s: database reachable again; resuming", self.name)
         self._db_ok, self._db_delay = True, 0.5
