@@ -45,11 +45,15 @@ import numpy as np
 from benchmarks._machine import describe_machine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-BOTORCH_PROBLEMS = ("branin_currin", "zdt1_d6", "dtlz2_d6_m2")
-PROBLEMS = (*BOTORCH_PROBLEMS, "training_cost", "t5_lora_runs")
-#: Problems the cost-aware acquisition was tuned on (its cost schedule was chosen by
-#: looking at these); the others are held out.
-TUNED_ON = ("branin_currin", "zdt1_d6")
+BOTORCH_PROBLEMS = ("branin_currin", "zdt1_d6", "dtlz2_d6_m2", "vehicle_safety")
+PROBLEMS = (*BOTORCH_PROBLEMS, "branin_energy", "training_cost", "t5_lora_runs")
+#: Problems ``auto``'s cost handling was tuned on (the cost weight's schedule was chosen
+#: on branin_currin and zdt1_d6; the rule that a cost which is also an objective is not
+#: weighed again was found on training_cost); the others are held out.
+TUNED_ON = ("branin_currin", "zdt1_d6", "training_cost")
+#: Held out, and added after that rule was chosen without having been run before:
+#: one problem whose cost is not an objective, one whose cost is.
+ADDED_HELD_OUT = ("vehicle_safety", "branin_energy")
 AUTO, AUTO_BLIND, GP = "hpod auto", "hpod auto (cost-blind)", "optuna GPSampler()"
 METHODS = (AUTO, AUTO_BLIND, GP, "optuna TPESampler()", "optuna NSGAIISampler()", "optuna RandomSampler()")
 FRACTIONS = tuple(round(0.05 * k, 2) for k in range(1, 21))
@@ -67,6 +71,8 @@ class Problem:
     reference_point: np.ndarray
     max_hv: float
     mean_cost: float
+    #: What a user's spec would call the objectives (the cost's name where it is one).
+    objective_names: list[str]
 
 
 def _unit_first_two(space: dict[str, Any], params: dict[str, Any]) -> tuple[float, float]:
@@ -106,7 +112,38 @@ def _botorch_problem(name: str) -> Problem:
     u = rng.random((4096, 2))
     mean_cost = float(np.mean(10 ** (1.5 * u.mean(axis=1))))
     return Problem(name, space, bt.num_objectives, evaluate, bt.ref_point.numpy(),
-                   float(bt.max_hv), mean_cost)
+                   float(bt.max_hv), mean_cost, [f"f{i}" for i in range(bt.num_objectives)])
+
+
+def _branin_energy_problem() -> Problem:
+    """Branin against the energy it costs (the BoTorch problems' cost, here also an objective)."""
+    import optuna
+    import torch
+    from botorch.test_functions.synthetic import Branin
+
+    bt: Any = Branin()
+    bounds = bt.bounds.numpy()
+    space = {f"x{i}": optuna.distributions.FloatDistribution(float(bounds[0, i]), float(bounds[1, i]))
+             for i in range(bt.dim)}
+
+    def evaluate(params: dict[str, Any]) -> tuple[list[float], float]:
+        u0, u1 = _unit_first_two(space, params)
+        cost = float(10 ** (1.5 * (u0 + u1) / 2))
+        x = torch.tensor([[params["x0"], params["x1"]]], dtype=torch.double)
+        return [float(bt.evaluate_true(x)[0]), cost], cost
+
+    a, b = (g.ravel() for g in np.meshgrid(np.linspace(0.0, 1.0, 401), np.linspace(0.0, 1.0, 401)))
+    x = torch.tensor(np.c_[bounds[0, 0] + a * (bounds[1, 0] - bounds[0, 0]),
+                           bounds[0, 1] + b * (bounds[1, 1] - bounds[0, 1])], dtype=torch.double)
+    costs = 10 ** (1.5 * (a + b) / 2)
+    results = np.c_[bt.evaluate_true(x).numpy(), costs]
+    # Two objectives: the front is what beats every point before it in the first one's
+    # order (a quick filter of the 160801 grid points before the exact one).
+    results = results[np.lexsort((results[:, 1], results[:, 0]))]
+    results = results[results[:, 1] < np.minimum.accumulate(np.r_[np.inf, results[:-1, 1]])]
+    reference, max_hv = _front_scaled(results)
+    return Problem("branin_energy", space, 2, evaluate, reference, max_hv, float(costs.mean()),
+                   ["branin", "energy_joules"])
 
 
 def _front_scaled(points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -147,7 +184,7 @@ def _training_cost_problem() -> Problem:
     points = np.array([v for v, _ in grid])
     reference, max_hv = _front_scaled(points)
     return Problem("training_cost", space, 2, evaluate, reference, max_hv,
-                   float(np.mean([c for _, c in grid])))
+                   float(np.mean([c for _, c in grid])), ["loss", "energy_joules"])
 
 
 def _t5_problem() -> Problem | None:
@@ -168,12 +205,15 @@ def _t5_problem() -> Problem | None:
     points = np.array([[float(r[names[i]]) for i in chosen] for r in table.runs])
     reference, max_hv = _front_scaled(points)
     mean_cost = float(np.mean([float(r["energy_joules"]) for r in table.runs]))
-    return Problem("t5_lora_runs", dict(table.space), 2, evaluate, reference, max_hv, mean_cost)
+    return Problem("t5_lora_runs", dict(table.space), 2, evaluate, reference, max_hv, mean_cost,
+                   [names[i] for i in chosen])
 
 
 def load_problem(name: str) -> Problem | None:
-    if name in ("branin_currin", "zdt1_d6", "dtlz2_d6_m2", "vehicle_safety"):
+    if name in BOTORCH_PROBLEMS:
         return _botorch_problem(name)
+    if name == "branin_energy":
+        return _branin_energy_problem()
     if name == "training_cost":
         return _training_cost_problem()
     if name == "t5_lora_runs":
@@ -193,7 +233,7 @@ def _sampler(method: str, problem: Problem, seed: int, budget: float) -> Any:
         return create_sampler(
             "auto", options, directions=["minimize"] * problem.n_objectives, n_trials=None,
             n_params=len(problem.space), seed=seed, reference_point=[float(v) for v in problem.reference_point],
-            energy_budget_joules=budget,
+            energy_budget_joules=budget, objective_names=problem.objective_names,
         ).sampler
     plain = {
         GP: optuna.samplers.GPSampler,
@@ -287,7 +327,9 @@ def verdict(summary: list[dict[str, Any]]) -> list[str]:
     by = {(s["problem"], s["method"]): s for s in summary}
     met = 0
     problems = list(dict.fromkeys(s["problem"] for s in summary))
-    counted = []
+    counted: list[str] = []
+    fast_on: list[str] = []
+    behind: list[str] = []
     for problem in problems:
         auto, gp = by.get((problem, AUTO)), by.get((problem, GP))
         if auto is None or gp is None:
@@ -298,11 +340,20 @@ def verdict(summary: list[dict[str, Any]]) -> list[str]:
         fast = reach is not None and reach <= 0.6 and gap > 0
         met += fast
         counted.append(problem)
+        if fast:
+            fast_on.append(problem)
+        if gap < -spread:
+            behind.append(problem)
         lines.append(f"| {problem} | {'no (tuned on)' if problem in TUNED_ON else 'yes'} | {_fmt(reach)} | "
                      f"{gap:+.4f} | {spread:.4f} | {'yes' if fast else 'no'} | {'yes' if gap >= -spread else 'no'} |")
     lines.append("")
     lines.append(f"auto reaches GPSampler's final hypervolume with ≤ 60 % of the energy and ends above it on "
-                 f"{met} of {len(counted)} problems.")
+                 f"{met} of {len(counted)} problems ({', '.join(fast_on) or 'none'}); below it by more than "
+                 f"the seed spread on {', '.join(behind) or 'none'}.")
+    others = [p for p in counted if p != "t5_lora_runs"]
+    bar = ("t5_lora_runs" in fast_on and 2 * sum(p in fast_on for p in others) >= len(others) and not behind)
+    lines.append(f"Issue 16's bar (the real-runs table and at least half of the other {len(others)} problems, "
+                 f"never below by more than the spread): {'met' if bar else 'not met'}.")
     return lines
 
 
@@ -322,9 +373,12 @@ def render_markdown(payload: dict[str, Any]) -> str:
         "(BoTorch's known one; for training_cost and t5_lora_runs the best known front's). hpod's samplers are given "
         "the problem's reference point (as a user states it); plain Optuna cannot take one. "
         "`hpod auto (cost-blind)` is auto with `cost_aware: false`.  ",
-        f"Tuned on: {', '.join(TUNED_ON)} (the cost weight was chosen on these: constant, over a schedule "
-        "falling as the budget is spent); held out: "
-        f"{', '.join(p for p in dict.fromkeys(s['problem'] for s in summary) if p not in TUNED_ON)}."
+        f"Tuned on: {', '.join(TUNED_ON)} (the cost weight was chosen on branin_currin and zdt1_d6: constant, "
+        "over a schedule falling as the budget is spent; on training_cost, where the cost is also an objective, "
+        "the rule that such a cost is not weighed again); held out: "
+        f"{', '.join(p for p in dict.fromkeys(s['problem'] for s in summary) if p not in TUNED_ON)} "
+        f"({', '.join(ADDED_HELD_OUT)} chosen as held out before they were first run, after that rule was "
+        "fixed; t5_lora_runs' table of 256 runs was first run after it too)."
         + (f"  \nTuning runs: {cfg['tuning_runs']}." if cfg.get("tuning_runs") else ""),
         "",
         "## Final normalized hypervolume and energy to reach GPSampler's final",

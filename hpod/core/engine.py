@@ -239,6 +239,7 @@ class Engine:
                 n_trials_so_far=self._trials_so_far(),
                 energy_budget_joules=self.spec.budget.energy_joules,
                 time_budget_seconds=self.spec.budget.timeout_seconds,
+                objective_names=self.spec.value_names,
             )
         return self._sampler_choice
 

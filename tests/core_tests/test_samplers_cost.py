@@ -49,6 +49,24 @@ def test_a_trial_budget_or_cost_aware_false_leaves_auto_cost_blind() -> None:
     assert isinstance(forced.sampler, CostAwareGPSampler) and forced.sampler.cost_metric == "time_seconds"
 
 
+def test_a_cost_that_is_also_an_objective_is_not_weighed_again() -> None:
+    # The hypervolume already rewards a cheap trial when energy is an objective.
+    names = ["loss", "energy_joules"]
+    both = create_sampler("auto", {}, directions=["minimize"] * 2, n_trials=40, n_params=3,
+                          energy_budget_joules=5000.0, objective_names=names)
+    assert not isinstance(_gp_of(both.sampler), CostAwareGPSampler)
+    assert "cost-blind: the cost (energy_joules) is an objective" in both.reason
+    # Another cost than the objectives' stays weighed; so does one the user asks for.
+    timed = create_sampler("auto", {}, directions=["minimize"] * 2, n_trials=40, n_params=3,
+                           time_budget_seconds=60.0, objective_names=names)
+    assert isinstance(timed.sampler, CostAwareGPSampler) and timed.sampler.cost_metric == "time_seconds"
+    asked = create_sampler("auto", {"cost_aware": True}, directions=["minimize"] * 2, n_trials=40, n_params=3,
+                           energy_budget_joules=5000.0, objective_names=names)
+    assert isinstance(asked.sampler, CostAwareGPSampler) and "per expected energy_joules" in asked.reason
+    with pytest.raises(ValueError, match="objective_names"):
+        create_sampler("auto", {}, directions=["minimize"] * 2, n_trials=40, n_params=3, objective_names=["loss"])
+
+
 @pytest.mark.parametrize(
     ("options", "field", "shown"),
     [
@@ -131,6 +149,7 @@ def test_an_energy_budget_stops_the_study_and_status_shows_spent_of_limit(state_
     (study,) = status["studies"]
     assert study["state"] == "completed" and study["energy_budget_joules"] == 4e5
     assert 4e5 <= study["energy_spent_joules"] < 4e5 + 5e5
-    assert "per expected energy_joules" in study["sampler_reason"]
+    # energy_joules is both the budget's currency and an objective: weighed once, by the hypervolume.
+    assert "cost-blind: the cost (energy_joules) is an objective" in study["sampler_reason"]
     text = run_cli(["status"], state_dir=state_dir, COLUMNS="250").stdout
     assert "/ 4e+05 J" in text

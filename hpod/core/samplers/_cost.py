@@ -11,7 +11,10 @@ maximising
 
 that is, hypervolume improvement per unit of expected cost. Budgets in joules or seconds
 are what this spends well: a trial budget pays the same for every trial, so ``auto`` is
-cost-aware by default only when the budget is joules or seconds.
+cost-aware by default only when the budget is joules or seconds, and not when the cost
+is also one of the study's objectives (``_factory._cost_choice``: the hypervolume
+improvement already rewards cheapness there; weighing it again kept the search at the
+cheap, high-loss end of ``training_cost``'s front).
 
 Tried and dropped (on branin_currin and zdt1_d6 of benchmarks/front_per_joule.py, 3
 seeds): a cost weight falling from 1 to 0 as the budget is spent ("cost cooling", Lee et

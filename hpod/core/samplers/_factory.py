@@ -67,6 +67,7 @@ def create_sampler(
     n_trials_so_far: int = 0,
     energy_budget_joules: float | None = None,
     time_budget_seconds: float | None = None,
+    objective_names: Sequence[str] | None = None,
 ) -> SamplerChoice:
     """Build the sampler a study spec asks for.
 
@@ -93,7 +94,9 @@ def create_sampler(
         energy_budget_joules, time_budget_seconds: the study's budget in joules / seconds
             of wall clock (``budget.energy_joules`` / ``budget.timeout_seconds``). ``auto``
             is cost-aware (improvement per expected cost, in the budget's currency, energy
-            first) when one is set, unless ``sampler.options.cost_aware`` is false.
+            first) when one is set, unless ``sampler.options.cost_aware`` is false or the
+            cost is one of ``objective_names`` (see :func:`_cost_choice`).
+        objective_names: the study's objective names (one per direction), when known.
 
     Raises:
         SpecError: ``sampler.name`` is unknown or cannot serve ``len(directions)`` objectives
@@ -117,6 +120,8 @@ def create_sampler(
         raise ValueError(f"n_params must be an integer >= 0; got {n_params!r}")
     if not isinstance(parallelism, int) or parallelism < 1:
         raise ValueError(f"parallelism must be an integer >= 1; got {parallelism!r}")
+    if objective_names is not None and len(objective_names) != len(directions):
+        raise ValueError(f"objective_names has {len(objective_names)} names for {len(directions)} objectives")
     if reference_point is not None and len(reference_point) != len(directions):
         raise ValueError(
             f"reference_point has {len(reference_point)} values for {len(directions)} objectives"
@@ -135,7 +140,7 @@ def create_sampler(
             design_seed=design_seed,
             has_constraints=has_constraints,
             reference_point=reference_point,
-            cost=_cost_choice(opts, energy_budget_joules, time_budget_seconds),
+            cost=_cost_choice(opts, energy_budget_joules, time_budget_seconds, objective_names),
         )
     if name == "nsga2":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, **opts)
@@ -165,18 +170,38 @@ def create_sampler(
     return SamplerChoice(sampler, name, "requested in the spec")
 
 
+@dataclass(frozen=True)
+class CostChoice:
+    """``auto``'s cost metric (None: cost-blind) and, when a cost budget is left
+    unweighed, the words saying why (for the sampler's reason)."""
+
+    metric: CostMetric | None
+    note: str = ""
+
+
 def _cost_choice(
-    opts: dict[str, Any], energy_budget_joules: float | None, time_budget_seconds: float | None
-) -> CostMetric | None:
-    """What ``auto`` weighs a trial's cost in; None: cost-blind.
+    opts: dict[str, Any],
+    energy_budget_joules: float | None,
+    time_budget_seconds: float | None,
+    objective_names: Sequence[str] | None = None,
+) -> CostChoice:
+    """What ``auto`` weighs a trial's cost in (``metric`` None: cost-blind), and why not.
 
     Off with ``cost_aware: false``; by default on when the budget is stated in joules
     (then energy is the cost) or seconds (then time is). ``cost_aware: true`` or a
-    ``cost_metric`` turn it on for a trial budget too."""
+    ``cost_metric`` turn it on for a trial budget too.
+
+    By default off, too, when the cost is itself one of the study's objectives (a study
+    that minimizes the energy it is budgeted in): the hypervolume improvement already
+    rewards a cheap trial (it extends the front at the cheap end), and dividing it by
+    the cost again counts cheapness twice and starves the expensive, low-loss end of
+    the front (measured on ``training_cost``, benchmarks/results/front_per_joule.md).
+    An explicit ``cost_aware: true`` or ``cost_metric`` keeps it on."""
     cost_aware: bool | None = opts.get("cost_aware")
     metric: CostMetric | None = opts.get("cost_metric")
     if cost_aware is False:
-        return None
+        return CostChoice(None)
+    explicit = cost_aware is True or metric is not None
     if metric is None:
         if energy_budget_joules is not None:
             metric = "energy_joules"
@@ -185,8 +210,11 @@ def _cost_choice(
         elif cost_aware:
             metric = "energy_joules"
         else:
-            return None
-    return metric
+            return CostChoice(None)
+    if not explicit and objective_names is not None and metric in objective_names:
+        return CostChoice(None, f", cost-blind: the cost ({metric}) is an objective, so the hypervolume "
+                                "already rewards cheap trials")
+    return CostChoice(metric)
 
 
 def _choose_auto(
@@ -200,7 +228,7 @@ def _choose_auto(
     design_seed: int | None,
     has_constraints: bool,
     reference_point: list[float | None] | None,
-    cost: CostMetric | None = None,
+    cost: CostChoice | None = None,
 ) -> SamplerChoice:
 
     n_objectives = len(directions)
@@ -232,7 +260,7 @@ def _choose_auto(
         design_seed=design_seed,
         deterministic_objective=opts.get("deterministic_objective", False),
         reference_point=reference_point,
-        cost_metric=cost,
+        cost_metric=None if cost is None else cost.metric,
     )
     model: optuna.samplers.BaseSampler = gp
     if opts.get("multi_fidelity"):
@@ -243,8 +271,10 @@ def _choose_auto(
         aimed = ", improvement measured at the study's reference point" if None not in reference_point else \
             ", improvement measured at the bounds the study states for " \
             f"{sum(v is not None for v in reference_point)} of {n_objectives} objectives"
-    if cost is not None:
-        aimed += f", per expected {cost} (a GP on log cost)"
+    if cost is not None and cost.metric is not None:
+        aimed += f", per expected {cost.metric} (a GP on log cost)"
+    elif cost is not None:
+        aimed += cost.note
     model_text = (
         f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {n_startup} Sobol startup trials"
         + (f", {parallelism} concurrent trials as pending points" if parallelism > 1 else "")
