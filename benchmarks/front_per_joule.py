@@ -56,6 +56,10 @@ TUNED_ON = ("branin_currin", "zdt1_d6", "training_cost")
 ADDED_HELD_OUT = ("vehicle_safety", "branin_energy")
 AUTO, AUTO_BLIND, GP = "hpod auto", "hpod auto (cost-blind)", "optuna GPSampler()"
 METHODS = (AUTO, AUTO_BLIND, GP, "optuna TPESampler()", "optuna NSGAIISampler()", "optuna RandomSampler()")
+#: Problems whose cost (energy) is also an objective: there ``hpod auto`` is cost-blind
+#: (the same sampler as ``cost_aware: false``, run for run), so the cost-blind variant is
+#: not run again (training_cost's cost-blind rows were run before that rule).
+COST_IS_OBJECTIVE = ("branin_energy", "training_cost", "t5_lora_runs")
 FRACTIONS = tuple(round(0.05 * k, 2) for k in range(1, 21))
 #: A run stops after this many evaluations even with budget left (bounds the run time
 #: of a method that keeps choosing the cheapest points).
@@ -372,7 +376,8 @@ def render_markdown(payload: dict[str, Any]) -> str:
         "Normalized hypervolume: of the points evaluated within the energy fraction, over the problem's maximum "
         "(BoTorch's known one; for training_cost and t5_lora_runs the best known front's). hpod's samplers are given "
         "the problem's reference point (as a user states it); plain Optuna cannot take one. "
-        "`hpod auto (cost-blind)` is auto with `cost_aware: false`.  ",
+        "`hpod auto (cost-blind)` is auto with `cost_aware: false`; where the cost is also an objective "
+        f"({', '.join(COST_IS_OBJECTIVE)}) auto is cost-blind itself, and the variant is not run again.  ",
         f"Tuned on: {', '.join(TUNED_ON)} (the cost weight was chosen on branin_currin and zdt1_d6: constant, "
         "over a schedule falling as the budget is spent; on training_cost, where the cost is also an objective, "
         "the rule that such a cost is not weighed again); held out: "
@@ -454,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         loads = list(old_config.get("load_averages") or [])
     done = {(r["problem"], r["method"], r["seed"]) for r in runs}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    jobs = [(p, m, s) for s in seeds for m in args.methods for p in problems if (p, m, s) not in done]
+    jobs = [(p, m, s) for s in seeds for m in args.methods for p in problems
+            if (p, m, s) not in done and not (m == AUTO_BLIND and p in COST_IS_OBJECTIVE)]
     command = "python -m benchmarks.front_per_joule " + " ".join(sys.argv[1:] if argv is None else argv)
     config = {
         "commands": [*commands, command.strip()],
