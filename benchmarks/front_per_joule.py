@@ -378,15 +378,17 @@ def render_markdown(payload: dict[str, Any]) -> str:
     lines = [
         "# Pareto front per joule: samplers at an equal energy budget",
         "",
-        "Commands (runs of a later one are added to the earlier ones'): "
+        "Commands (runs of a later one are added to the earlier ones'; a command stopped part-way kept the runs "
+        "it had finished): "
         + "; ".join(f"`{c}`" for c in cfg["commands"]) + "  ",
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, optuna {m.get('optuna')}; "
         f"1-minute load average at the start of each command: {cfg.get('load_averages')}; {cfg['workers']} worker "
-        "processes, 1 torch thread each.  ",
+        "processes (at nice 10 on a machine shared with other work), 1 torch thread each.  ",
         f"Budget: {cfg['budget_evals']} × the mean cost of one evaluation over the space, per problem; at most "
         f"{MAX_EVALUATIONS} evaluations. Seeds: {', '.join(map(str, cfg['seeds']))}.  ",
         "Normalized hypervolume: of the points evaluated within the energy fraction, over the problem's maximum "
-        "(BoTorch's known one; for training_cost and t5_lora_runs the best known front's). hpod's samplers are given "
+        "(BoTorch's known one; for branin_energy, training_cost and t5_lora_runs the best known front's: a grid of "
+        "401 × 401 points, of 41 learning rates × every discrete choice, the whole table). hpod's samplers are given "
         "the problem's reference point (as a user states it); plain Optuna cannot take one. "
         "`hpod auto (cost-blind)` is auto with `cost_aware: false`; where the cost is also an objective "
         f"({', '.join(COST_IS_OBJECTIVE)}) auto is cost-blind itself, and the variant is not run again.  ",
