@@ -54,6 +54,11 @@ class ObjectiveNotAllowed(SpecError):
     not list: nothing was imported or run. Ask the operator to allow it (API: 403)."""
 
 
+class StudyBusy(UsageError):
+    """Another controller (an ``hpod run`` or a daemon) drives this study on this
+    database: wait for it to finish or stop it, then run the study again."""
+
+
 class DataError(UsageError):
     """A data file is missing, empty, not UTF-8 or lacks a field: fix the file or the spec."""
 

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from hpod.core.engine import Engine
-from hpod.errors import StorageError
+from hpod.errors import StorageError, StudyBusy
 from hpod.execution.executor import LocalExecutor
 from hpod.spec import ResolvedStudy, StudySpec, parse_spec, resolve
 from hpod.store import RESULTS_CHANNEL, JobListener, Store, worker_state
@@ -82,10 +82,18 @@ class Controller:
         active = self.engines.get(spec.name)
         if active is not None:
             return active.engine
-        parallel = len(self.executor.slots) if self.executor is not None else 1
-        engine = Engine(self.store, spec, state_dir=self.state_dir, resolved=resolved or resolve(spec),
-                        parallelism=max(1, parallel + self._remote_slots()))
-        engine.start(submitted_by=submitted_by)
+        # One controller per study: refused before anything is written (StudyBusy, exit 2).
+        if not self.store.lock_study(spec.name):
+            raise StudyBusy(f"study {spec.name!r} is driven by another controller on this database (an `hpod run` "
+                            "or a daemon): wait for it to finish, or stop it, then run the study again")
+        try:
+            parallel = len(self.executor.slots) if self.executor is not None else 1
+            engine = Engine(self.store, spec, state_dir=self.state_dir, resolved=resolved or resolve(spec),
+                            parallelism=max(1, parallel + self._remote_slots()))
+            engine.start(submitted_by=submitted_by)
+        except BaseException:
+            self.store.unlock_study(spec.name)
+            raise
         if self.executor is not None:
             # Pruning / early stopping and adaptive seeds answer the study's trial processes.
             if engine.report_handler is not None:
@@ -98,7 +106,8 @@ class Controller:
         return engine
 
     def deactivate(self, name: str) -> None:
-        self.engines.pop(name, None)
+        if self.engines.pop(name, None) is not None:
+            self.store.unlock_study(name)
 
     def active_names(self) -> list[str]:
         return list(self.engines)
@@ -195,7 +204,10 @@ class Controller:
                 completed.append(name)
         for name in completed:
             engine = self.engines.pop(name).engine
-            engine.finish("completed")
+            try:
+                engine.finish("completed")
+            finally:
+                self.store.unlock_study(name)
             for cb in self.on_study_completed:
                 cb(engine)
         if start_new:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hpod.core.actions import StudyAction, action_refusal
 from hpod.core.runner import pid_alive_on_this_node
 from hpod.daemon.scheduling import DaemonScheduler, RetuneRequest, spec_files, window_open
-from hpod.errors import HpodError, StorageError, UsageError
+from hpod.errors import HpodError, StorageError, StudyBusy, UsageError
 from hpod.http.api import submit_study
 from hpod.objectives.base import check_objective_allowed
 from hpod.spec import load_spec, parse_spec
@@ -128,6 +128,8 @@ class Studies:
             self.activate(name, paused=paused)
         except StorageError:
             raise
+        except StudyBusy as exc:  # an `hpod run` drives it: left as it is, not failed
+            log.warning("study %s is not resumed: %s", name, exc)
         except Exception as exc:  # a study whose spec no longer resolves must not stop the others
             log.exception("study %s cannot be resumed", name)
             self._fail_study(name, f"cannot resume: {exc}")

@@ -55,6 +55,7 @@ from sqlmodel import SQLModel, col
 
 from hpod.errors import SpecError, StorageError, StorageUrlError, StudyNotFound
 from hpod.spec import check_identity, spec_changes
+from hpod.store._controller_lock import acquire_study, release_study
 from hpod.store._optuna_storage import HeldParam, insert_params
 from hpod.store._tables import (
     WINDOW_KINDS,
@@ -500,6 +501,25 @@ class Store:
         if now is None:
             raise StorageError(f"{self.safe_url} did not report its current time")
         return float(now)
+
+    # ------------------------------------------------------------------ controllers
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file (None for PostgreSQL and in-memory databases)."""
+        return self._sqlite_file(self.url) if self.is_sqlite else None
+
+    def lock_study(self, name: str) -> bool:
+        """Take study ``name``'s controller lock (see :mod:`hpod.store._controller_lock`):
+        False when another process's controller drives it."""
+        try:
+            return acquire_study(self, name)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot take the controller lock of study {name!r} on {self.safe_url}: "
+                               f"{str(exc).splitlines()[0]}") from exc
+
+    def unlock_study(self, name: str) -> None:
+        """Give back one hold on study ``name``'s controller lock."""
+        release_study(self, name)
 
     # ------------------------------------------------------------------ studies
     def register_study(self, spec: StudySpec, *, state: str = "queued", parent: str | None = None,

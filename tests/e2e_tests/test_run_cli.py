@@ -223,3 +223,32 @@ def test_a_changed_spec_resumes_saying_what_changed_and_a_different_study_is_ref
     assert proc.returncode == 0, proc.stderr
     assert "budget.n_trials: 3 → 5" in proc.stderr and 'sampler.name: "random" → "tpe"' in proc.stderr
     assert len(_trial_states(db)) == 5
+
+
+def test_a_second_hpod_run_of_a_running_study_is_refused_and_writes_nothing(tmp_path: Path, state_dir: Path):
+    spec = _spec(tmp_path, "one-driver", objective={"name": "hpod_test_objectives:slow", "params": {"seconds": 1.0}},
+                 sampler={"name": "random", "seed": 3}, budget={"n_trials": 4})
+    first = subprocess.Popen([hpod_bin(), "run", str(spec)], env=cli_env(state_dir), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    db = state_dir / "hpod.db"
+    try:
+        def running() -> bool:
+            try:
+                return db.exists() and any(s == "RUNNING" for _, s in _trial_states(db))
+            except sqlite3.OperationalError:  # the first run is still creating the tables
+                return False
+
+        wait_for(running, 120, "the first run to start a trial")
+        second = run_cli(["run", str(spec)], state_dir=state_dir)
+        assert second.returncode == 2, second.stderr
+        assert "driven by another controller" in second.stderr and "Traceback" not in second.stderr
+        assert first.wait(240) == 0, first.stderr.read() if first.stderr else ""
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(30)
+    # the second controller told nothing and asked nothing: exactly the first's 4 trials
+    assert [s for _, s in _trial_states(db)] == ["COMPLETE"] * 4
+    # once the first is done, the study can be run again (resumed: nothing left to do)
+    again = run_cli(["run", str(spec)], state_dir=state_dir)
+    assert again.returncode == 0 and "resuming study" in again.stderr
