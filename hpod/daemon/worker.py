@@ -195,6 +195,8 @@ class Worker:
         last_watchdog = 0.0
         try:
             self._heartbeat(force=True)
+            # The fork server imports hpod's trial code now, not in the first trial's time.
+            self.executor.warm_up()
             self._listener = self.store.job_listener()
             sd_notify(f"READY=1\nSTATUS=worker {self.name}: {len(self.executor.slots)} slot(s)")
             while not self.stop_requested.is_set():

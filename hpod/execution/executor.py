@@ -325,14 +325,17 @@ class LocalExecutor:
             self._restart_pending = True
         self._restart_if_idle()
 
-    def warm_up(self, objective: Any) -> None:
+    def warm_up(self, objective: Any = None) -> None:
         """Have the fork server import ``objective``'s modules now, while the study is
         still preparing (a base model can take minutes), so its first trial does not
         also wait for them: starts the server, or restarts it to import them when no
-        trial runs (otherwise they are imported at the next restart, as before)."""
+        trial runs (otherwise they are imported at the next restart, as before).
+        Without an objective: start the server with what it preloads already (a worker
+        at start-up, before any job: its first trial then forks at once)."""
         from multiprocessing import forkserver
 
-        self._preload(preload_for(objective))
+        if objective is not None:
+            self._preload(preload_for(objective))
         if not self._restart_pending:
             with _without_main():
                 forkserver.ensure_running()

@@ -160,6 +160,36 @@ def test_a_trial_costs_the_worker_a_claim_an_event_and_a_finish(tmp_path: Path) 
     assert row_writes <= 4, kinds  # joined (a read and an insert), then one heartbeat a 600 s
 
 
+def test_a_worker_starts_its_fork_server_before_any_job(tmp_path: Path) -> None:
+    """The trial fork server (hpod's trial code imported) runs as soon as the worker does:
+    the first trial forks from it instead of waiting for an interpreter to start."""
+    url = f"sqlite:///{tmp_path / 'hpod.db'}"
+    Store(url).close()
+    proc = subprocess.Popen([hpod_bin(), "worker", "--storage", url, "--name", "w-warm", "--state-dir",
+                             str(tmp_path / "w"), "--no-codecarbon"], env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def cmdline(pid: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except FileNotFoundError:  # the child ended meanwhile
+            return ""
+
+    def fork_server() -> bool:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        return any("forkserver" in cmdline(c) for c in children)
+
+    def alive() -> None:
+        assert proc.poll() is None, "the worker exited"
+
+    try:
+        wait_for(fork_server, 120, "the worker's fork server", interval=0.1, between=alive)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert Store(url).jobs() == []  # no job was there to start it
+
+
 def _notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
