@@ -10,8 +10,9 @@ conditional ``UPDATE … WHERE state='queued'``. Results are fenced by a lease t
 a worker whose lease expired cannot overwrite the re-run's result.
 
 Connections: one engine and pool per process (Optuna's RDBStorage creates it;
-hpod's tables reuse it), ``pool_pre_ping`` so connections a database restart
-killed are replaced on checkout, a bounded pool (``pool_size`` + 2 overflow,
+hpod's tables reuse it), a connection idle in the pool for
+:data:`PING_IDLE_SECONDS` or more pinged on checkout so connections a database
+restart killed are replaced (:func:`_ping_if_idle`), a bounded pool (``pool_size`` + 2 overflow,
 ``pool_timeout``), and on PostgreSQL a connect timeout and TCP keepalives so a
 vanished server is noticed in seconds. Lease times on PostgreSQL come from the
 database's clock, so nodes with skewed clocks agree on when a lease expires.
@@ -293,6 +294,48 @@ class JobListener:
             self._conn.close()
 
 
+#: A pooled connection idle at least this many seconds is pinged before it is handed out.
+PING_IDLE_SECONDS = 1.0
+_LAST_USED = "hpod_last_used"
+
+
+def _mark_used(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+    record.info[_LAST_USED] = time.monotonic()
+
+
+def _ping_idle_connections(engine: Any) -> None:
+    """Ping, on checkout from ``engine``'s pool, a connection that sat idle in the pool
+    for :data:`PING_IDLE_SECONDS` or more; a dead one invalidates the pool (a database
+    restart killed them all) and the pool hands out a fresh connection.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: on PostgreSQL one round
+    trip in every transaction, ~10 of a trial's ~70. A connection returned less than
+    :data:`PING_IDLE_SECONDS` ago was alive then; a server that died since fails the
+    next statement as it could fail one right after a ping, and that failure (an
+    outage, :func:`is_disconnect`) invalidates the pool too, so callers that retry
+    (:func:`retry_storage`, the controller's next step) reconnect."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import InvalidatePoolError
+
+    dialect = engine.dialect
+
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get(_LAST_USED)
+        if used is not None and time.monotonic() - used < PING_IDLE_SECONDS:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise InvalidatePoolError(f"pooled connection dead on checkout: {_first_line(exc)}") from exc
+        if not alive:
+            raise InvalidatePoolError("pooled connection dead on checkout")
+
+    if not event.contains(engine, "checkin", _mark_used):
+        event.listen(engine, "connect", _mark_used)
+        event.listen(engine, "checkin", _mark_used)
+        event.listen(engine, "checkout", ping_if_idle)
+
+
 def _set_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
@@ -344,7 +387,8 @@ class Store:
             db_file = self._sqlite_file(url)
             if db_file is not None and create and not light:
                 _create_private_file(db_file)
-        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # Not ``pool_pre_ping``: a round trip per checkout (see _ping_idle_connections).
+        engine_kwargs: dict[str, Any] = {"pool_pre_ping": False}
         if self.is_sqlite:
             # Several processes write one file: wait for the lock instead of failing at once.
             engine_kwargs["connect_args"] = {"timeout": 60}
@@ -376,6 +420,7 @@ class Store:
                           f"{str(exc).splitlines()[0]}") from None
         else:
             self.engine = self._open_optuna(create).engine
+        _ping_idle_connections(self.engine)
         try:
             if self.is_sqlite:
                 with self.engine.begin() as conn:
@@ -686,7 +731,8 @@ class Store:
                      config_key=config_key(params), attempt=attempt, priority=priority, created_at=_now())
         with self.session() as s:
             insert_params(s, held)
-            self._put_trial_attrs(s, models.TrialUserAttributeModel, trial_id, user_attrs)
+            # A trial just asked has none of these attributes yet: no delete first.
+            self._put_trial_attrs(s, models.TrialUserAttributeModel, trial_id, user_attrs, replace=False)
             s.add(row)
             if self.is_postgres:
                 s.execute(select(func.pg_notify(JOBS_CHANNEL, study)))
@@ -728,14 +774,17 @@ class Store:
         return complete
 
     @staticmethod
-    def _put_trial_attrs(s: Session, model: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    def _put_trial_attrs(s: Session, model: Any, trial_id: int, attrs: Mapping[str, Any], *,
+                         replace: bool = True) -> None:
         """Set Optuna trial attributes (``model``: its user or system attribute table) in
-        the session's transaction: the keys' old rows go, the new ones come (any
-        database)."""
+        the session's transaction: the keys' old rows go (``replace``), the new ones come
+        (any database). Without ``replace`` a key the trial has already fails the insert
+        (Optuna's unique key on trial and key)."""
         if not attrs:
             return
-        s.execute(delete(model).where(model.trial_id == trial_id, model.key.in_(list(attrs))),
-                  execution_options={"synchronize_session": False})
+        if replace:
+            s.execute(delete(model).where(model.trial_id == trial_id, model.key.in_(list(attrs))),
+                      execution_options={"synchronize_session": False})
         s.execute(insert(model.__table__), [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                                             for key, value in attrs.items()])
 

@@ -1,15 +1,19 @@
-"""The store's batched writes on the tell path, the SQLite sync level, and the job listener."""
+"""The store's batched writes on the tell path, the SQLite sync level, the job listener,
+and pooled connections pinged only after they sat idle."""
 
 from __future__ import annotations
 
+import math
 import select
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from hpod_pg import fresh_database
+from hpod_pg import database_outage, fresh_database
 
+import hpod.store._store as store_module
+from hpod.errors import StorageError
 from hpod.store import RESULTS_CHANNEL, Store, holding_params
 
 
@@ -18,6 +22,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hpod.db'}"
         return
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
     with fresh_database() as url:
         yield url
 
@@ -135,3 +145,46 @@ def test_a_stored_result_wakes_the_controller_on_postgres() -> None:
         assert listener.drain() == 1
         listener.close()
         store.close()
+
+
+def _cut_connections(url: str) -> None:
+    """Kill the database's connections while it keeps accepting new ones (a restart
+    that finished while the pool sat idle)."""
+    with database_outage(url):
+        pass
+
+
+@pytest.mark.postgres
+def test_a_connection_killed_while_idle_in_the_pool_is_replaced_unseen(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(pg_url, application_name="hpod-test-idle")
+    _queue_two(store)
+    assert store.claim_job("w", lease_seconds=30) is not None
+    # Every pooled connection counts as idle: it is pinged, found dead and replaced.
+    monkeypatch.setattr(store_module, "PING_IDLE_SECONDS", 0.0)
+    _cut_connections(pg_url)
+    job = store.claim_job("w", lease_seconds=30)
+    assert job is not None and job.state == "running"
+    store.close()
+
+
+@pytest.mark.postgres
+def test_a_connection_killed_right_after_use_fails_one_call_and_the_pool_recovers(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(pg_url, application_name="hpod-test-busy")
+    _queue_two(store)
+    assert store.claim_job("w", lease_seconds=30) is not None
+    # No pooled connection counts as idle: none is pinged, so the dead one fails its
+    # call as an outage (retry_storage retries it) and the whole pool is replaced.
+    monkeypatch.setattr(store_module, "PING_IDLE_SECONDS", math.inf)
+    _cut_connections(pg_url)
+    with pytest.raises(StorageError):
+        store.claim_job("w", lease_seconds=30)
+    job = store.claim_job("w", lease_seconds=30)
+    assert job is not None and job.state == "running"
+    store.close()
+
+
+def _queue_two(store: Store) -> None:
+    for i in range(2):
+        store.create_job(study="s", trial_id=1000 + i, trial_number=i, params={"x": i})
