@@ -14,12 +14,19 @@ time (a quarter epoch per step) and pays the energy recorded up to where it stop
   defaults: min_resource 1, reduction factor 3, ranking loss and energy so far);
   pruned trials are ignored by the model, as a plain GP sampler does.
 - ``auto multi_fidelity``: ``sampler.options.multi_fidelity: true``, which brings
-  the same pruner and feeds pruned trials to the GP at the fidelity they reached.
+  the same pruner and feeds pruned trials to the GP at the values the completed
+  trials' curves extrapolate them to.
+- ``auto multi_fidelity (as-stood imputation)``: the earlier rule (a pruned trial's
+  loss as it stood, its energy scaled by steps), for comparison.
+
+``--problem learning_curves`` runs the same on :mod:`benchmarks.learning_curves`,
+a synthetic problem held out from the choice of the imputation rule (writes
+multi_fidelity_learning_curves.{json,md}).
 
 The front counts completed trials only. Normalized hypervolume: the front's
 hypervolume over the table's own front's, both against the table's worst loss and
-energy. Nothing here was tuned on this table: pruner and sampler run on the
-defaults a spec gets.
+energy. Pruner and sampler run on the defaults a spec gets; the imputation rule
+was chosen looking at the t5 table (tuned on), not the synthetic problem (held out).
 """
 
 from __future__ import annotations
@@ -41,8 +48,12 @@ from benchmarks.t5_lora_runs import EVALS_PER_EPOCH
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OBJECTIVES = ("loss", "energy_joules")
-METHODS = ("auto", "auto + MO-ASHA", "auto multi_fidelity")
+#: multi_fidelity with the earlier imputation (reported values as they stood, costs
+#: scaled by steps); a --reuse file's ``auto multi_fidelity`` rows from before the change
+BEFORE = "auto multi_fidelity (as-stood imputation)"
+METHODS = ("auto", "auto + MO-ASHA", "auto multi_fidelity", BEFORE)
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+PROBLEMS = ("t5_lora_runs", "learning_curves")
 
 
 def _hv(points: list[list[float]], reference: np.ndarray) -> float:
@@ -56,13 +67,18 @@ def run_one(problem: Any, method: str, seed: int, budget_joules: float,
             reference: np.ndarray, max_hv: float) -> dict[str, Any]:
     import optuna
 
-    from hpod.core.samplers import create_sampler
+    from hpod.core.samplers import MultiFidelitySampler, create_sampler
     from hpod.core.strategies import MOASHAPruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    options = {"multi_fidelity": True} if method == "auto multi_fidelity" else {}
+    options = {"multi_fidelity": True} if method.startswith("auto multi_fidelity") else {}
     choice = create_sampler("auto", options, directions=["minimize"] * len(OBJECTIVES), n_trials=200,
                             n_params=len(problem.space), seed=seed)
+    if method == BEFORE:
+        # The wrapper sits inside auto's model-then-evolution sampler (a private attribute).
+        wrapper = getattr(choice.sampler, "_model", choice.sampler)
+        assert isinstance(wrapper, MultiFidelitySampler)
+        wrapper.extrapolate = False
     study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES), sampler=choice.sampler)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -156,19 +172,35 @@ def summarize(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:
 
 def markdown(payload: dict[str, Any]) -> str:
     s, m = payload["summary"], payload["machine"]
+    synthetic = payload.get("problem") == "learning_curves"
+    if synthetic:
+        title = "synthetic learning curves, held out"
+        problem_text = (f"Problem: {payload['table_runs']} computed runs of `benchmarks/learning_curves.py` "
+                        "(the t5 table's space and format, crossing learning curves; nothing in it was fitted "
+                        "to the t5 table or to any method's results), replayed; energy in its model's joules")
+        tuning_text = ("Held out: the multi-fidelity imputation rule was chosen from the t5 table's curves and "
+                       "results, not from this problem.")
+    else:
+        title = "real t5_lora runs"
+        problem_text = (f"Problem: the table of {payload['table_runs']} real tiny-`t5_lora` training runs "
+                        f"(`benchmarks/data/t5_lora_runs.json.gz`, data: {payload['table_data']}), replayed; "
+                        "energy is the CPU-time estimate")
+        tuning_text = ("Tuned on: the multi-fidelity imputation rule was chosen from this table's learning "
+                       "curves and its earlier results; pruner and sampler settings are the spec defaults. "
+                       "The held-out figures are in multi_fidelity_learning_curves.md.")
+    reused = payload.get("reused")
+    reused_text = "" if not reused else (
+        f" Rows of {', '.join(f'`{x}`' for x in reused['methods'])} come from {', '.join(reused['from'])} "
+        "(earlier runs of this command, that method's code unchanged since; `--reuse`/`--before`).")
     lines = [
-        "# Multi-fidelity `auto` at equal energy (real t5_lora runs)",
+        f"# Multi-fidelity `auto` at equal energy ({title})",
         "",
         f"Command: `{payload['command']}`. Machine: {m['cpu']}, {m['cores']} cores, shared; load average "
-        f"{payload['load_average_before'][0]} before, {payload['load_average_after'][0]} after.",
-        f"Problem: the table of {payload['table_runs']} real tiny-`t5_lora` training runs "
-        f"(`benchmarks/data/t5_lora_runs.json.gz`, data: {payload['table_data']}), replayed; objectives "
-        "(validation loss, energy), minimized; budget per search "
+        f"{payload['load_average_before'][0]} before, {payload['load_average_after'][0]} after.{reused_text}",
+        f"{problem_text}; objectives (validation loss, energy), minimized; budget per search "
         f"{payload['budget_joules']:.0f} J = {payload['budget_runs']} x the median whole-run energy "
-        f"({payload['median_run_joules']:.1f} J, CPU-time estimate). Seeds: {len(payload['seeds'])} "
-        f"(of {payload['seeds_asked']} asked). "
-        "Nothing was tuned on this table (pruner and sampler at their spec defaults); it is the only "
-        "problem measured here, so these figures are held-out ones, not a general claim.",
+        f"({payload['median_run_joules']:.1f} J). Seeds: {len(payload['seeds'])} "
+        f"(of {payload['seeds_asked']} asked). {tuning_text}",
         "",
         "Normalized hypervolume (completed trials' front / the table's front) by share of the energy "
         "budget spent: median (min–max over seeds).",
@@ -188,7 +220,11 @@ def markdown(payload: dict[str, Any]) -> str:
         "`auto`: hpod's auto sampler, every trial trained to the end",
         "`auto + MO-ASHA`: the same with the MO-ASHA pruner (spec defaults); pruned trials unseen by the model",
         "`auto multi_fidelity`: `sampler: {name: auto, options: {multi_fidelity: true}}` — the same pruner, "
-        "and pruned trials enter the GP at the fidelity they reached"]) + "."]
+        "and each pruned trial enters the GP at the values the completed trials' curves extrapolate it to "
+        "(its loss plus their median change from the step it stopped at to the end; its energy times their "
+        "median ratio of whole-run to so-far energy)",
+        f"`{BEFORE}`: the earlier rule — the loss as it stood when the trial stopped, energy scaled by steps "
+        "to the completed trials' median length"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -198,48 +234,90 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-runs", type=float, default=30.0,
                         help="energy budget as a multiple of the table's median whole-run energy")
     parser.add_argument("--table", type=Path, default=None, help="a table other than the committed one")
+    parser.add_argument("--problem", choices=PROBLEMS, default="t5_lora_runs",
+                        help="the real t5_lora table, or the held-out synthetic learning curves")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=1, help="searches run at once (processes)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, a budget of 6 runs")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods to run (default: all)")
+    parser.add_argument("--reuse", type=Path, action="append", default=[],
+                        help="a results JSON of the same problem and budget whose rows stand in for the "
+                             "methods not run (their code unchanged since); repeatable, the first file's "
+                             "row of a (method, seed) wins")
+    parser.add_argument("--before", type=Path, default=None,
+                        help=f"a results JSON from before the imputation change: its multi_fidelity rows "
+                             f"stand in for {BEFORE!r}")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.budget_runs = 1, 6.0
     out_dir = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    from benchmarks import learning_curves
     from benchmarks._machine import describe_machine
     from benchmarks.t5_lora_runs import TABLE, problem
 
-    prob = problem(args.table or TABLE)
+    prob = problem(args.table or TABLE) if args.problem == "t5_lora_runs" else learning_curves.problem()
     table = np.array([[r["loss"], r["energy_joules"]] for r in prob.runs])
     reference = table.max(axis=0) * (1 + 1e-6)
     max_hv = _hv(table.tolist(), reference)
     median_run = float(np.median(table[:, 1]))
     budget = args.budget_runs * median_run
     load_before = os.getloadavg()
-    jobs = [(seed, method) for seed in range(args.seeds) for method in METHODS]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if unknown := sorted(set(methods) - set(METHODS)):
+        parser.error(f"--methods: unknown {unknown}; known: {list(METHODS)}")
+    reused: list[dict[str, Any]] = []
+    sources = [(path, False) for path in args.reuse] + ([(args.before, True)] if args.before else [])
+    for path, before in sources:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if (old.get("problem", "t5_lora_runs"), old["budget_runs"]) != (prob.name, args.budget_runs):
+            parser.error(f"--reuse/--before: {path} is of another problem or budget")
+        for row in old["rows"]:
+            if before and row["method"] != "auto multi_fidelity":
+                continue
+            r = {**row, "method": BEFORE} if before else row
+            if r["seed"] >= args.seeds or r["method"] in methods:
+                continue
+            if not any((q["method"], q["seed"]) == (r["method"], r["seed"]) for q in reused):
+                reused.append(r)
+    expected = set(methods) | {r["method"] for r in reused}
+    jobs = [(seed, method) for seed in range(args.seeds) for method in methods]
     command = "python -m benchmarks.multi_fidelity " + ("--quick" if args.quick else
                                                          f"--seeds {args.seeds} --budget-runs {args.budget_runs:g}")
+    if methods != list(METHODS):
+        command += f" --methods '{','.join(methods)}'"
+    command += "".join(f" --reuse {p.name}" for p in args.reuse)
+    command += f" --before {args.before.name}" if args.before else ""
+    stem = "multi_fidelity"
+    if args.problem != "t5_lora_runs":
+        command += f" --problem {args.problem}"
+        stem += f"_{args.problem}"
     machine = describe_machine("optuna")
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = list(reused)
 
     def save() -> dict[str, Any]:
         # Written after every search, over the seeds every method has finished, so an
         # interrupted run still leaves a consistent table (its seeds listed).
-        done = sorted(s for s in range(args.seeds) if sum(r["seed"] == s for r in rows) == len(METHODS))
+        done = sorted(s for s in range(args.seeds) if {r["method"] for r in rows if r["seed"] == s} >= expected)
         kept = [r for r in rows if r["seed"] in done]
         payload = {
-            "benchmark": "multi_fidelity", "command": command, "machine": machine,
+            "benchmark": "multi_fidelity", "problem": prob.name, "command": command, "machine": machine,
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "table_runs": len(prob.runs), "table_data": prob.meta.get("data"),
             "objectives": list(OBJECTIVES), "reference_point": reference.tolist(),
             "table_front_hypervolume": max_hv, "median_run_joules": median_run, "budget_runs": args.budget_runs,
             "budget_joules": budget, "seeds": done, "seeds_asked": args.seeds,
-            "summary": summarize(kept, budget) if kept else {}, "rows": kept,
+            "reused": {"from": [p.name for p, _ in sources], "methods": sorted({r["method"] for r in reused})}
+            if sources else None,
+            # The summary compares with `auto`: without its rows (a partial run to combine
+            # later with --reuse) only the rows are written.
+            "summary": summarize(kept, budget) if "auto" in expected and kept else {}, "rows": kept,
         }
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "multi_fidelity.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        if kept:
-            (out_dir / "multi_fidelity.md").write_text(markdown(payload), encoding="utf-8")
+        (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        if payload["summary"]:
+            (out_dir / f"{stem}.md").write_text(markdown(payload), encoding="utf-8")
         return payload
 
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("fork")) as pool:
@@ -253,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed} {method}: {row['trials']} trials ({row['pruned']} pruned), "
                   f"final {row['trace'][-1][1]:.3f}", flush=True)
             payload = save()
-    print(markdown(payload))
+    payload = save()  # also when nothing ran (only --reuse/--before rows combined)
+    print(markdown(payload) if payload["summary"] else f"{len(payload['rows'])} rows, no summary")
     return 0
 
 

@@ -96,8 +96,9 @@ def _study() -> optuna.Study:
     return study
 
 
-def test_pruned_trials_enter_at_the_fidelity_they_reached() -> None:
+def test_pruned_trials_enter_at_the_values_completed_curves_extrapolate_to() -> None:
     study = _study()
+    # Completed curves fall by 0.1 a step to their end: trial 0 by 1.0 from step 2, trial 1 by 0.6.
     _add(study, 0.1, TrialState.COMPLETE, {"loss": 1.0, "energy_joules": 40.0, "memory_bytes": 5.0}, 12)
     _add(study, 0.2, TrialState.COMPLETE, {"loss": 1.1, "energy_joules": 30.0, "memory_bytes": 6.0}, 8)
     _add(study, 0.9, TrialState.PRUNED, {"loss": 3.0, "energy_joules": 2.5, "memory_bytes": 7.0}, 2)
@@ -105,10 +106,45 @@ def test_pruned_trials_enter_at_the_fidelity_they_reached() -> None:
     trials = study.get_trials()
     imputed = impute_pruned(trials[:2], trials[2:], NAMES)
     assert len(imputed) == 1 and imputed[0].state == TrialState.COMPLETE
-    # loss as last reported; energy scaled from step 2 to the completed trials' median last step (10);
-    # memory (a peak) as measured.
-    assert imputed[0].values == pytest.approx([3.0, 12.5, 7.0])
+    # loss: 3.0 plus the completed trials' median change from step 2 to their end (-0.8);
+    # energy (not in the reports): scaled from step 2 to the completed trials' median last
+    # step (10); memory (a peak) as measured.
+    assert imputed[0].values == pytest.approx([2.2, 12.5, 7.0])
     assert imputed[0].params == {"x": 0.9, "y": 0.5}
+    # The earlier rule, kept for the benchmark's comparison: the loss as it stood.
+    as_stood = impute_pruned(trials[:2], trials[2:], NAMES, extrapolate=False)
+    assert as_stood[0].values == pytest.approx([3.0, 12.5, 7.0])
+
+
+def _add_curve(study: optuna.Study, x: float, state: TrialState, losses: list[float], joules: list[float]) -> None:
+    """A trial whose reports carry its loss and the energy spent so far, step by step."""
+    reports = [[0, s, {"loss": v, "energy_joules": e}] for s, (v, e) in enumerate(zip(losses, joules), start=1)]
+    metrics = {"loss": min(losses), "energy_joules": joules[-1], "memory_bytes": 5.0}
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": x, "y": 0.5}, distributions=SPACE, state=state,
+        values=[metrics[n] for n in NAMES] if state == TrialState.COMPLETE else None,
+        user_attrs={"hpod.metrics": metrics, "hpod.info": {"intermediate": reports}},
+    ))
+
+
+def test_a_pruned_trials_cost_grows_as_completed_runs_did_from_the_same_step() -> None:
+    study = _study()
+    # 10 J to start, then 2 J a step, 10 steps: 30 J in all; at step 2, 14 J spent.
+    joules = [10.0 + 2.0 * s for s in range(1, 11)]
+    for x, drop in ((0.1, 0.05), (0.2, 0.1), (0.3, 0.15)):
+        _add_curve(study, x, TrialState.COMPLETE, [2.0 - drop * s for s in range(1, 11)], joules)
+    _add_curve(study, 0.9, TrialState.PRUNED, [2.5, 2.4], joules[:2])
+    _add_curve(study, 0.8, TrialState.PRUNED, [2.5, 2.4, 2.3, 2.2], joules[:4])
+    trials = study.get_trials()
+    early, later = impute_pruned(trials[:3], trials[3:], NAMES)
+    # Energy: 14 J x (30 / 14), what the completed runs spent in all; scaling by steps
+    # (10 / 2) would have multiplied the 10 J start-up cost too (70 J).
+    assert early.values[1] == pytest.approx(30.0)
+    assert impute_pruned(trials[:3], trials[3:], NAMES, extrapolate=False)[0].values[1] == pytest.approx(70.0)
+    # Loss: the median completed change from the step the trial stopped at: 8 x 0.1 from
+    # step 2, 6 x 0.1 from step 4.
+    assert early.values[0] == pytest.approx(2.4 - 0.8)
+    assert later.values[0] == pytest.approx(2.2 - 0.6)
 
 
 def test_the_model_starts_from_completed_and_pruned_trials_together() -> None:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks import learning_curves
 from benchmarks.multi_fidelity import _hv, run_one
 from benchmarks.t5_lora_runs import OBJECTIVES, SPACE, TabularProblem, design, problem
 
@@ -57,3 +58,19 @@ def test_pruned_trials_pay_only_what_they_spent(table: TabularProblem) -> None:
     assert spent == sorted(spent) and 0 <= row["trace"][-1][1] <= 1
     plain = run_one(table, "auto", 0, budget, reference, _hv(points.tolist(), reference))
     assert plain["pruned"] == 0 and row["trials"] > plain["trials"]  # stopping early buys more trials
+
+
+def test_the_held_out_synthetic_problem_has_crossing_curves_in_the_same_format() -> None:
+    synthetic = learning_curves.problem()
+    assert synthetic.name == "learning_curves" and len(synthetic.runs) == 256
+    assert set(synthetic.space) == set(SPACE)
+    again = learning_curves.problem()  # computed, deterministic
+    assert [r["curve"] for r in again.runs] == [r["curve"] for r in synthetic.runs]
+    first = np.array([r["curve"][0]["loss"] for r in synthetic.runs])
+    final = np.array([r["loss"] for r in synthetic.runs])
+    # Early losses mislead: some pair of runs swaps order between the first evaluation and the end.
+    ahead_early = first[:, None] < first[None, :]
+    assert np.any(ahead_early & (final[:, None] > final[None, :]))
+    for run in synthetic.runs:
+        energies = [c["energy_joules"] for c in run["curve"]]
+        assert energies == sorted(energies) and run["energy_joules"] == energies[-1]
