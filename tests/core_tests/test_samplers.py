@@ -186,3 +186,35 @@ def test_sobol_startup_spreads_the_first_trials_over_the_box() -> None:
         study.tell(trial, trial.params["x0"])
     # 8 Sobol points put exactly one point in each eighth of every axis.
     assert sorted(np.floor(np.array(xs) * 8).astype(int).tolist()) == list(range(8))
+
+
+def test_auto_without_reference_point_or_cost_is_gpsampler_itself() -> None:
+    # Issue 16's parity: with nothing to aim at or weigh, auto must propose what GPSampler
+    # proposes (its 10 random startup points, then its model's), not hpod's Sobol variant.
+    choice = create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=50, n_params=2, seed=3)
+    assert type(choice.sampler) is optuna.samplers.GPSampler
+    assert "Optuna's GPSampler" in choice.reason and "10 random startup trials" in choice.reason
+    # A budget under 20 trials keeps half of it (at least hpod's n_params + 1) for the model.
+    small = create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=8, n_params=5, seed=3)
+    assert small.sampler._n_startup_trials == 6 and "6 random startup trials" in small.reason
+    auto_study = _run_branin(choice.sampler, 12)
+    gp_study = _run_branin(optuna.samplers.GPSampler(seed=3), 12)
+    assert [t.params for t in auto_study.trials] == [t.params for t in gp_study.trials]
+
+
+
+def test_auto_keeps_hpods_sobol_start_only_with_a_reference_point() -> None:
+    from hpod.core.samplers._cost import CostAwareGPSampler
+    from hpod.core.samplers._gp import HpodGPSampler
+    from hpod.core.samplers._startup import SobolStartupSampler
+
+    aimed = create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=50, n_params=6,
+                           reference_point=[18.0, 6.0])
+    assert type(aimed.sampler) is HpodGPSampler and "7 Sobol startup trials" in aimed.reason
+    assert isinstance(aimed.sampler._independent_sampler, SobolStartupSampler)
+    # A cost budget without a reference point: weighed, from GPSampler's own random start.
+    weighed = create_sampler("auto", {}, directions=["minimize", "minimize"], n_trials=50, n_params=6,
+                             energy_budget_joules=1000.0)
+    assert isinstance(weighed.sampler, CostAwareGPSampler) and "10 random startup trials" in weighed.reason
+    assert type(weighed.sampler._independent_sampler) is optuna.samplers.RandomSampler
+    assert weighed.sampler._n_startup_trials == 10

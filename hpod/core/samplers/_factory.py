@@ -15,6 +15,7 @@ import optuna
 
 from hpod.core.samplers._auto import (
     DEFAULT_SWITCH_AFTER,
+    GPSAMPLER_STARTUP_TRIALS,
     MAX_GP_OBJECTIVES,
     MAX_GP_PARAMS,
     ModelThenEvolutionSampler,
@@ -217,6 +218,20 @@ def _cost_choice(
     return CostChoice(metric)
 
 
+def _auto_startup(n_params: int, parallelism: int, n_trials: int | None, aims_at_reference: bool) -> int:
+    """``auto``'s startup trials: with a reference point, hpod's Sobol design
+    (:func:`auto_startup_trials`); without one, GPSampler's own 10 (parity with it, see
+    ``build_gp_sampler``'s ``sobol_startup``), except that a budget under 20 trials keeps at
+    most half of it (but at least hpod's count) for startup, so a small study still gets
+    model-based trials."""
+    hpod_count = auto_startup_trials(n_params, parallelism)
+    if aims_at_reference:
+        return hpod_count
+    if n_trials is None:
+        return GPSAMPLER_STARTUP_TRIALS
+    return min(GPSAMPLER_STARTUP_TRIALS, max(hpod_count, n_trials // 2))
+
+
 def _choose_auto(
     opts: dict[str, Any],
     *,
@@ -252,31 +267,40 @@ def _choose_auto(
             optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size), "nsga2", reason
         )
 
-    n_startup = opts.get("n_startup_trials", auto_startup_trials(n_params, parallelism))
+    cost_metric = None if cost is None else cost.metric
+    aims_at_reference = reference_point is not None and n_objectives > 1
+    n_startup = opts.get("n_startup_trials", _auto_startup(n_params, parallelism, n_trials, aims_at_reference))
     gp = build_gp_sampler(
         n_params=n_params,
         n_startup_trials=n_startup,
         seed=seed,
         design_seed=design_seed,
         deterministic_objective=opts.get("deterministic_objective", False),
-        reference_point=reference_point,
-        cost_metric=None if cost is None else cost.metric,
+        reference_point=reference_point if aims_at_reference else None,
+        cost_metric=cost_metric,
+        sobol_startup=aims_at_reference,
     )
+    if aims_at_reference:
+        startup_text = f"{n_startup} Sobol startup trials"
+    elif cost_metric is None:
+        startup_text = f"Optuna's GPSampler, no reference point or cost to aim at: {n_startup} random startup trials"
+    else:
+        startup_text = f"GPSampler's start, no reference point: {n_startup} random startup trials"
     model: optuna.samplers.BaseSampler = gp
     if opts.get("multi_fidelity"):
         model = MultiFidelitySampler(gp)
     switch_after = opts.get("switch_after", DEFAULT_SWITCH_AFTER)
     aimed = ""
-    if reference_point is not None and n_objectives > 1:
+    if aims_at_reference and reference_point is not None:
         aimed = ", improvement measured at the study's reference point" if None not in reference_point else \
             ", improvement measured at the bounds the study states for " \
             f"{sum(v is not None for v in reference_point)} of {n_objectives} objectives"
-    if cost is not None and cost.metric is not None:
-        aimed += f", per expected {cost.metric} (a GP on log cost)"
+    if cost_metric is not None:
+        aimed += f", per expected {cost_metric} (a GP on log cost)"
     elif cost is not None:
         aimed += cost.note
     model_text = (
-        f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {n_startup} Sobol startup trials"
+        f"GP ({n_objectives}-objective log-EHVI{constrained}{aimed}, {startup_text}"
         + (f", {parallelism} concurrent trials as pending points" if parallelism > 1 else "")
         + (", multi-fidelity: pruned trials inform the model at the step they reached"
            if opts.get("multi_fidelity") else "")
