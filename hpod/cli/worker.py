@@ -79,4 +79,5 @@ def worker(
               f"{store.safe_url}" + (f", studies {', '.join(study_names)}" if study_names else ""))
     stats = w.run()
     store.close()
-    err.print(f"worker {worker_name} stopped: {stats.finished} trial(s) run, {stats.released} handed back")
+    err.print(f"worker {worker_name} stopped: {stats.finished} trial(s) run, {stats.released} handed back, "
+              f"{stats.empty_claims} claim(s) found no job")

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -42,6 +43,14 @@ __all__ = ["Worker", "WorkerStats", "default_worker_name"]
 
 log = logging.getLogger(__name__)
 
+#: PostgreSQL: an idle worker woken by a queued job waits a random part of this before
+#: claiming it, so that of the idle workers woken together one claims and the others,
+#: hearing the claim (``JobListener.queued``), do not spend a claim that finds nothing.
+#: Doubled after each such claim that found nothing, up to 2**CLAIM_SPREAD_DOUBLINGS
+#: times (a loaded machine delays the notice of a claim), and reset by a successful one.
+CLAIM_SPREAD_SECONDS = 0.02
+CLAIM_SPREAD_DOUBLINGS = 3
+
 
 def default_worker_name() -> str:
     """``<node>:<pid>``: unique on a node, and lets ``hpod run`` on the same node tell
@@ -57,6 +66,8 @@ class WorkerStats:
     finished: int = 0
     released: int = 0
     storage_errors: int = 0
+    #: claims that found no queued job: each is a wasted transaction
+    empty_claims: int = 0
 
 
 class _Preparer:
@@ -120,7 +131,10 @@ class Worker:
                 after the last renewal and re-queues its configuration.
             heartbeat_seconds: how often leases and the worker row are renewed; must be
                 less than ``lease_seconds``.
-            poll_seconds: how often an idle worker looks for queued jobs.
+            poll_seconds: how often an idle worker looks for queued jobs. On PostgreSQL a
+                notice wakes it for each queued job instead, and it claims without one
+                only every ``max(poll_seconds, heartbeat_seconds)`` (jobs queued before
+                it listened, or handed back without a notice).
             grace_seconds: on SIGTERM, how long running trials may take to finish
                 before they are handed back with reason ``shutdown``.
         """
@@ -157,6 +171,13 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._last_row = 0.0
         self._last_scan = 0.0
+        #: when a claim is due whatever the listener heard (monotonic; 0: at once)
+        self._poll_claim_at = 0.0
+        #: an idle worker woken by a queued job claims it from then on (CLAIM_SPREAD_SECONDS)
+        self._claim_not_before = 0.0
+        #: idle claims in a row that found nothing (widen this worker's spread)
+        self._lost_races = 0
+        self._ready_seen = 0
         self._reported: frozenset[int] = frozenset()
 
     def _install_trial_handlers(self, study: str, spec: Any) -> None:
@@ -197,7 +218,7 @@ class Worker:
             self._heartbeat(force=True)
             # The fork server imports hpod's trial code now, not in the first trial's time.
             self.executor.warm_up()
-            self._listener = self.store.job_listener()
+            self._listener = self.store.job_listener(own_claims=self.name)
             sd_notify(f"READY=1\nSTATUS=worker {self.name}: {len(self.executor.slots)} slot(s)")
             while not self.stop_requested.is_set():
                 claimed = self._step()
@@ -206,10 +227,15 @@ class Worker:
                     last_watchdog = time.monotonic()
                 if claimed or self.stop_requested.is_set():
                     continue
-                self._wait(min(self.poll_seconds, self.heartbeat_seconds) if self.executor.running
-                           else self.poll_seconds)
+                timeout = min(self.poll_seconds, self.heartbeat_seconds) if self.executor.running \
+                    else self.poll_seconds
+                wait_left = self._claim_not_before - time.monotonic()
+                if wait_left > 0:
+                    timeout = min(timeout, wait_left)
+                self._wait(timeout)
             sd_notify("STOPPING=1\nSTATUS=finishing running trials")
             self._drain()
+            self.stats.empty_claims = self.executor.empty_claims
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -230,7 +256,12 @@ class Worker:
             extra.append(listener)
         self.executor.wait(timeout, extra=extra)
         if listener is not None:
+            before = listener.queued
             listener.drain()
+            if before <= 0 < listener.queued:
+                # A new job while idle: so do the other idle workers; spread the claims.
+                spread = CLAIM_SPREAD_SECONDS * 2 ** min(self._lost_races, CLAIM_SPREAD_DOUBLINGS)
+                self._claim_not_before = time.monotonic() + random.uniform(0.0, spread)
         with contextlib.suppress(BlockingIOError):  # nothing written: not woken by a stop
             os.read(self._wake_r, 64)
 
@@ -248,6 +279,9 @@ class Worker:
                 if self.studies is None or study in self.studies:
                     self.preparer.request(study)
         ready = self.preparer.ready
+        if len(ready) != self._ready_seen:
+            self._ready_seen = len(ready)
+            self._poll_claim_at = 0.0  # a study just prepared: look for its jobs now
         return sorted(ready if self.studies is None else ready & set(self.studies))
 
     def _step(self) -> bool:
@@ -260,8 +294,12 @@ class Worker:
         if not self._db_ok and time.monotonic() >= self._db_retry_at:
             start_new = False
             self._heartbeat(force=True)  # the probe: a success lifts the pause
-        finished = self.executor.poll(studies=claimable, start_new=start_new)
+        finished = self.executor.poll(studies=claimable, start_new=False)
         self.stats.finished += len(finished)
+        if start_new and self.executor.free_slots():
+            budget = self._claim_budget(reaped=bool(finished))
+            if budget != 0:
+                self._claimed(self.executor.claim(studies=claimable, max_claims=budget), idle=not finished)
         new = set(self.executor.running) - before
         self.stats.claimed += len(new)
         # The row (state, current trials) is rewritten every heartbeat, not per trial: a
@@ -269,6 +307,41 @@ class Worker:
         # at most one heartbeat old; leases are renewed on their own schedule).
         self._heartbeat()
         return bool(new)
+
+    def _claim_budget(self, *, reaped: bool) -> int | None:
+        """How many jobs to claim now: None for as many as there are free slots (no
+        listener, or a claim is due: the study was just prepared, or a heartbeat passed
+        since the last one, for jobs no notice announced), 0 for none.
+
+        With a listener (PostgreSQL) a worker claims only what was announced and not yet
+        claimed (``JobListener.queued``): at once after a trial of its own ended, and
+        otherwise (idle, woken together with the other idle workers) after a random part
+        of :data:`CLAIM_SPREAD_SECONDS`, unless another worker's claim was heard first.
+        A claim that finds nothing costs a transaction; with four idle workers woken by
+        each job, three did."""
+        listener = self._listener
+        now = time.monotonic()
+        if listener is None or listener.broken or now >= self._poll_claim_at:
+            return None
+        if listener.queued <= 0 or (not reaped and now < self._claim_not_before):
+            return 0
+        return listener.queued
+
+    def _claimed(self, got: int, *, idle: bool) -> None:
+        """After a claim: the next one due without a notice is a heartbeat away; what the
+        listener counts as unclaimed drops by what this worker got (its own claims are not
+        counted twice), or to zero when the queue was found empty; an idle worker that
+        found nothing widens its spread, one that got a job narrows it again."""
+        self._poll_claim_at = time.monotonic() + max(self.poll_seconds, self.heartbeat_seconds)
+        listener = self._listener
+        if listener is None:
+            return
+        empty = self.executor.last_claim_empty
+        listener.queued = 0 if empty else max(0, listener.queued - got)
+        if got:
+            self._lost_races = 0
+        elif empty and idle:
+            self._lost_races += 1
 
     def _state(self) -> str:
         return "busy" if self.executor.running else "idle"

@@ -249,6 +249,11 @@ class LocalExecutor:
         self._last_heartbeat = 0.0
         self._pending_results: list[tuple[JobRow, dict[str, Any] | None, str | None]] = []
         self._restart_pending = False
+        #: claims made, and those that found no queued job (each costs a transaction)
+        self.claims = 0
+        self.empty_claims = 0
+        #: whether the last :meth:`claim` found the queue empty
+        self.last_claim_empty = False
 
     # ------------------------------------------------------------------ capacity
     def free_slots(self) -> list[Slot]:
@@ -275,24 +280,40 @@ class LocalExecutor:
             self._renew()
             self._last_heartbeat = now
         if start_new:
-            study_list = list(studies) if studies is not None else None
-            for slot in self.free_slots():
-                if slot not in self.free_slots():
-                    continue  # taken by a multi-GPU trial started in this round
-                announced: list[JobRow] = []  # the claim stored the job's trial_started event
-                try:
-                    job = self.store.claim_job(self.worker_name, lease_seconds=self.lease_seconds,
-                                               studies=study_list, exclude_studies=exclude_studies,
-                                               event=functools.partial(self._started_at_claim, slot=slot,
-                                                                       announced=announced))
-                except StorageError as exc:
-                    log.warning("cannot claim a job: %s", exc)
-                    break
-                if job is None:
-                    break
-                if self._start(job, slot, announced=bool(announced)) is False:
-                    break  # the job waits for more free GPUs: it keeps its place in the queue
+            self.claim(studies=studies, exclude_studies=exclude_studies)
         return finished
+
+    def claim(self, *, studies: Iterable[str] | None = None, exclude_studies: Iterable[str] | None = None,
+              max_claims: int | None = None) -> int:
+        """Claim jobs into free slots and start them: one per free slot, at most
+        ``max_claims`` (None: until the queue is empty or the slots are full). Returns how
+        many were claimed; ``last_claim_empty`` says whether a claim found no job."""
+        study_list = list(studies) if studies is not None else None
+        claimed = 0
+        self.last_claim_empty = False
+        for slot in self.free_slots():
+            if max_claims is not None and claimed >= max_claims:
+                break
+            if slot not in self.free_slots():
+                continue  # taken by a multi-GPU trial started in this round
+            announced: list[JobRow] = []  # the claim stored the job's trial_started event
+            try:
+                job = self.store.claim_job(self.worker_name, lease_seconds=self.lease_seconds,
+                                           studies=study_list, exclude_studies=exclude_studies,
+                                           event=functools.partial(self._started_at_claim, slot=slot,
+                                                                   announced=announced))
+            except StorageError as exc:
+                log.warning("cannot claim a job: %s", exc)
+                break
+            self.claims += 1
+            if job is None:
+                self.empty_claims += 1
+                self.last_claim_empty = True
+                break
+            claimed += 1
+            if self._start(job, slot, announced=bool(announced)) is False:
+                break  # the job waits for more free GPUs: it keeps its place in the queue
+        return claimed
 
     def _study(self, name: str) -> _StudyInfo:
         info = self._studies.get(name)

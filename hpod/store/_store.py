@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -71,6 +72,7 @@ from hpod.store._tables import (
 
 if TYPE_CHECKING:
     import optuna
+    from sqlalchemy import Table
     from sqlalchemy.engine import CursorResult
 
     from hpod.spec import StudySpec
@@ -262,17 +264,34 @@ def _dumps(value: Any) -> str:
 JOBS_CHANNEL = "hpod_jobs"
 #: PostgreSQL channel notified when a job's outcome is stored (the controller listens)
 RESULTS_CHANNEL = "hpod_results"
+#: PostgreSQL channel notified when a job is claimed (payload: the claiming worker), so
+#: idle workers woken by the same queued job leave it to the one that took it
+CLAIMS_CHANNEL = "hpod_claims"
+
+
+#: hpod_jobs' columns in table order (what a claim returns)
+_JOB_COLUMNS = tuple(c.name for c in cast("Table", JobRow.__table__).c)  # type: ignore[attr-defined]
 
 
 class JobListener:
     """A PostgreSQL connection listening on :data:`JOBS_CHANNEL`: wait on it (it has a
     ``fileno``) with ``select`` or ``multiprocessing.connection.wait``, then
     :meth:`drain`. A broken connection reads as "look now" and then stays quiet
-    (``broken``): the caller falls back to polling."""
+    (``broken``): the caller falls back to polling.
 
-    def __init__(self, conn: Any):
+    On :data:`JOBS_CHANNEL` it also hears :data:`CLAIMS_CHANNEL` and keeps ``queued``:
+    jobs announced as queued less jobs announced as claimed since it started listening
+    (claims by ``own_claims``, the worker that holds it, excepted: that worker counts
+    them itself). A hint, not a count: jobs queued before it listened, or handed back
+    without a notice, are not in it, so a worker that trusts it still claims now and
+    then without one."""
+
+    def __init__(self, conn: Any, *, own_claims: str | None = None):
         self._conn = conn
         self.broken = False
+        #: queued less claimed, as announced (never below zero)
+        self.queued = 0
+        self.own_claims = own_claims
 
     def fileno(self) -> int:
         return int(self._conn.fileno())
@@ -282,7 +301,14 @@ class JobListener:
         if self.broken:
             return 0
         try:
-            return sum(1 for _ in self._conn.notifies(timeout=0))
+            n = 0
+            for note in self._conn.notifies(timeout=0):
+                n += 1
+                if note.channel != CLAIMS_CHANNEL:
+                    self.queued += 1
+                elif note.payload != self.own_claims:
+                    self.queued = max(0, self.queued - 1)
+            return n
         except Exception as exc:
             log.warning("job listener lost (polling instead): %s", _first_line(exc))
             self.close()
@@ -788,10 +814,11 @@ class Store:
         s.execute(insert(model.__table__), [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                                             for key, value in attrs.items()])
 
-    def job_listener(self, channel: str = JOBS_CHANNEL) -> JobListener | None:
-        """A connection that is readable when a job was queued (PostgreSQL
+    def job_listener(self, channel: str = JOBS_CHANNEL, *, own_claims: str | None = None) -> JobListener | None:
+        """A connection that is readable when a job was queued or claimed (PostgreSQL
         ``LISTEN``/``NOTIFY``; with ``channel`` :data:`RESULTS_CHANNEL`: when a job's
-        outcome was stored); None on SQLite or when it cannot be opened."""
+        outcome was stored); None on SQLite or when it cannot be opened. ``own_claims``:
+        the worker name whose claims its ``queued`` hint leaves out."""
         if not self.is_postgres:
             return None
         try:
@@ -802,10 +829,12 @@ class Store:
             cparams.update(self._engine_kwargs.get("connect_args", {}))
             conn = psycopg.connect(*cargs, autocommit=True, **cparams)
             conn.execute(f"LISTEN {channel}")
+            if channel == JOBS_CHANNEL:
+                conn.execute(f"LISTEN {CLAIMS_CHANNEL}")
         except Exception as exc:  # the worker then polls, as without a listener
             log.warning("cannot listen for new jobs (polling instead): %s", _first_line(exc))
             return None
-        return JobListener(conn)
+        return JobListener(conn, own_claims=own_claims)
 
     def claim_job(self, worker: str, *, lease_seconds: float, studies: Iterable[str] | None = None,
                   exclude_studies: Iterable[str] | None = None,
@@ -829,27 +858,34 @@ class Store:
         if study_list is not None and not study_list:
             return None
         token = uuid.uuid4().hex
-        q = select(col(JobRow.id)).where(col(JobRow.state) == "queued")
-        if study_list is not None:
-            q = q.where(col(JobRow.study).in_(study_list))
-        if exclude_studies:
-            q = q.where(col(JobRow.study).not_in(list(exclude_studies)))
-        q = q.order_by(col(JobRow.priority).desc(), col(JobRow.id)).limit(1)
         if self.is_postgres:
-            q = q.with_for_update(skip_locked=True)
+            params: dict[str, Any] = {"worker": worker, "token": token, "lease": float(lease_seconds),
+                                      "studies": study_list, "exclude": list(exclude_studies or ()) or None}
+            with self.session() as s:
+                row = s.connection().exec_driver_sql(
+                    self._pg_claim_sql(study_list is not None, bool(exclude_studies)), params).first()
+                job = JobRow(**dict(zip(_JOB_COLUMNS, row[:-1], strict=True))) if row is not None else None
+                self._add_claim_event(s, job, event)
+                return job
+        jobs = cast("Table", JobRow.__table__)  # type: ignore[attr-defined]
+        q = select(jobs.c.id).where(jobs.c.state == "queued")
+        if study_list is not None:
+            q = q.where(jobs.c.study.in_(study_list))
+        if exclude_studies:
+            q = q.where(jobs.c.study.not_in(list(exclude_studies)))
+        q = q.order_by(jobs.c.priority.desc(), jobs.c.id).limit(1)
         if self.engine.dialect.update_returning:
-            # One statement, one round trip: the candidate is chosen, fenced and returned
-            # by the UPDATE itself (on PostgreSQL the locked subquery skips rows others
-            # hold or have just claimed; SQLite runs the statement under its write lock).
+            # One statement: the candidate is chosen, fenced and returned by the UPDATE
+            # itself (SQLite runs it under its write lock).
             now = self._now_expr()
-            claim = (update(JobRow)
-                     .where(col(JobRow.id) == q.scalar_subquery(), col(JobRow.state) == "queued")
+            claim = (update(jobs)
+                     .where(jobs.c.id == q.scalar_subquery(), jobs.c.state == "queued")
                      .values(state="running", worker=worker, lease_token=token, claimed_at=now,
                              heartbeat_at=now, lease_expires_at=now + lease_seconds)
-                     .returning(JobRow)
-                     .execution_options(synchronize_session=False))
+                     .returning(*jobs.c))
             with self.session() as s:
-                job = s.scalars(claim).first()
+                row = s.execute(claim).first()
+                job = JobRow(**dict(zip(_JOB_COLUMNS, row, strict=True))) if row is not None else None
                 self._add_claim_event(s, job, event)
                 return job
         for _ in range(5):  # SQLite before 3.35: no UPDATE ... RETURNING
@@ -869,13 +905,44 @@ class Store:
                     return job
         return None
 
+    @staticmethod
+    @functools.cache
+    def _pg_claim_sql(by_study: bool, excluding: bool) -> str:
+        """The claim as one PostgreSQL statement, written once: the candidate is chosen
+        (``FOR UPDATE SKIP LOCKED``: concurrent claimers skip rows others hold or have
+        just claimed), fenced and returned by the UPDATE itself, and the claim announced
+        on :data:`CLAIMS_CHANNEL` at commit, so that idle workers woken for the same job
+        leave it (:class:`JobListener`). Plain SQL: building the statement with
+        SQLAlchemy's expression language cost more CPU than running it."""
+        where = "state = 'queued'"
+        if by_study:
+            where += " AND study = ANY(%(studies)s)"
+        if excluding:
+            where += " AND NOT (study = ANY(%(exclude)s))"
+        now = "extract(epoch FROM clock_timestamp())"
+        return (f"UPDATE hpod_jobs SET state = 'running', worker = %(worker)s, lease_token = %(token)s, "
+                f"claimed_at = {now}, heartbeat_at = {now}, lease_expires_at = {now} + %(lease)s "
+                f"WHERE id = (SELECT id FROM hpod_jobs WHERE {where} ORDER BY priority DESC, id LIMIT 1 "
+                f"FOR UPDATE SKIP LOCKED) AND state = 'queued' "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}, pg_notify('{CLAIMS_CHANNEL}', %(worker)s)")
+
     def _add_claim_event(self, s: Session, job: JobRow | None,
                          event: Callable[[JobRow], Mapping[str, Any] | None] | None) -> None:
         if job is None or event is None:
             return
         kwargs = event(job)
-        if kwargs is not None:
-            s.add(self._event_row(**kwargs))
+        if kwargs is None:
+            return
+        row = self._event_row(**kwargs)
+        if not self.is_postgres:
+            s.add(row)
+            return
+        # Plain SQL: the ORM's flush of one new row cost more CPU than the claim itself.
+        s.connection().exec_driver_sql(
+            "INSERT INTO hpod_events (ts, kind, study, trial_number, payload_json, handled, source) "
+            "VALUES (%(ts)s, %(kind)s, %(study)s, %(trial_number)s, %(payload_json)s, %(handled)s, %(source)s)",
+            {"ts": row.ts, "kind": row.kind, "study": row.study, "trial_number": row.trial_number,
+             "payload_json": row.payload_json, "handled": row.handled, "source": row.source})
 
     def unclaim_job(self, job_id: int, token: str) -> bool:
         """Hand a job this claim holds back to the queue untouched (its executor cannot
@@ -886,7 +953,11 @@ class Store:
                                                  col(JobRow.state) == "running")
                             .values(state="queued", worker=None, lease_token=None, claimed_at=None,
                                     heartbeat_at=None, lease_expires_at=None))
-            return _rowcount(res) == 1
+            if _rowcount(res) != 1:
+                return False
+            if self.is_postgres:
+                s.execute(select(func.pg_notify(JOBS_CHANNEL, "")))  # queued again: wake idle workers
+            return True
 
     def renew_leases(self, worker: str, tokens: dict[int, str], *, lease_seconds: float) -> set[int]:
         """Renew the leases this worker holds; returns the job ids it still holds
@@ -913,15 +984,28 @@ class Store:
         acknowledgement (the commit reached the database, the answer did not) returns
         True instead of dropping it."""
         state = "done" if result is not None else "failed"
+        result_json = _dumps(result) if result is not None else None
+        if self.is_postgres:
+            # One statement: the fenced update, and at its commit the notice that wakes the
+            # controller (it tells the result and queues the next job).
+            with self.session() as s:
+                stored = s.connection().exec_driver_sql(
+                    "UPDATE hpod_jobs SET state = %(state)s, result_json = %(result)s, fail_reason = %(reason)s, "
+                    "finished_at = %(now)s, lease_expires_at = NULL WHERE id = %(id)s AND lease_token = %(token)s "
+                    f"AND state = 'running' RETURNING pg_notify('{RESULTS_CHANNEL}', '')",
+                    {"state": state, "result": result_json, "reason": fail_reason, "now": _now(), "id": job_id,
+                     "token": token}).first()
+                if stored is not None:
+                    return True
+                again = s.scalar(select(func.count()).select_from(JobRow).where(
+                    col(JobRow.id) == job_id, col(JobRow.lease_token) == token, col(JobRow.state) == state))
+                return bool(again)
         with self.session() as s:
             res = s.execute(update(JobRow).where(col(JobRow.id) == job_id, col(JobRow.lease_token) == token,
                                                  col(JobRow.state) == "running")
-                            .values(state=state, result_json=_dumps(result) if result is not None else None,
-                                    fail_reason=fail_reason, finished_at=_now(), lease_expires_at=None))
+                            .values(state=state, result_json=result_json, fail_reason=fail_reason,
+                                    finished_at=_now(), lease_expires_at=None))
             if _rowcount(res) == 1:
-                if self.is_postgres:
-                    # Wakes the controller (it tells the result and queues the next job).
-                    s.execute(select(func.pg_notify(RESULTS_CHANNEL, "")))
                 return True
             again = s.scalar(select(func.count()).select_from(JobRow).where(
                 col(JobRow.id) == job_id, col(JobRow.lease_token) == token, col(JobRow.state) == state))

@@ -302,3 +302,49 @@ def test_status_lists_workers_with_node_slots_trials_and_lost_state(tmp_path: Pa
     table = subprocess.run([hpod_bin(), "status", "--storage", url], env=cli_env(), capture_output=True, text=True,
                            timeout=60)
     assert "gpu-node-1" in table.stdout and "s#7" in table.stdout
+
+
+@pytest.mark.postgres
+def test_idle_workers_woken_by_one_queued_job_do_not_all_claim_it(tmp_path: Path) -> None:
+    """Four idle PostgreSQL workers, jobs queued one at a time (each wakes all four): the
+    first claim is announced and the others leave the job. Before, every idle worker
+    claimed each job, three of four claims finding nothing; counted, not timed."""
+    from hpod_pg import fresh_database
+
+    n = 10
+    with fresh_database() as url:
+        store = Store(url)
+        engine = Engine(store, _spec("spread", n_trials=n + 1), state_dir=tmp_path / "ctl")
+        engine.start()
+        # Heartbeats (and the claims due at each, for jobs no notice announced) far apart:
+        # every claim counted here answers a notice.
+        workers = [Worker(Store(url, pool_size=2, create=False), tmp_path / f"w{i}", slots=parse_slots(None, 1),
+                          name=f"w{i}", poll_seconds=60, heartbeat_seconds=60, lease_seconds=120, codecarbon=False)
+                   for i in range(4)]
+        for worker in workers:
+            worker.preparer.request("spread")
+        wait_for(lambda: all("spread" in w.preparer.ready for w in workers), 60, "the objective prepared")
+        threads = [threading.Thread(target=w.run, kwargs={"install_signal_handlers": False}) for w in workers]
+        for thread in threads:
+            thread.start()
+
+        def done(k: int) -> bool:
+            idle = not any(w.executor.running or w.executor._pending_results for w in workers)
+            return idle and len(store.jobs("spread", states=["done"])) == k
+
+        try:
+            engine.ask(1)
+            wait_for(lambda: done(1), 60, "the first job")
+            wait_for(lambda: all(w._listener is not None for w in workers), 60, "the workers listening")
+            before = sum(w.executor.empty_claims for w in workers)
+            for k in range(2, n + 2):
+                engine.ask(1)
+                wait_for(lambda k=k: done(k), 60, f"job {k}")  # type: ignore[misc]
+            wasted = sum(w.executor.empty_claims for w in workers) - before
+        finally:
+            for worker in workers:
+                worker.request_stop()
+            for thread in threads:
+                thread.join(60)
+        assert sorted(j.state for j in store.jobs("spread")) == ["done"] * (n + 1)
+        assert wasted < 2 * n, f"{wasted} claims found nothing for {n} jobs (3 per job before)"
