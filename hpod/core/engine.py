@@ -28,6 +28,7 @@ writer of the study's Optuna trials' outcomes.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -193,6 +194,10 @@ class Engine:
         #: also marked its job told
         self._tell_events: list[dict[str, Any]] = []
         self._marked_told = False
+        #: the study's unfinished trials as ``collect`` read them (trial id -> trial), while it tells
+        self._unfinished: dict[int, Any] = {}
+        #: trials told COMPLETE by ``_tell_complete`` in the current ``collect``
+        self._told_complete = 0
         #: whether the last summary found no enqueued (WAITING) trial and none was enqueued since
         self._none_waiting = False
         #: seconds the study's recent trials ran (claim to result), newest last
@@ -630,9 +635,39 @@ class Engine:
 
     # ------------------------------------------------------------------ tell
     def collect(self) -> list[optuna.trial.FrozenTrial]:
-        """Tell Optuna about every finished job of this study; returns the told trials."""
+        """Tell Optuna about every finished job of this study; returns the told trials.
+
+        One read of the study's unfinished trials (Optuna's cached storage reads only
+        those, and the trials new since its last read) serves both the tells (each reads
+        its trial from it) and the summary after them, where each told trial is replaced
+        by what its tell wrote: one read per batch instead of one per trial plus the
+        summary's. The summary reads the study again when a tell went another way than
+        :meth:`_tell_complete` (a failure may re-queue a configuration as a new trial) or
+        the strategy may add trials after a tell (PBT)."""
+        jobs = self.store.jobs_to_tell(self.name)
+        if not jobs:
+            return []
+        trials = {t._trial_id: t for t in self.study.get_trials(deepcopy=False)}
+        self._unfinished = {tid: t for tid, t in trials.items() if not t.state.is_finished()}
+        self._told_complete = 0
         told = []
-        for job in self.store.jobs_to_tell(self.name):
+        try:
+            told = self._tell_jobs(jobs)
+        finally:
+            self._unfinished = {}
+        if told:
+            if self._told_complete == len(jobs) == len(told) and self.strategy.kind != "pbt":
+                for frozen in told:
+                    trials[frozen._trial_id] = frozen
+                self._summary = self._compute_summary(sorted(trials.values(), key=lambda t: t.number))
+            else:
+                self._summary = None
+            self.update_store_summary(refresh=self._summary is None)
+        return told
+
+    def _tell_jobs(self, jobs: list[JobRow]) -> list[optuna.trial.FrozenTrial]:
+        told = []
+        for job in jobs:
             self._tell_events = []
             self._marked_told = False
             frozen = self._tell(job)
@@ -653,9 +688,6 @@ class Engine:
                         cb(self, frozen, job)
                     except Exception:
                         log.exception("on_told callback failed")
-        if told:
-            self._summary = None
-            self.update_store_summary()
         return told
 
     def _fail_trial(self, trial_id: int, reason: str) -> optuna.trial.FrozenTrial | None:
@@ -757,9 +789,14 @@ class Engine:
         import optuna
 
         storage = self.store.optuna_storage
-        frozen = storage.get_trial(job.trial_id)
+        read = self._unfinished.get(job.trial_id)
+        # A copy: the read's trials are the cached storage's own objects.
+        frozen = copy.deepcopy(read) if read is not None else storage.get_trial(job.trial_id)
         if frozen.state.is_finished():
             return None  # told before a crash; idempotent
+        # Nothing to replace: the trial as just read has no values and none of the keys.
+        fresh = frozen.values is None and not (set(attrs) & set(frozen.user_attrs)) \
+            and not (set(system) & set(frozen.system_attrs))
         frozen.user_attrs.update(attrs)  # what Optuna's tell would have read back
         frozen.system_attrs.update(system)
         self._tell_event(
@@ -771,10 +808,12 @@ class Engine:
         study._thread_local.cached_all_trials = None  # as Study.tell: the trials changed
         self._sampler_after_trial(frozen, values)
         completed = self.store.tell_trial(job.trial_id, values, user_attrs=attrs, system_attrs=system,
-                                          job_id=job.id, events=self._tell_events)  # type: ignore[arg-type]  # a stored row has an id
+                                          job_id=job.id, events=self._tell_events,  # type: ignore[arg-type]  # a stored row has an id
+                                          fresh=fresh)
         if completed is None:
             return None
         self._marked_told = True  # the tell wrote the told mark and the events
+        self._told_complete += 1
         frozen.state, frozen.values, frozen.datetime_complete = state, values, completed
         return frozen
 
@@ -893,11 +932,13 @@ class Engine:
                     for d, b, direction in zip(derived, bounded, self.spec.directions)]
         return oriented, "derived+constraints"
 
-    def _compute_summary(self) -> StudySummary:
+    def _compute_summary(self, trials: list[optuna.trial.FrozenTrial] | None = None) -> StudySummary:
+        """The summary from the study's trials as read now, or from ``trials`` (every
+        trial of the study, as a read just gave them)."""
         ledger = self._finished
         live: dict[str, int] = {}
         new_complete = False
-        for t in self.study.get_trials(deepcopy=False):
+        for t in self.study.get_trials(deepcopy=False) if trials is None else trials:
             if not t.state.is_finished():
                 live[t.state.name] = live.get(t.state.name, 0) + 1
             elif not ledger.is_folded(t):
@@ -977,10 +1018,11 @@ class Engine:
         self._ideal_source = "derived"
         return [float(v) for v in derive_ideal_point(np.array([p for _, p in first]), np.array(reference))]
 
-    def update_store_summary(self, *, final: bool = False) -> StudySummary:
-        """Write the summary to the study's row; ``final`` when the study stops (saves
-        what is otherwise saved at most every few seconds)."""
-        s = self.summary(refresh=True)
+    def update_store_summary(self, *, final: bool = False, refresh: bool = True) -> StudySummary:
+        """Write the summary to the study's row (read afresh unless not ``refresh``: the
+        caller has just computed it); ``final`` when the study stops (saves what is
+        otherwise saved at most every few seconds)."""
+        s = self.summary(refresh=refresh)
         fields: dict[str, Any] = {
             "hypervolume": s.hypervolume, "pareto_front_size": len(s.pareto),
             "energy_spent_joules": s.energy_spent_joules,

@@ -46,6 +46,7 @@ from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     ProgrammingError,
@@ -430,6 +431,7 @@ class Store:
             }
         self._engine_kwargs = engine_kwargs
         self._optuna_storage: Any = None
+        self._autocommit: Any = None
         if light:
             # Read-only views (`hpod status`) skip importing Optuna: a fast start.
             from sqlalchemy import create_engine
@@ -541,12 +543,19 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, single_read: bool = False) -> Iterator[Session]:
         """A short transaction; a lost connection, a refused one or a pool timeout
         becomes :class:`~hpod.errors.StorageError` (the pool drops the dead connection,
-        so the next call reconnects)."""
+        so the next call reconnects).
+
+        ``single_read``: the caller sends one SELECT and writes nothing; on PostgreSQL
+        it runs in autocommit mode (a statement is its own transaction): no BEGIN and
+        COMMIT round trips around it."""
+        bind = self.engine
+        if single_read and self.is_postgres:
+            bind = self._autocommit_engine()
         try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            with Session(bind, expire_on_commit=False) as session, session.begin():
                 yield session
         except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
             raise StorageError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
@@ -554,6 +563,14 @@ class Store:
             if exc.connection_invalidated:
                 raise StorageError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
             raise
+
+    def _autocommit_engine(self) -> Any:
+        """``engine`` with autocommit connections (the same pool; psycopg switches
+        autocommit on the client, without a round trip)."""
+        engine = self._autocommit
+        if engine is None:
+            engine = self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        return engine
 
     def _now_expr(self) -> Any:
         """Current epoch seconds for lease arithmetic: the database's clock on
@@ -644,7 +661,7 @@ class Store:
     def get_study(self, name: str, *, missing_ok: bool) -> StudyRow | None: ...
 
     def get_study(self, name: str, *, missing_ok: bool = False) -> StudyRow | None:
-        with self.session() as s:
+        with self.session(single_read=True) as s:
             row = s.get(StudyRow, name)
         if row is None and not missing_ok:
             raise StudyNotFound(f"no study named {name!r} in {self.safe_url}; `hpod status` lists the studies")
@@ -766,14 +783,31 @@ class Store:
 
     def tell_trial(self, trial_id: int, values: list[float], *, user_attrs: Mapping[str, Any],
                    system_attrs: Mapping[str, Any], job_id: int,
-                   events: Iterable[Mapping[str, Any]] = ()) -> datetime.datetime | None:
+                   events: Iterable[Mapping[str, Any]] = (), fresh: bool = False) -> datetime.datetime | None:
         """Tell a RUNNING Optuna trial COMPLETE with ``values`` and its attributes, mark
         its job told and append ``events`` (:meth:`append_event` arguments): one
         transaction, where Optuna's own tell takes one per attribute plus two reads of
         the trial. The state changes only from RUNNING (what Optuna's tell checks);
         returns the trial's completion time, or None when it was no longer running
         (told before a crash): then nothing is written. The caller runs the sampler's
-        ``after_trial`` first, as Optuna's tell does."""
+        ``after_trial`` first, as Optuna's tell does.
+
+        ``fresh``: the caller has just read the trial and it has no values and none of
+        these attributes: they are inserted without deleting old rows first (two
+        statements fewer); should it have one after all, the unique key refuses the
+        insert and the tell is written again the usual way."""
+        if fresh:
+            try:
+                return self._tell_trial(trial_id, values, user_attrs=user_attrs, system_attrs=system_attrs,
+                                        job_id=job_id, events=events, replace=False)
+            except IntegrityError:
+                log.info("trial %d gained values or attributes since it was read; telling it again", trial_id)
+        return self._tell_trial(trial_id, values, user_attrs=user_attrs, system_attrs=system_attrs, job_id=job_id,
+                                events=events, replace=True)
+
+    def _tell_trial(self, trial_id: int, values: list[float], *, user_attrs: Mapping[str, Any],
+                    system_attrs: Mapping[str, Any], job_id: int, events: Iterable[Mapping[str, Any]],
+                    replace: bool) -> datetime.datetime | None:
         from optuna.storages._rdb import models
         from optuna.trial import TrialState
 
@@ -785,16 +819,17 @@ class Store:
                 execution_options={"synchronize_session": False})
             if _rowcount(res) != 1:
                 return None
-            s.execute(delete(models.TrialValueModel).where(models.TrialValueModel.trial_id == trial_id),
-                      execution_options={"synchronize_session": False})
+            if replace:
+                s.execute(delete(models.TrialValueModel).where(models.TrialValueModel.trial_id == trial_id),
+                          execution_options={"synchronize_session": False})
             rows = []
             for objective, value in enumerate(values):
                 stored, kind = models.TrialValueModel.value_to_stored_repr(value)
                 rows.append({"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind})
             if rows:
                 s.execute(insert(models.TrialValueModel.__table__), rows)
-            self._put_trial_attrs(s, models.TrialUserAttributeModel, trial_id, user_attrs)
-            self._put_trial_attrs(s, models.TrialSystemAttributeModel, trial_id, system_attrs)
+            self._put_trial_attrs(s, models.TrialUserAttributeModel, trial_id, user_attrs, replace=replace)
+            self._put_trial_attrs(s, models.TrialSystemAttributeModel, trial_id, system_attrs, replace=replace)
             s.execute(update(JobRow).where(col(JobRow.id) == job_id).values(told=True))
             s.add_all(self._event_row(**event) for event in events)
         return complete
@@ -1051,7 +1086,7 @@ class Store:
             return _rowcount(res)
 
     def jobs_to_tell(self, study: str) -> list[JobRow]:
-        with self.session() as s:
+        with self.session(single_read=True) as s:
             q = select(JobRow).where(col(JobRow.study) == study, col(JobRow.told) == False,  # noqa: E712
                                      col(JobRow.state).in_(["done", "failed", "lost", "cancelled"]))
             return list(s.scalars(q.order_by(col(JobRow.id))))
@@ -1104,7 +1139,7 @@ class Store:
             running = running & or_(col(JobRow.worker).is_(None), col(JobRow.worker) != exclude_worker)
         q = select(func.count().filter(col(JobRow.state) == "queued"), func.count().filter(running)) \
             .select_from(JobRow).where(col(JobRow.state).in_(["queued", "running"]))
-        with self.session() as s:
+        with self.session(single_read=True) as s:
             queued, held = s.execute(q).one()
         return int(queued or 0), int(held or 0)
 
@@ -1137,7 +1172,7 @@ class Store:
         return created
 
     def workers(self) -> list[WorkerRow]:
-        with self.session() as s:
+        with self.session(single_read=True) as s:
             return list(s.scalars(select(WorkerRow).order_by(col(WorkerRow.name))))
 
     def workers_by_state(self, *, stale_after: float = WORKER_STALE_SECONDS) -> dict[str, int]:

@@ -188,3 +188,22 @@ def test_a_connection_killed_right_after_use_fails_one_call_and_the_pool_recover
 def _queue_two(store: Store) -> None:
     for i in range(2):
         store.create_job(study="s", trial_id=1000 + i, trial_number=i, params={"x": i})
+
+
+def test_a_fresh_tell_of_a_trial_that_gained_an_attribute_replaces_it(store_url: str) -> None:
+    store = Store(store_url)
+    _, trial_id = _running_trial(store)
+    job = store.create_job(study="s", trial_id=trial_id, trial_number=0, params={"x": 0.5})
+    assert job.id is not None
+    # Written after the caller read the trial: its "fresh" tell meets the old row.
+    store.optuna_storage.set_trial_user_attr(trial_id, "hpod.metrics", {"loss": 9.0})
+    done = store.tell_trial(trial_id, [1.0], user_attrs={"hpod.metrics": {"loss": 1.0}}, system_attrs={},
+                            job_id=job.id, events=[{"kind": "trial_completed", "study": "s", "trial_number": 0}],
+                            fresh=True)
+    assert done is not None
+    frozen = store.optuna_storage.get_trial(trial_id)
+    assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.values == [1.0]
+    assert frozen.user_attrs["hpod.metrics"] == {"loss": 1.0}
+    assert [e.kind for e in store.events(study="s")] == ["trial_completed"]
+    assert store.jobs("s")[0].told
+    store.close()
