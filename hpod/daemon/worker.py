@@ -177,6 +177,9 @@ class Worker:
         self._claim_not_before = 0.0
         #: idle claims in a row that found nothing (widen this worker's spread)
         self._lost_races = 0
+        #: the last claim without a notice filled every free slot: more jobs may wait that no
+        #: notice announced (queued before this worker listened), so a freed slot claims at once
+        self._backlog = False
         self._ready_seen = 0
         self._reported: frozenset[int] = frozenset()
 
@@ -299,7 +302,8 @@ class Worker:
         if start_new and self.executor.free_slots():
             budget = self._claim_budget(reaped=bool(finished))
             if budget != 0:
-                self._claimed(self.executor.claim(studies=claimable, max_claims=budget), idle=not finished)
+                got = self.executor.claim(studies=claimable, max_claims=budget)
+                self._claimed(got, idle=not finished, announced=budget is not None)
         new = set(self.executor.running) - before
         self.stats.claimed += len(new)
         # The row (state, current trials) is rewritten every heartbeat, not per trial: a
@@ -310,8 +314,9 @@ class Worker:
 
     def _claim_budget(self, *, reaped: bool) -> int | None:
         """How many jobs to claim now: None for as many as there are free slots (no
-        listener, or a claim is due: the study was just prepared, or a heartbeat passed
-        since the last one, for jobs no notice announced), 0 for none.
+        listener, or a claim is due: the study was just prepared, a heartbeat passed
+        since the last one, or a trial ended while a backlog no notice announced waits),
+        0 for none.
 
         With a listener (PostgreSQL) a worker claims only what was announced and not yet
         claimed (``JobListener.queued``): at once after a trial of its own ended, and
@@ -321,22 +326,28 @@ class Worker:
         each job, three did."""
         listener = self._listener
         now = time.monotonic()
-        if listener is None or listener.broken or now >= self._poll_claim_at:
+        if listener is None or listener.broken or now >= self._poll_claim_at or (reaped and self._backlog):
             return None
         if listener.queued <= 0 or (not reaped and now < self._claim_not_before):
             return 0
         return listener.queued
 
-    def _claimed(self, got: int, *, idle: bool) -> None:
+    def _claimed(self, got: int, *, idle: bool, announced: bool) -> None:
         """After a claim: the next one due without a notice is a heartbeat away; what the
         listener counts as unclaimed drops by what this worker got (its own claims are not
         counted twice), or to zero when the queue was found empty; an idle worker that
-        found nothing widens its spread, one that got a job narrows it again."""
+        found nothing widens its spread, one that got a job narrows it again. A claim not
+        limited to announced jobs (``announced`` False) that found no end of the queue
+        leaves a backlog to claim from as slots free up."""
         self._poll_claim_at = time.monotonic() + max(self.poll_seconds, self.heartbeat_seconds)
+        empty = self.executor.last_claim_empty
+        if empty:
+            self._backlog = False
+        elif not announced and got:
+            self._backlog = True
         listener = self._listener
         if listener is None:
             return
-        empty = self.executor.last_claim_empty
         listener.queued = 0 if empty else max(0, listener.queued - got)
         if got:
             self._lost_races = 0

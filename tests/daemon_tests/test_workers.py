@@ -348,3 +348,32 @@ def test_idle_workers_woken_by_one_queued_job_do_not_all_claim_it(tmp_path: Path
                 thread.join(60)
         assert sorted(j.state for j in store.jobs("spread")) == ["done"] * (n + 1)
         assert wasted < 2 * n, f"{wasted} claims found nothing for {n} jobs (3 per job before)"
+
+
+@pytest.mark.postgres
+def test_jobs_queued_before_a_worker_listened_are_run_back_to_back(tmp_path: Path) -> None:
+    """Jobs queued before the worker listened were never announced to it: it still claims
+    the next one as each trial ends, not a heartbeat (here a minute) later."""
+    from hpod_pg import fresh_database
+
+    n = 3
+    with fresh_database() as url:
+        store = Store(url)
+        _queue(store, tmp_path / "ctl", _spec("backlog", n_trials=n), n)
+        worker = Worker(Store(url, pool_size=2, create=False), tmp_path / "w", slots=parse_slots(None, 1),
+                        name="w-backlog", poll_seconds=60, heartbeat_seconds=60, lease_seconds=120, codecarbon=False)
+        worker._heartbeat(force=True)
+        worker._listener = worker.store.job_listener(own_claims=worker.name)
+        assert worker._listener is not None and worker._listener.queued == 0
+
+        def step() -> None:
+            if not worker._step():
+                worker._wait(0.05)
+
+        try:
+            wait_for(lambda: len(store.jobs("backlog", states=["done"])) == n, 50, "every queued job run",
+                     interval=0, between=step)
+        finally:
+            worker.request_stop()
+            worker.run(install_signal_handlers=False)
+        assert worker.executor.claims == n + 1  # the first, one as each trial ended, and the one that found none
