@@ -195,7 +195,8 @@ class Controller:
             if not collect:
                 continue
             try:
-                told = active.engine.collect()
+                # The summary's write goes with the next ask (one transaction less).
+                told = active.engine.collect(defer_summary=True)
             except StorageError as exc:
                 log.warning("study %s: cannot collect results (will retry): %s", name, exc)
                 continue
@@ -212,6 +213,11 @@ class Controller:
                 cb(engine)
         if start_new:
             busy |= self._ask(studies)
+        for name, active in self.engines.items():
+            try:
+                active.engine.flush_summary()  # no ask took it
+            except StorageError as exc:
+                log.warning("study %s: cannot store its summary (will retry): %s", name, exc)
         if self.executor is not None:
             finished = self.executor.poll(studies=names, start_new=start_new)
             busy |= bool(finished)

@@ -196,6 +196,8 @@ class Engine:
         self._marked_told = False
         #: the study's unfinished trials as ``collect`` read them (trial id -> trial), while it tells
         self._unfinished: dict[int, Any] = {}
+        #: the summary's write (fields, states) ``collect`` deferred to the next ask
+        self._pending_summary: tuple[dict[str, Any], dict[str, Any]] | None = None
         #: trials told COMPLETE by ``_tell_complete`` in the current ``collect``
         self._told_complete = 0
         #: whether the last summary found no enqueued (WAITING) trial and none was enqueued since
@@ -485,9 +487,11 @@ class Engine:
             sampler = "drawn: the sampler repeated evaluated configurations"
         ask = {"attempt": attempt, "config_key": config_key(params), "suggest_seconds": elapsed,
                "retry_of": retry_of, "sampler": sampler}
-        return self.store.queue_trial(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
-                                      params=params, held=held, user_attrs={"hpod.ask": ask}, attempt=attempt,
-                                      priority=self.spec.priority)
+        job = self.store.queue_trial(study=self.name, trial_id=trial._trial_id, trial_number=trial.number,
+                                     params=params, held=held, user_attrs={"hpod.ask": ask}, attempt=attempt,
+                                     priority=self.spec.priority, study_update=self._pending_summary)
+        self._pending_summary = None  # written with the job
+        return job
 
     # ------------------------------------------------------------------ memory
     #: the measured peak-memory name a ``memory_bytes <= M`` constraint bounds
@@ -634,8 +638,12 @@ class Engine:
         return True
 
     # ------------------------------------------------------------------ tell
-    def collect(self) -> list[optuna.trial.FrozenTrial]:
+    def collect(self, *, defer_summary: bool = False) -> list[optuna.trial.FrozenTrial]:
         """Tell Optuna about every finished job of this study; returns the told trials.
+
+        ``defer_summary``: the summary's write waits for the next ask's transaction
+        (:meth:`_queue_job`), or :meth:`flush_summary` when no ask takes it (the
+        controller calls it at the end of each step).
 
         One read of the study's unfinished trials (Optuna's cached storage reads only
         those, and the trials new since its last read) serves both the tells (each reads
@@ -662,7 +670,7 @@ class Engine:
                 self._summary = self._compute_summary(sorted(trials.values(), key=lambda t: t.number))
             else:
                 self._summary = None
-            self.update_store_summary(refresh=self._summary is None)
+            self.update_store_summary(refresh=self._summary is None, defer=defer_summary)
         return told
 
     def _tell_jobs(self, jobs: list[JobRow]) -> list[optuna.trial.FrozenTrial]:
@@ -1018,10 +1026,12 @@ class Engine:
         self._ideal_source = "derived"
         return [float(v) for v in derive_ideal_point(np.array([p for _, p in first]), np.array(reference))]
 
-    def update_store_summary(self, *, final: bool = False, refresh: bool = True) -> StudySummary:
+    def update_store_summary(self, *, final: bool = False, refresh: bool = True,
+                             defer: bool = False) -> StudySummary:
         """Write the summary to the study's row (read afresh unless not ``refresh``: the
         caller has just computed it); ``final`` when the study stops (saves what is
-        otherwise saved at most every few seconds)."""
+        otherwise saved at most every few seconds); ``defer``: keep the write for the
+        next ask's transaction or :meth:`flush_summary`."""
         s = self.summary(refresh=refresh)
         fields: dict[str, Any] = {
             "hypervolume": s.hypervolume, "pareto_front_size": len(s.pareto),
@@ -1046,10 +1056,21 @@ class Engine:
             states[HYPERVOLUME_STATE_KEY] = {
                 "ideal_point": s.ideal_point, "ideal_point_source": self._ideal_source or "derived",
                 "reference_point": s.reference_point, "raw": s.hypervolume_raw, "normalized": s.hypervolume}
-        # The row and the hypervolume's state: one transaction per summary.
-        self.store.update_study(self.name, states=states, **fields)
+        # The row and the hypervolume's state: one transaction per summary, or none of
+        # its own when deferred (a summary replaces any older one not yet written).
+        self._pending_summary = (fields, states)
+        if not defer:
+            self.flush_summary()
         self._save_sampler_seconds(now=final)
         return s
+
+    def flush_summary(self) -> None:
+        """Write the summary :meth:`collect` deferred, unless an ask wrote it already.
+        Raises StorageError (the summary stays pending)."""
+        pending = self._pending_summary
+        if pending is not None:
+            self.store.update_study(self.name, states=pending[1], **pending[0])
+            self._pending_summary = None
 
     def _save_sampler_seconds(self, *, now: bool = False) -> None:
         """Store the sampler's seconds per suggestion: at most every few seconds (one

@@ -674,11 +674,14 @@ class Store:
     def update_study(self, name: str, *, states: Mapping[str, Any] | None = None, **fields: Any) -> None:
         """Set ``fields`` of the study's row and, in the same transaction, its ``states``
         (key -> value, as :meth:`put_state`)."""
-        fields.setdefault("updated_at", _now())
         with self.session() as s:
-            s.execute(update(StudyRow).where(col(StudyRow.name) == name).values(**fields))
-            for key, value in (states or {}).items():
-                self._put_state(s, name, key, value)
+            self._update_study(s, name, states, fields)
+
+    def _update_study(self, s: Session, name: str, states: Mapping[str, Any] | None,
+                      fields: Mapping[str, Any]) -> None:
+        s.execute(update(StudyRow).where(col(StudyRow.name) == name).values(**{"updated_at": _now(), **fields}))
+        for key, value in (states or {}).items():
+            self._put_state(s, name, key, value)
 
     def load_optuna_study(self, name: str, sampler: Any = None) -> optuna.Study:
         import optuna
@@ -763,11 +766,13 @@ class Store:
 
     def queue_trial(self, *, study: str, trial_id: int, trial_number: int, params: dict[str, Any],
                     held: list[HeldParam], user_attrs: Mapping[str, Any], attempt: int = 1,
-                    priority: int = 0) -> JobRow:
+                    priority: int = 0,
+                    study_update: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> JobRow:
         """:meth:`create_job` for a trial just asked, with the trial's parameters the
         storage held (:func:`holding_params`) and ``user_attrs`` written
         in the same transaction: one commit instead of one per parameter and attribute,
-        and never a trial with its parameters but no job."""
+        and never a trial with its parameters but no job. ``study_update``: ``(fields,
+        states)`` of :meth:`update_study` to write in the same transaction."""
         from optuna.storages._rdb import models
 
         row = JobRow(study=study, trial_id=trial_id, trial_number=trial_number, params_json=_dumps(params),
@@ -777,6 +782,8 @@ class Store:
             # A trial just asked has none of these attributes yet: no delete first.
             self._put_trial_attrs(s, models.TrialUserAttributeModel, trial_id, user_attrs, replace=False)
             s.add(row)
+            if study_update is not None:
+                self._update_study(s, study, study_update[1], study_update[0])
             if self.is_postgres:
                 s.execute(select(func.pg_notify(JOBS_CHANNEL, study)))
         return row
@@ -1219,8 +1226,17 @@ class Store:
         with self.session() as s:
             self._put_state(s, study, key, value)
 
-    @staticmethod
-    def _put_state(s: Session, study: str, key: str, value: Any) -> None:
+    def _put_state(self, s: Session, study: str, key: str, value: Any) -> None:
+        if self.is_postgres or self.is_sqlite:
+            # One statement (an upsert) instead of a read and a write.
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            upsert: Any = postgresql.insert if self.is_postgres else sqlite.insert
+            now, blob = _now(), _dumps(value)
+            s.execute(upsert(StateRow).values(study=study, key=key, value_json=blob, updated_at=now)
+                      .on_conflict_do_update(index_elements=[col(StateRow.study), col(StateRow.key)],
+                                             set_={"value_json": blob, "updated_at": now}))
+            return
         row = s.get(StateRow, (study, key))
         if row is None:
             s.add(StateRow(study=study, key=key, value_json=_dumps(value), updated_at=_now()))
