@@ -6,8 +6,7 @@ initialisation (LoRA's B = 0: the adapter adds nothing, so this is the demo base
 generation cost; a trained adapter costs the same per token). It is served by
 ``create_serving_app`` on a local uvicorn server; clients send one synthetic news
 article per ``POST /v1/predict`` request, ``--requests`` requests per run, from 1, 4 and
-8 concurrent client threads (in a client process of their own, apart from the
-server's). Two server settings: batching as the spec's defaults set
+8 concurrent client processes (apart from the server's). Two server settings: batching as the spec's defaults set
 it (``serving.max_batch_texts``, ``serving.batch_wait_seconds``), and batching off
 (``max_batch_texts: 1``: one model call per request, as before batching existed).
 
@@ -88,55 +87,54 @@ def _serve(store: Any, root: Path, cache: Path) -> tuple[Any, threading.Thread, 
 
 
 def _load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
-    """``len(texts)`` requests from ``clients`` threads of a client process of their own
-    (as a deployment's clients are: threads of the server's process would take the
-    server's interpreter lock for their HTTP work), each thread taking the next text."""
+    """``len(texts)`` requests from ``clients`` client processes (as a deployment's clients
+    are: independent processes, not threads sharing one interpreter lock, which would
+    queue their HTTP work one after another), each sending its share of the texts one
+    request after another. Timing starts once every client process is up and connected."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_load_here, (url, texts, clients))  # type: ignore[no-any-return]
+    go, results = ctx.Event(), ctx.Queue()
+    shares = [texts[i::clients] for i in range(clients)]
+    procs = [ctx.Process(target=_client, args=(url, share, go, results)) for share in shares]
+    for proc in procs:
+        proc.start()
+    ready = [results.get(timeout=120) for _ in procs]  # each says it is connected
+    assert all(r == "ready" for r in ready), ready
+    t0 = time.perf_counter()
+    go.set()
+    outcomes = [results.get(timeout=600) for _ in procs]
+    wall = time.perf_counter() - t0
+    for proc in procs:
+        proc.join(60)
+    latencies = sorted(x for o in outcomes for x in o["latencies"])
+    failures = [f for o in outcomes for f in o["failures"]]
+    return {
+        "clients": clients, "requests": len(texts), "failed": len(failures), "seconds": wall,
+        "requests_per_second": len(texts) / wall,
+        "p50_seconds": statistics.median(latencies),
+        "p95_seconds": statistics.quantiles(latencies, n=20, method="inclusive")[18],
+        "failures": failures[:3],
+    }
 
 
-def _load_here(url: str, texts: list[str], clients: int) -> dict[str, Any]:
-    """What :func:`_load` runs in the client process."""
+def _client(url: str, texts: list[str], go: Any, results: Any) -> None:
+    """One client process of :func:`_load`: connect, wait for the start, send its texts."""
     import httpx
 
     latencies: list[float] = []
     failures: list[str] = []
-    lock = threading.Lock()
-    next_index = iter(range(len(texts)))
-
-    def client() -> None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as http:
-            while True:
-                with lock:
-                    i = next(next_index, None)
-                if i is None:
-                    return
-                t0 = time.perf_counter()
-                r = http.post("/v1/predict", json={"text": texts[i]})
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    latencies.append(elapsed)
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code}: {r.text[:200]}")
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    ordered = sorted(latencies)
-    return {
-        "clients": clients, "requests": len(texts), "failed": len(failures), "seconds": wall,
-        "requests_per_second": len(texts) / wall,
-        "p50_seconds": statistics.median(ordered),
-        "p95_seconds": statistics.quantiles(ordered, n=20, method="inclusive")[18],
-        "failures": failures[:3],
-    }
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as http:
+        http.get("/healthz")  # connected before the clock starts
+        results.put("ready")
+        go.wait()
+        for text in texts:
+            t0 = time.perf_counter()
+            r = http.post("/v1/predict", json={"text": text})
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                failures.append(f"{r.status_code}: {r.text[:200]}")
+    results.put({"latencies": latencies, "failures": failures})
 
 
 def run(requests: int, cache: Path, work: Path) -> dict[str, Any]:
@@ -192,9 +190,9 @@ def write(result: dict[str, Any], out_dir: Path) -> None:
         "",
         "Model: the README demo's (`examples/t5-lora-demo.yaml`: tiny T5 trained on the synthetic news "
         "corpus, `max_new_tokens` 24, one torch thread) with a rank-8 LoRA adapter at its initialisation. "
-        "One held-out synthetic article per request; each run sends the same requests. The clients are threads of "
-        "one client process, apart from the server's process (from 2026-12-01; before, they were threads of the "
-        "server's process and took its interpreter lock for their HTTP work).",
+        "One held-out synthetic article per request; each run sends the same requests. Each client is a "
+        "process of its own, sending its share of the requests one after another (from 2026-12-01; "
+        "before, the clients were threads of the server's process and took its interpreter lock for their HTTP work).",
         "",
         "| batching | max batch (texts) | wait (s) | clients | requests | failed | requests/s | p50 (s) | p95 (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
