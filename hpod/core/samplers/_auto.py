@@ -84,33 +84,24 @@ def build_gp_sampler(
     led in others, all within the seeds' spread (benchmarks/results/samplers.md before
     this rule). GPSampler's own start is parity by construction.
     """
+    common: dict[str, Any] = {
+        "reference_point": reference_point,
+        "seed": seed,
+        "n_startup_trials": n_startup_trials,
+        "deterministic_objective": deterministic_objective,
+    }
     if not sobol_startup:
         if cost_metric is None and reference_point is None:
             return optuna.samplers.GPSampler(
                 seed=seed, n_startup_trials=n_startup_trials, deterministic_objective=deterministic_objective
             )
-        plain_start: dict[str, Any] = {
-            "reference_point": reference_point,
-            "seed": seed,
-            "n_startup_trials": n_startup_trials,
-            "deterministic_objective": deterministic_objective,
-            "n_preliminary_samples": GPSAMPLER_PRELIMINARY_SAMPLES,
-        }
-        if cost_metric is not None:
-            return CostAwareGPSampler(cost_metric=cost_metric, **plain_start)
-        return HpodGPSampler(**plain_start)
-
-    startup = SobolStartupSampler(max(n_params, 1), max(n_startup_trials, 1),
-                                  seed=seed if design_seed is None else design_seed, fallback_seed=seed)
-    common: dict[str, Any] = {
-        "reference_point": reference_point,
-        "seed": seed,
-        "independent_sampler": startup,
-        "n_startup_trials": n_startup_trials,
-        "deterministic_objective": deterministic_objective,
+        common["n_preliminary_samples"] = GPSAMPLER_PRELIMINARY_SAMPLES
+    else:
+        common["independent_sampler"] = SobolStartupSampler(
+            max(n_params, 1), max(n_startup_trials, 1), seed=seed if design_seed is None else design_seed,
+            fallback_seed=seed)
         # The independent sampler is hpod's startup design, used on purpose.
-        "warn_independent_sampling": False,
-    }
+        common["warn_independent_sampling"] = False
     if cost_metric is not None:
         return CostAwareGPSampler(cost_metric=cost_metric, **common)
     return HpodGPSampler(**common)
