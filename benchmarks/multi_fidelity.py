@@ -75,8 +75,11 @@ def run_one(problem: Any, method: str, seed: int, budget_joules: float,
     choice = create_sampler("auto", options, directions=["minimize"] * len(OBJECTIVES), n_trials=200,
                             n_params=len(problem.space), seed=seed)
     if method == BEFORE:
-        # The wrapper sits inside auto's model-then-evolution sampler (a private attribute).
-        wrapper = getattr(choice.sampler, "_model", choice.sampler)
+        # The wrapper is auto's sampler, or sits inside its model-then-evolution sampler (a
+        # private attribute) when auto hands over to NSGA-II later.
+        wrapper = choice.sampler
+        if not isinstance(wrapper, MultiFidelitySampler):
+            wrapper = getattr(wrapper, "_model", wrapper)
         assert isinstance(wrapper, MultiFidelitySampler)
         wrapper.extrapolate = False
     study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES), sampler=choice.sampler)
