@@ -147,22 +147,25 @@ def test_a_stored_result_wakes_the_controller_on_postgres() -> None:
         store.close()
 
 
-def _cut_connections(url: str) -> None:
-    """Kill the database's connections while it keeps accepting new ones (a restart
-    that finished while the pool sat idle)."""
-    with database_outage(url):
+def _store_whose_connections_die(pg_url: str, monkeypatch: pytest.MonkeyPatch, *, name: str,
+                                 ping_idle_seconds: float) -> Store:
+    """A store that has used its pool, then had its database's connections killed while
+    the server keeps accepting new ones (a restart that finished meanwhile), with
+    ``PING_IDLE_SECONDS`` set to ``ping_idle_seconds``."""
+    store = Store(pg_url, application_name=name)
+    _queue_two(store)
+    assert store.claim_job("w", lease_seconds=30) is not None
+    monkeypatch.setattr(store_module, "PING_IDLE_SECONDS", ping_idle_seconds)
+    with database_outage(pg_url):  # kills the connections on entry; nothing to do inside
         pass
+    return store
 
 
 @pytest.mark.postgres
 def test_a_connection_killed_while_idle_in_the_pool_is_replaced_unseen(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = Store(pg_url, application_name="hpod-test-idle")
-    _queue_two(store)
-    assert store.claim_job("w", lease_seconds=30) is not None
     # Every pooled connection counts as idle: it is pinged, found dead and replaced.
-    monkeypatch.setattr(store_module, "PING_IDLE_SECONDS", 0.0)
-    _cut_connections(pg_url)
+    store = _store_whose_connections_die(pg_url, monkeypatch, name="hpod-test-idle", ping_idle_seconds=0.0)
     job = store.claim_job("w", lease_seconds=30)
     assert job is not None and job.state == "running"
     store.close()
@@ -171,13 +174,9 @@ def test_a_connection_killed_while_idle_in_the_pool_is_replaced_unseen(
 @pytest.mark.postgres
 def test_a_connection_killed_right_after_use_fails_one_call_and_the_pool_recovers(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = Store(pg_url, application_name="hpod-test-busy")
-    _queue_two(store)
-    assert store.claim_job("w", lease_seconds=30) is not None
     # No pooled connection counts as idle: none is pinged, so the dead one fails its
     # call as an outage (retry_storage retries it) and the whole pool is replaced.
-    monkeypatch.setattr(store_module, "PING_IDLE_SECONDS", math.inf)
-    _cut_connections(pg_url)
+    store = _store_whose_connections_die(pg_url, monkeypatch, name="hpod-test-busy", ping_idle_seconds=math.inf)
     with pytest.raises(StorageError):
         store.claim_job("w", lease_seconds=30)
     job = store.claim_job("w", lease_seconds=30)
