@@ -6,11 +6,12 @@ initialisation (LoRA's B = 0: the adapter adds nothing, so this is the demo base
 generation cost; a trained adapter costs the same per token). It is served by
 ``create_serving_app`` on a local uvicorn server; clients send one synthetic news
 article per ``POST /v1/predict`` request, ``--requests`` requests per run, from 1, 4 and
-8 concurrent client processes (apart from the server's). Two server settings: batching as the spec's defaults set
-it (``serving.max_batch_texts``, ``serving.batch_wait_seconds``), and batching off
+8 concurrent client processes (apart from the server's), ``--repeats`` runs of each,
+interleaved. Two server settings: batching as the spec's defaults set it
+(``serving.max_batch_texts``, ``serving.batch_wait_seconds``), and batching off
 (``max_batch_texts: 1``: one model call per request, as before batching existed).
 
-Run: ``python -m benchmarks.serving [--requests N] [--quick]``; writes
+Run: ``python -m benchmarks.serving [--requests N] [--repeats R] [--quick]``; writes
 benchmarks/results/serving.json and .md (``--quick``: benchmarks/results/quick/).
 Target (issue 16): 8 concurrent clients get >= 3x the requests/s of one serial client,
 at p95 latency <= 2x the serial p95.
@@ -64,7 +65,8 @@ def _demo_study(root: Path, cache: Path, settings: dict[str, Any]) -> Any:
     store.register_study(spec, state="completed")
     study = store.load_optuna_study("demo")
     if not study.get_trials(deepcopy=False):
-        dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+        dist: dict[str, optuna.distributions.BaseDistribution] = {
+            "learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
         study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-3}, distributions=dist, values=[1.0],
                                                   user_attrs={"hpod.info": {"artifact_dir": str(artifact)}}))
     return store
@@ -90,7 +92,8 @@ def _load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
     """``len(texts)`` requests from ``clients`` client processes (as a deployment's clients
     are: independent processes, not threads sharing one interpreter lock, which would
     queue their HTTP work one after another), each sending its share of the texts one
-    request after another. Timing starts once every client process is up and connected."""
+    request after another. Timing starts once every client process is up and connected.
+    Returns the wall seconds, each request's latency and the failures."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -107,11 +110,20 @@ def _load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     for proc in procs:
         proc.join(60)
-    latencies = sorted(x for o in outcomes for x in o["latencies"])
-    failures = [f for o in outcomes for f in o["failures"]]
+    return {"seconds": wall, "latencies": [x for o in outcomes for x in o["latencies"]],
+            "failures": [f for o in outcomes for f in o["failures"]]}
+
+
+def _summary(clients: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the repeated runs of ``clients`` clients: requests/s over all of
+    them, p50/p95 over every request's latency, and each run's requests/s."""
+    latencies = sorted(x for run in runs for x in run["latencies"])
+    failures = [f for run in runs for f in run["failures"]]
+    seconds = sum(run["seconds"] for run in runs)
     return {
-        "clients": clients, "requests": len(texts), "failed": len(failures), "seconds": wall,
-        "requests_per_second": len(texts) / wall,
+        "clients": clients, "requests": len(latencies), "failed": len(failures), "seconds": seconds,
+        "requests_per_second": len(latencies) / seconds,
+        "requests_per_second_each_repeat": [len(run["latencies"]) / run["seconds"] for run in runs],
         "p50_seconds": statistics.median(latencies),
         "p95_seconds": statistics.quantiles(latencies, n=20, method="inclusive")[18],
         "failures": failures[:3],
@@ -137,7 +149,7 @@ def _client(url: str, texts: list[str], go: Any, results: Any) -> None:
     results.put({"latencies": latencies, "failures": failures})
 
 
-def run(requests: int, cache: Path, work: Path) -> dict[str, Any]:
+def run(requests: int, repeats: int, cache: Path, work: Path) -> dict[str, Any]:
     from hpod.objectives.t5_lora.data import synthetic_corpus
     from hpod.spec import ServingSpec
 
@@ -154,8 +166,14 @@ def run(requests: int, cache: Path, work: Path) -> dict[str, Any]:
         server, thread, url = _serve(store, work, cache)
         try:
             _load(url, texts[: max(2, requests // 10)], 1)  # warm-up: first generate call, thread pool
+            # Each repeat runs every client count once, so a change in the machine's
+            # speed during the run reaches all of them alike.
+            runs: dict[int, list[dict[str, Any]]] = {clients: [] for clients in CONCURRENCY}
+            for _ in range(repeats):
+                for clients in CONCURRENCY:
+                    runs[clients].append(_load(url, texts, clients))
             for clients in CONCURRENCY:
-                row = {"batching": label, **serving, **_load(url, texts, clients)}
+                row = {"batching": label, **serving, **_summary(clients, runs[clients])}
                 rows.append(row)
                 print(f"batching {label:8s} clients {clients}: {row['requests_per_second']:.2f} req/s, "
                       f"p50 {row['p50_seconds']:.3f} s, p95 {row['p95_seconds']:.3f} s, failed {row['failed']}")
@@ -183,23 +201,29 @@ def write(result: dict[str, Any], out_dir: Path) -> None:
     lines = [
         "# Serving with dynamic batching",
         "",
-        f"`python -m benchmarks.serving --requests {result['requests']}` on {m['cpu']}, {m['cores']} cores "
+        f"`python -m benchmarks.serving --requests {result['requests']} --repeats {result['repeats']}` on "
+        f"{m['cpu']}, {m['cores']} cores "
         f"(shared with other people's jobs: 1-min load average {result['load_average_1min_at_start']} at the start, "
         f"{result['load_average_1min_at_end']} at the end), Python {m['python']}, torch {m['torch']}, "
         f"transformers {m['transformers']}.",
         "",
         "Model: the README demo's (`examples/t5-lora-demo.yaml`: tiny T5 trained on the synthetic news "
         "corpus, `max_new_tokens` 24, one torch thread) with a rank-8 LoRA adapter at its initialisation. "
-        "One held-out synthetic article per request; each run sends the same requests. Each client is a "
+        f"One held-out synthetic article per request; each run sends the same {result['requests']} requests, and "
+        f"each row pools {result['repeats']} runs, interleaved with the other client counts' runs (requests/s: all "
+        "requests over all runs' seconds; p50/p95: over every request). Each client is a "
         "process of its own, sending its share of the requests one after another (from 2026-12-01; "
         "before, the clients were threads of the server's process and took its interpreter lock for their HTTP work).",
         "",
-        "| batching | max batch (texts) | wait (s) | clients | requests | failed | requests/s | p50 (s) | p95 (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| batching | max batch (texts) | wait (s) | clients | requests | failed | requests/s | per run | p50 (s) | "
+        "p95 (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(f"| {r['batching']} | {r['max_batch_texts']} | {r['batch_wait_seconds']} | {r['clients']} | "
-                     f"{r['requests']} | {r['failed']} | {r['requests_per_second']:.2f} | {r['p50_seconds']:.3f} | "
+                     f"{r['requests']} | {r['failed']} | {r['requests_per_second']:.2f} | "
+                     f"{', '.join(f'{x:.1f}' for x in r['requests_per_second_each_repeat'])} | "
+                     f"{r['p50_seconds']:.3f} | "
                      f"{r['p95_seconds']:.3f} |")
     lines += [
         "",
@@ -215,19 +239,22 @@ def write(result: dict[str, Any], out_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=48, help="requests per run (default 48)")
+    parser.add_argument("--requests", type=int, default=96, help="requests per run (default 96)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each client count, interleaved (default 3); rows pool them")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "hpod" / "benchmarks",
                         help="where the demo base is trained once and kept")
     parser.add_argument("--quick", action="store_true", help="8 requests; results in benchmarks/results/quick/")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    requests = 8 if args.quick else args.requests
+    requests, repeats = (8, 1) if args.quick else (args.requests, args.repeats)
     import tempfile
 
     load_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="hpod-serving-bench-") as tmp:
-        result: dict[str, Any] = {"machine": machine(), "requests": requests,
-                                  "load_average_1min_at_start": load_start, **run(requests, args.cache_dir, Path(tmp))}
+        result: dict[str, Any] = {"machine": machine(), "requests": requests, "repeats": repeats,
+                                  "load_average_1min_at_start": load_start,
+                                  **run(requests, repeats, args.cache_dir, Path(tmp))}
     result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     result["verdict"] = _verdict(result["rows"])
     write(result, RESULTS / "quick" if args.quick else RESULTS)

@@ -186,12 +186,20 @@ class _Poller:
 class BatchingPredictor:
     """Groups concurrent requests into one ``predict`` call per batch (dynamic batching).
 
-    A request's texts wait at most ``max_wait_seconds`` for others to join them, and a
-    batch holds at most ``max_batch_texts`` texts (a single larger request is a batch of
-    its own). One batch runs at a time; requests arriving meanwhile form the next one, so
-    the busier the endpoint, the fuller its batches. Texts of requests that hold
-    different models (a swap between them) are never mixed in one call. Whatever the
-    objective's predictor is, it sees a list of texts, as it does without batching.
+    One batch runs at a time; requests arriving meanwhile form the next one, so the
+    busier the endpoint, the fuller its batches. A batch holds at most
+    ``max_batch_texts`` texts (a single larger request is a batch of its own) and starts
+    when it holds as many texts as are expected, or when ``max_wait_seconds`` have
+    passed since its first request arrived or since the model became free, whichever is
+    later. Expected are the texts the previous batch answered plus those that queued
+    while it ran: clients answered by a batch usually send their next request at once,
+    and waiting briefly for them keeps the clients in one batch instead of two that
+    alternate, each request waiting for the other's batch to finish. A request that
+    arrives after a quiet spell expects no one (it waits ``max_wait_seconds`` for
+    others, at most); a lone client is never kept waiting for itself. Texts of requests
+    that hold different models (a swap between them) are never mixed in one call.
+    Whatever the objective's predictor is, it sees a list of texts, as it does without
+    batching.
 
     Requests are awaited on the event loop that serves them; the predictor runs in a
     worker thread.
@@ -207,69 +215,87 @@ class BatchingPredictor:
         self._queue: Any = None
         self._loop: Any = None
         self._worker: Any = None
-        #: sizes (texts) of the batches run so far, for /v1/serving
+        self._queued_texts = 0
+        #: for /v1/serving: batches run, texts in them, and batches started because the
+        #: wait ran out (not because they were full or held every text expected)
         self.batches = 0
         self.batched_texts = 0
+        self.waits_expired = 0
 
     async def predict(self, served: ServedModel, texts: list[str]) -> list[Any]:
         import asyncio
 
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._worker is None or self._worker.done():
-            self._loop, self._queue = loop, asyncio.Queue()
+            self._loop, self._queue, self._queued_texts = loop, asyncio.Queue(), 0
             self._worker = loop.create_task(self._run(self._queue))
         future = loop.create_future()
-        await self._queue.put((served, texts, future))
+        self._queued_texts += len(texts)
+        await self._queue.put((served, texts, future, loop.time()))
         return await future  # type: ignore[no-any-return]
+
+    def _take(self, item: Any) -> Any:
+        self._queued_texts -= len(item[1])
+        return item
 
     async def _run(self, queue: Any) -> None:
         import asyncio
 
         from starlette.concurrency import run_in_threadpool
 
+        clock = asyncio.get_running_loop().time
+        free_since, answered, queued_at_end = -math.inf, 0, 0
+        item = self._take(await queue.get())
         while True:
-            batch = [await queue.get()]
-            size = len(batch[0][1])
-            deadline = asyncio.get_running_loop().time() + self.max_wait_seconds
-            while size < self.max_batch_texts:
+            batch, size = [item], len(item[1])
+            # Texts of a request arriving within the wait after the last batch ended (or
+            # queued while it ran) come with others expected back; after a quiet spell,
+            # expected is whatever joins within the wait.
+            returning = item[3] <= free_since + self.max_wait_seconds
+            expected = min(self.max_batch_texts, answered + queued_at_end) if returning else self.max_batch_texts
+            deadline = max(item[3], free_since) + self.max_wait_seconds
+            following = None
+            while size < expected:
                 try:
-                    item = queue.get_nowait()
+                    nxt = queue.get_nowait()
                 except asyncio.QueueEmpty:
-                    left = deadline - asyncio.get_running_loop().time()
-                    if left <= 0:
-                        break
+                    left = deadline - clock()
                     try:
-                        item = await asyncio.wait_for(queue.get(), left)
+                        if left <= 0:
+                            raise TimeoutError
+                        nxt = await asyncio.wait_for(queue.get(), left)
                     except TimeoutError:
+                        self.waits_expired += 1
                         break
-                if size + len(item[1]) > self.max_batch_texts:
-                    await self._predict_batch(batch, run_in_threadpool)
-                    batch, size = [item], len(item[1])
-                    deadline = asyncio.get_running_loop().time() + self.max_wait_seconds
-                    continue
-                batch.append(item)
-                size += len(item[1])
+                self._take(nxt)
+                if size + len(nxt[1]) > self.max_batch_texts:
+                    following = nxt  # starts the next batch
+                    break
+                batch.append(nxt)
+                size += len(nxt[1])
             await self._predict_batch(batch, run_in_threadpool)
+            free_since, answered, queued_at_end = clock(), size, self._queued_texts
+            item = following if following is not None else self._take(await queue.get())
 
     async def _predict_batch(self, batch: list[Any], run_in_threadpool: Any) -> None:
         by_model: dict[int, list[Any]] = {}
         for item in batch:
             by_model.setdefault(id(item[0]), []).append(item)
         for items in by_model.values():
-            texts = [t for _, request_texts, _ in items for t in request_texts]
+            texts = [t for _, request_texts, *_ in items for t in request_texts]
             try:
                 predictions = await run_in_threadpool(items[0][0].predictor.predict, texts)
                 if len(predictions) != len(texts):
                     raise RuntimeError(f"the predictor returned {len(predictions)} predictions for {len(texts)} texts")
             except Exception as exc:  # each waiting request gets the error
-                for _, _, future in items:
+                for _, _, future, _ in items:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.batches += 1
             self.batched_texts += len(texts)
             start = 0
-            for _, request_texts, future in items:
+            for _, request_texts, future, _ in items:
                 if not future.done():  # a client that went away leaves a cancelled future
                     future.set_result(list(predictions[start:start + len(request_texts)]))
                 start += len(request_texts)
@@ -378,7 +404,7 @@ def create_serving_app(store: Store, study: str, *, state_dir: Path, token: str,
                 "last_error": holder.last_error,
                 "batching": {"max_batch_texts": batcher.max_batch_texts,
                              "max_wait_seconds": batcher.max_wait_seconds, "batches": batcher.batches,
-                             "texts": batcher.batched_texts}}
+                             "texts": batcher.batched_texts, "waits_expired": batcher.waits_expired}}
 
     @app.post("/v1/predict")
     @app.post("/v1/summarize")

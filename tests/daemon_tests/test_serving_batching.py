@@ -87,3 +87,64 @@ def test_a_failing_predictor_fails_the_requests_of_its_batch_only() -> None:
 def test_bad_limits_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BatchingPredictor(**kwargs)
+
+
+def test_a_lone_client_is_not_kept_waiting_for_itself() -> None:
+    """One client sending requests one after another: only its first request (after a
+    quiet spell, when others might join) waits out the batching wait; each later one
+    starts its batch at once, since the previous batch answered only this client."""
+    predictor = _Recording("m")
+    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=0.2)
+
+    async def main() -> list[list[str]]:
+        return [await batcher.predict(_served(predictor), [f"t{i}"]) for i in range(5)]
+
+    assert asyncio.run(main()) == [[f"m:t{i}"] for i in range(5)]
+    assert predictor.calls == [[f"t{i}"] for i in range(5)]
+    assert batcher.waits_expired == 1
+
+
+def test_a_batch_starts_once_the_clients_it_expects_are_back() -> None:
+    """Four clients in step: the first batch waits out the wait (anyone might join),
+    each later one starts as soon as the four clients the previous batch answered have
+    sent their next request, not when the wait runs out."""
+    predictor = _Recording("m", delay=0.01)
+    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=0.3)
+    served = _served(predictor)
+
+    async def client(name: str) -> None:
+        for i in range(5):
+            assert await batcher.predict(served, [f"{name}{i}"]) == [f"m:{name}{i}"]
+
+    async def main() -> None:
+        await asyncio.gather(*(client(name) for name in "abcd"))
+
+    asyncio.run(main())
+    assert [len(call) for call in predictor.calls] == [4] * 5
+    assert batcher.waits_expired == 1
+
+
+def test_clients_that_started_apart_end_up_in_one_batch() -> None:
+    """Two clients start, two more join while the first batch runs, and the model takes
+    longer than the batching wait. When the first batch ends, the next one expects the
+    pair it answered as well as the pair that queued meanwhile, so it waits (at most the
+    batching wait) for the returning pair instead of running the queued pair alone and
+    leaving the pairs to alternate, each request waiting for the other pair's batch."""
+    predictor = _Recording("m", delay=0.2)
+    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=0.05)
+    served = _served(predictor)
+
+    async def client(name: str, late: bool) -> None:
+        if late:
+            while not predictor.calls:  # the first batch has reached the predictor
+                await asyncio.sleep(0.001)
+        for i in range(4):
+            assert await batcher.predict(served, [f"{name}{i}"]) == [f"m:{name}{i}"]
+
+    async def main() -> None:
+        await asyncio.gather(*(client(name, late=name in "cd") for name in "abcd"))
+
+    asyncio.run(main())
+    # a and b alone, then all four (a and b's last three, c and d's first three), then
+    # c and d's last requests
+    assert [len(call) for call in predictor.calls] == [2, 4, 4, 4, 2]
