@@ -12,7 +12,9 @@ interleaved. Two server settings: batching as the spec's defaults set it
 (``max_batch_texts: 1``: one model call per request, as before batching existed).
 
 Run: ``python -m benchmarks.serving [--requests N] [--repeats R] [--quick]``; writes
-benchmarks/results/serving.json and .md (``--quick``: benchmarks/results/quick/).
+benchmarks/results/serving.json and .md (``--quick``: benchmarks/results/quick/;
+``--tag T``: serving-T.json and .md, a run under other conditions kept beside the main
+one; ``--beside TEXT`` records what else ran on the machine).
 Target (issue 16): 8 concurrent clients get >= 3x the requests/s of one serial client,
 at p95 latency <= 2x the serial p95.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import threading
 import time
@@ -193,19 +196,21 @@ def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "target_met": speedup >= 3.0 and p95_ratio <= 2.0}
 
 
-def write(result: dict[str, Any], out_dir: Path) -> None:
+def write(result: dict[str, Any], out_dir: Path, name: str = "serving") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     v = result["verdict"]
     lines = [
         "# Serving with dynamic batching",
         "",
-        f"`python -m benchmarks.serving --requests {result['requests']} --repeats {result['repeats']}` on "
+        f"`python -m benchmarks.serving --requests {result['requests']} --repeats {result['repeats']}"
+        + (f" --tag {result['tag']}" if result.get("tag") else "") + "` on "
         f"{m['cpu']}, {m['cores']} cores "
         f"(shared with other people's jobs: 1-min load average {result['load_average_1min_at_start']} at the start, "
         f"{result['load_average_1min_at_end']} at the end), Python {m['python']}, torch {m['torch']}, "
-        f"transformers {m['transformers']}.",
+        f"transformers {m['transformers']}."
+        + (f" Beside it ran: {result['beside']}." if result.get("beside") else ""),
         "",
         "Model: the README demo's (`examples/t5-lora-demo.yaml`: tiny T5 trained on the synthetic news "
         "corpus, `max_new_tokens` 24, one torch thread) with a rank-8 LoRA adapter at its initialisation. "
@@ -234,7 +239,7 @@ def write(result: dict[str, Any], out_dir: Path) -> None:
         "`off` is one model call per request (`max_batch_texts: 1`), what serving did before batching. "
         "Figures move with the machine's load: the benchmark shares two cores with other work.",
     ]
-    (out_dir / "serving.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -242,10 +247,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96, help="requests per run (default 96)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each client count, interleaved (default 3); rows pool them")
+    parser.add_argument("--tag", default="",
+                        help="write benchmarks/results/serving-TAG.{json,md} instead of serving.{json,md} "
+                             "(a run under other conditions, kept beside the main one)")
+    parser.add_argument("--beside", default="",
+                        help="what else ran on the machine meanwhile, recorded with the results "
+                             "(e.g. 'three busy loops')")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "hpod" / "benchmarks",
                         help="where the demo base is trained once and kept")
     parser.add_argument("--quick", action="store_true", help="8 requests; results in benchmarks/results/quick/")
     args = parser.parse_args()
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
+        parser.error(f"--tag {args.tag!r}: letters, digits, '-' and '_' only (it names the results files)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     requests, repeats = (8, 1) if args.quick else (args.requests, args.repeats)
     import tempfile
@@ -253,11 +266,12 @@ def main() -> None:
     load_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="hpod-serving-bench-") as tmp:
         result: dict[str, Any] = {"machine": machine(), "requests": requests, "repeats": repeats,
+                                  "beside": args.beside, "tag": args.tag,
                                   "load_average_1min_at_start": load_start,
                                   **run(requests, repeats, args.cache_dir, Path(tmp))}
     result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     result["verdict"] = _verdict(result["rows"])
-    write(result, RESULTS / "quick" if args.quick else RESULTS)
+    write(result, RESULTS / "quick" if args.quick else RESULTS, f"serving-{args.tag}" if args.tag else "serving")
 
 
 if __name__ == "__main__":
