@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 # FastAPI reads route signatures' annotations from this module's globals
 from starlette.requests import Request
@@ -183,6 +183,15 @@ class _Poller:
                             self.holder.base, exc)
 
 
+class _Request(NamedTuple):
+    """A request waiting in :class:`BatchingPredictor`'s queue."""
+
+    served: ServedModel
+    texts: list[str]
+    future: Any  # asyncio.Future[list[Any]]
+    arrived: float  # the event loop's clock
+
+
 class BatchingPredictor:
     """Groups concurrent requests into one ``predict`` call per batch (dynamic batching).
 
@@ -231,12 +240,12 @@ class BatchingPredictor:
             self._worker = loop.create_task(self._run(self._queue))
         future = loop.create_future()
         self._queued_texts += len(texts)
-        await self._queue.put((served, texts, future, loop.time()))
+        await self._queue.put(_Request(served, texts, future, loop.time()))
         return await future  # type: ignore[no-any-return]
 
-    def _take(self, item: Any) -> Any:
-        self._queued_texts -= len(item[1])
-        return item
+    def _take(self, request: _Request) -> _Request:
+        self._queued_texts -= len(request.texts)
+        return request
 
     async def _run(self, queue: Any) -> None:
         import asyncio
@@ -247,13 +256,13 @@ class BatchingPredictor:
         free_since, answered, queued_at_end = -math.inf, 0, 0
         item = self._take(await queue.get())
         while True:
-            batch, size = [item], len(item[1])
+            batch, size = [item], len(item.texts)
             # Texts of a request arriving within the wait after the last batch ended (or
             # queued while it ran) come with others expected back; after a quiet spell,
             # expected is whatever joins within the wait.
-            returning = item[3] <= free_since + self.max_wait_seconds
+            returning = item.arrived <= free_since + self.max_wait_seconds
             expected = min(self.max_batch_texts, answered + queued_at_end) if returning else self.max_batch_texts
-            deadline = max(item[3], free_since) + self.max_wait_seconds
+            deadline = max(item.arrived, free_since) + self.max_wait_seconds
             following = None
             while size < expected:
                 try:
@@ -268,37 +277,37 @@ class BatchingPredictor:
                         self.waits_expired += 1
                         break
                 self._take(nxt)
-                if size + len(nxt[1]) > self.max_batch_texts:
+                if size + len(nxt.texts) > self.max_batch_texts:
                     following = nxt  # starts the next batch
                     break
                 batch.append(nxt)
-                size += len(nxt[1])
+                size += len(nxt.texts)
             await self._predict_batch(batch, run_in_threadpool)
             free_since, answered, queued_at_end = clock(), size, self._queued_texts
             item = following if following is not None else self._take(await queue.get())
 
-    async def _predict_batch(self, batch: list[Any], run_in_threadpool: Any) -> None:
-        by_model: dict[int, list[Any]] = {}
+    async def _predict_batch(self, batch: list[_Request], run_in_threadpool: Any) -> None:
+        by_model: dict[int, list[_Request]] = {}
         for item in batch:
-            by_model.setdefault(id(item[0]), []).append(item)
+            by_model.setdefault(id(item.served), []).append(item)
         for items in by_model.values():
-            texts = [t for _, request_texts, *_ in items for t in request_texts]
+            texts = [t for item in items for t in item.texts]
             try:
-                predictions = await run_in_threadpool(items[0][0].predictor.predict, texts)
+                predictions = await run_in_threadpool(items[0].served.predictor.predict, texts)
                 if len(predictions) != len(texts):
                     raise RuntimeError(f"the predictor returned {len(predictions)} predictions for {len(texts)} texts")
             except Exception as exc:  # each waiting request gets the error
-                for _, _, future, _ in items:
-                    if not future.done():
-                        future.set_exception(exc)
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
                 continue
             self.batches += 1
             self.batched_texts += len(texts)
             start = 0
-            for _, request_texts, future, _ in items:
-                if not future.done():  # a client that went away leaves a cancelled future
-                    future.set_result(list(predictions[start:start + len(request_texts)]))
-                start += len(request_texts)
+            for item in items:
+                if not item.future.done():  # a client that went away leaves a cancelled future
+                    item.future.set_result(list(predictions[start:start + len(item.texts)]))
+                start += len(item.texts)
 
 
 def parse_summarize_body(raw: bytes, *, max_texts: int) -> list[str]:

@@ -378,8 +378,9 @@ class ServingSpec(_Strict):
     to [0, 1]) or ``objective NAME`` (best on that metric). ``record_text`` keeps the
     raw served text next to its features (off: features only). ``max_body_bytes`` and
     ``max_texts`` bound one request. Concurrent requests are batched: up to
-    ``max_batch_texts`` texts per model call, a request waiting at most
-    ``batch_wait_seconds`` for others to join it.
+    ``max_batch_texts`` texts per model call; a batch starts once it holds the texts it
+    expects (those the previous batch answered and those queued meanwhile) or
+    ``batch_wait_seconds`` after its first request arrived or the model became free.
     """
 
     enabled: bool = False
@@ -390,7 +391,7 @@ class ServingSpec(_Strict):
     max_body_bytes: int = Field(default=1 << 20, ge=256, le=1 << 30)
     max_texts: int = Field(default=32, ge=1, le=10_000)
     #: dynamic batching: concurrent requests' texts go to the model together, up to this
-    #: many texts per call, each request waiting at most ``batch_wait_seconds`` for others
+    #: many texts per call, a batch waiting at most ``batch_wait_seconds`` for others
     max_batch_texts: int = Field(default=64, ge=1, le=10_000)
     batch_wait_seconds: float = Field(default=0.01, ge=0.0, le=1.0)
 
