@@ -94,7 +94,8 @@ def test_a_lone_client_is_not_kept_waiting_for_itself() -> None:
     quiet spell, when others might join) waits out the batching wait; each later one
     starts its batch at once, since the previous batch answered only this client."""
     predictor = _Recording("m")
-    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=0.2)
+    # a wait far longer than a loaded machine's pause, so only the quiet-spell wait expires
+    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=1.0)
 
     async def main() -> list[list[str]]:
         return [await batcher.predict(_served(predictor), [f"t{i}"]) for i in range(5)]
@@ -109,7 +110,7 @@ def test_a_batch_starts_once_the_clients_it_expects_are_back() -> None:
     each later one starts as soon as the four clients the previous batch answered have
     sent their next request, not when the wait runs out."""
     predictor = _Recording("m", delay=0.01)
-    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=0.3)
+    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=1.0)
     served = _served(predictor)
 
     async def client(name: str) -> None:
@@ -130,8 +131,8 @@ def test_clients_that_started_apart_end_up_in_one_batch() -> None:
     pair it answered as well as the pair that queued meanwhile, so it waits (at most the
     batching wait) for the returning pair instead of running the queued pair alone and
     leaving the pairs to alternate, each request waiting for the other pair's batch."""
-    predictor = _Recording("m", delay=0.2)
-    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=0.05)
+    predictor = _Recording("m", delay=0.6)
+    batcher = BatchingPredictor(max_batch_texts=8, max_wait_seconds=0.3)
     served = _served(predictor)
 
     async def client(name: str, late: bool) -> None:
